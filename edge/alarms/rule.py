@@ -1,0 +1,191 @@
+"""The alarm rule of one stream: k of the last n hops over the threshold trips it, a score
+that stays below a lower clear threshold for a hold time clears it.
+
+A pure state machine: ``AlarmRule.update(stream_s, score, utc)`` takes one hop's score and
+returns a ``Transition`` (a raise or a clear) or ``None``. It keeps no clock of its own:
+``stream_s`` is the stream's time (seconds of audio since the stream started, the end of the
+window just scored), so a file replayed at ``--speed max`` behaves exactly as it does in real
+time; ``utc`` is the wall-clock time of the same instant, used only to name the episode.
+
+Defaults, at the default 0.5 s hop:
+
+- ``trip_hops=3`` of ``window_hops=5``: a sustained fault trips within 1.5 s of pushing the
+  score over the threshold, while a spike of one or two hops (a door slam, a forklift passing)
+  never does; "3 of 5" rather than "3 in a row" so one hop dipping under the threshold in the
+  middle of a fault does not delay the alarm.
+- ``clear_fraction=0.9``: hysteresis. A score hovering around the threshold would otherwise
+  raise and clear on every other hop; it must fall 10 % below the threshold to count as normal.
+- ``hold_seconds=5.0``: ten hops below the clear threshold before the episode ends, so a fault
+  that comes and goes (an intermittent bearing knock) stays one episode instead of many.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+from collections import deque
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from edge.errors import BadInput
+
+logger = logging.getLogger(__name__)
+
+# Episode ids are uuid5 in this namespace of node/machine/section/start time: the same episode
+# always has the same id, and ids of different streams or episodes never collide.
+EPISODE_NAMESPACE = uuid.UUID("7d2f4b8e-5a61-4c1e-9f3a-2b6c8d0e1a47")
+
+
+class AlarmRuleConfig(BaseModel):
+    """How one stream turns hop scores into alarm episodes (see the module docstring)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    trip_hops: int = Field(default=3, ge=1, title="k",
+                           description="hops over the threshold, among the last window_hops, "
+                                       "that raise an alarm")
+    window_hops: int = Field(default=5, ge=1, title="n",
+                             description="how many of the latest hops the trip rule looks at")
+    clear_fraction: float = Field(default=0.9, gt=0.0, le=1.0,
+                                  description="clear threshold as a fraction of the threshold "
+                                              "(used when clear_threshold is not set)")
+    clear_threshold: float | None = Field(
+        default=None, description="absolute clear threshold; overrides clear_fraction")
+    hold_seconds: float = Field(default=5.0, ge=0.0,
+                                description="seconds of stream time the score must stay below "
+                                            "the clear threshold before the alarm clears")
+
+    @model_validator(mode="after")
+    def _k_within_n(self) -> AlarmRuleConfig:
+        if self.trip_hops > self.window_hops:
+            raise ValueError(f"trip_hops={self.trip_hops} is more than window_hops="
+                             f"{self.window_hops}: the alarm could never trip; make trip_hops "
+                             "at most window_hops")
+        return self
+
+
+@dataclass(frozen=True)
+class StreamKey:
+    """Which stream: the box (node), the machine type and the section (unit) it watches."""
+
+    node: str
+    machine: str
+    section: str
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A raise or a clear of one episode.
+
+    ``stream_s``/``utc``: when it happened (the end of the hop that decided it).
+    ``episode_start_s``/``episode_start_utc``: the first hop over the threshold of the episode.
+    ``score``: the hop's score; ``threshold``: the section's (trip) threshold.
+    """
+
+    type: Literal["raise", "clear"]
+    episode_id: str
+    stream_s: float
+    utc: datetime
+    episode_start_s: float
+    episode_start_utc: datetime
+    score: float
+    threshold: float
+    clear_threshold: float
+
+
+def episode_id(stream: StreamKey, start_utc: datetime) -> str:
+    """The stable id of the episode of ``stream`` that started at ``start_utc`` (uuid5)."""
+    name = f"{stream.node}/{stream.machine}/{stream.section}/{start_utc.isoformat()}"
+    return str(uuid.uuid5(EPISODE_NAMESPACE, name))
+
+
+class AlarmRule:
+    """The alarm state of one stream; feed it every hop's score in order."""
+
+    def __init__(self, stream: StreamKey, threshold: float,
+                 config: AlarmRuleConfig | None = None) -> None:
+        self.stream = stream
+        self.config = config or AlarmRuleConfig()
+        self.threshold = float(threshold)
+        if self.config.clear_threshold is not None:
+            self.clear_threshold = float(self.config.clear_threshold)
+        elif self.threshold > 0:
+            self.clear_threshold = self.config.clear_fraction * self.threshold
+        else:
+            raise BadInput(f"the threshold of {stream.machine} section {stream.section} is "
+                           f"{self.threshold}, so clear_fraction cannot give a lower clear "
+                           "threshold: set clear_threshold in the stream's alarm config")
+        if self.clear_threshold > self.threshold:
+            raise BadInput(f"clear_threshold={self.clear_threshold} is above the threshold "
+                           f"{self.threshold} of {stream.machine} section {stream.section}: "
+                           "set it at or below the threshold")
+        # (stream_s, utc) of each of the last window_hops hops that was over the threshold,
+        # or None for one that was not.
+        self._recent: deque[tuple[float, datetime] | None] = deque(maxlen=self.config.window_hops)
+        self._episode: tuple[str, float, datetime] | None = None  # id, start_s, start_utc
+        self._below_since_s: float | None = None
+
+    @property
+    def active(self) -> bool:
+        """True while an episode is open (raised and not yet cleared)."""
+        return self._episode is not None
+
+    @property
+    def episode_id(self) -> str | None:
+        return self._episode[0] if self._episode else None
+
+    def update(self, stream_s: float, score: float, utc: datetime) -> Transition | None:
+        """Take one hop's score; return the raise or clear it causes, if any.
+
+        A score that is not a finite number (NaN, inf) carries no information: it is logged
+        and leaves the state as it is.
+        """
+        if not math.isfinite(score):
+            logger.warning("%s/%s: score %r at %.2f s ignored by the alarm rule",
+                           self.stream.machine, self.stream.section, score, stream_s)
+            return None
+        if self._episode is None:
+            return self._update_idle(stream_s, score, utc)
+        return self._update_active(stream_s, score, utc)
+
+    def _update_idle(self, stream_s: float, score: float, utc: datetime) -> Transition | None:
+        self._recent.append((stream_s, utc) if score > self.threshold else None)
+        over = [hop for hop in self._recent if hop is not None]
+        if len(over) < self.config.trip_hops:
+            return None
+        start_s, start_utc = over[0]
+        new_id = episode_id(self.stream, start_utc)
+        self._episode = (new_id, start_s, start_utc)
+        self._below_since_s = None
+        logger.info("%s/%s: alarm raised at %.2f s (score %.4g > %.4g), episode %s",
+                    self.stream.machine, self.stream.section, stream_s, score, self.threshold,
+                    new_id)
+        return self._transition("raise", stream_s, score, utc)
+
+    def _update_active(self, stream_s: float, score: float, utc: datetime) -> Transition | None:
+        if score >= self.clear_threshold:
+            self._below_since_s = None
+            return None
+        if self._below_since_s is None:
+            self._below_since_s = stream_s
+        if stream_s - self._below_since_s < self.config.hold_seconds:
+            return None
+        transition = self._transition("clear", stream_s, score, utc)
+        logger.info("%s/%s: alarm cleared at %.2f s, episode %s", self.stream.machine,
+                    self.stream.section, stream_s, transition.episode_id)
+        self._episode = None
+        self._below_since_s = None
+        self._recent.clear()  # a new episode needs k fresh hops over the threshold
+        return transition
+
+    def _transition(self, kind: Literal["raise", "clear"], stream_s: float, score: float,
+                    utc: datetime) -> Transition:
+        assert self._episode is not None
+        episode, start_s, start_utc = self._episode
+        return Transition(type=kind, episode_id=episode, stream_s=stream_s, utc=utc,
+                          episode_start_s=start_s, episode_start_utc=start_utc, score=score,
+                          threshold=self.threshold, clear_threshold=self.clear_threshold)

@@ -1,0 +1,116 @@
+"""Audio files in, 16 kHz mono float32 out.
+
+Everything inside the system runs at ``SAMPLE_RATE`` (16 kHz) mono. Files at a higher rate are
+resampled with a polyphase filter; a multichannel file gives one chosen channel. A rate below
+16 kHz is refused: the front end reads up to 8 kHz, which such a file cannot hold.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from math import gcd
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+from scipy.signal import resample_poly
+
+from edge.errors import BadInput
+
+logger = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16_000
+SILENCE_PEAK = 1e-4  # below about -80 dBFS peak, a clip is treated as silent
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What a file header says: rate (Hz), frames, channels, duration (s), format."""
+
+    path: Path
+    sample_rate: int
+    frames: int
+    channels: int
+    subtype: str
+
+    @property
+    def duration(self) -> float:
+        return self.frames / self.sample_rate if self.sample_rate else 0.0
+
+
+def audio_info(path: str | Path) -> AudioInfo:
+    """Read a file's header only. Raises ``BadInput`` naming the file if it is unreadable."""
+    path = Path(path)
+    try:
+        info = sf.info(str(path))
+    except (RuntimeError, OSError, sf.LibsndfileError) as err:
+        raise BadInput(f"{path}: cannot read audio ({_short(err)}); "
+                       "replace it with a valid WAV or FLAC file or remove it") from err
+    return AudioInfo(path, int(info.samplerate), int(info.frames), int(info.channels),
+                     str(info.subtype))
+
+
+def resample(waveform: np.ndarray, orig_rate: int, target_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Polyphase resampling of ``waveform`` (N,) from ``orig_rate`` to ``target_rate`` Hz."""
+    if orig_rate == target_rate:
+        return waveform
+    common = gcd(int(orig_rate), int(target_rate))
+    out = resample_poly(waveform, target_rate // common, orig_rate // common)
+    return out.astype(np.float32, copy=False)
+
+
+def to_mono(data: np.ndarray, channel: int, where: str) -> np.ndarray:
+    """Pick ``channel`` from (N,) or (N, C) audio; raises ``BadInput`` when it does not exist."""
+    if data.ndim == 1:
+        if channel != 0:
+            raise BadInput(f"{where}: channel {channel} asked for, but the audio is mono; "
+                           "use channel 0")
+        return data
+    if not 0 <= channel < data.shape[1]:
+        raise BadInput(f"{where}: channel {channel} asked for, but the audio has "
+                       f"{data.shape[1]} channel(s); pick 0..{data.shape[1] - 1}")
+    return np.ascontiguousarray(data[:, channel])
+
+
+def check_rate(rate: int, where: str) -> None:
+    if rate < SAMPLE_RATE:
+        raise BadInput(f"{where}: sample rate {rate} Hz is below {SAMPLE_RATE} Hz; the front "
+                       f"end needs content up to {SAMPLE_RATE // 2} Hz: record at "
+                       f"{SAMPLE_RATE} Hz or more")
+
+
+def read_audio(path: str | Path, channel: int = 0) -> np.ndarray:
+    """Read a WAV/FLAC file as 16 kHz mono float32 in [-1, 1], shape (N,).
+
+    Raises ``BadInput`` (naming the file and the fix) for an unreadable or empty file, a rate
+    below 16 kHz, or a channel the file does not have. A silent file only logs a warning.
+    """
+    path = Path(path)
+    info = audio_info(path)
+    if info.frames == 0:
+        raise BadInput(f"{path}: the file holds no audio (0 samples); re-record it or remove it")
+    check_rate(info.sample_rate, str(path))
+    try:
+        data, rate = sf.read(str(path), dtype="float32", always_2d=False)
+    except (RuntimeError, OSError, sf.LibsndfileError) as err:
+        raise BadInput(f"{path}: cannot decode audio ({_short(err)}); "
+                       "replace it with a valid WAV or FLAC file or remove it") from err
+    waveform = to_mono(np.asarray(data, dtype=np.float32), channel, str(path))
+    if waveform.size == 0:
+        raise BadInput(f"{path}: the file holds no audio (0 samples); re-record it or remove it")
+    if float(np.max(np.abs(waveform))) < SILENCE_PEAK:
+        logger.warning("%s: the audio is silent (peak below %.0e); check the microphone",
+                       path, SILENCE_PEAK)
+    return resample(waveform, int(rate), SAMPLE_RATE)
+
+
+def write_audio(path: str | Path, waveform: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
+    """Write (N,) float audio in [-1, 1] as 16-bit PCM WAV, creating parent folders."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), np.clip(waveform, -1.0, 1.0), sample_rate, subtype="PCM_16")
+
+
+def _short(err: BaseException) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

@@ -1,0 +1,175 @@
+"""Evidence: the audio of each alarm saved as a WAV clip, with the sound that led up to it.
+
+Each stream keeps its last ``pre_roll_seconds`` of audio in a ``RingBuffer``. On an alarm,
+``EvidenceRecorder.trigger`` returns the clip's path at once (the event names it) and the clip
+is written, atomically (a temporary file renamed), when ``post_roll_seconds`` more audio has
+arrived, or with what there is when the stream stops. Clip names carry machine, section, UTC
+time and episode id::
+
+    <machine>_section_<SS>_<YYYYmmddTHHMMSSZ>_<episode id>.wav     16 kHz mono, 16-bit PCM
+
+Retention (``enforce_retention``): after each clip, the oldest clips of the folder are removed
+until at most ``max_clips`` remain, none older than ``max_age_days`` and all together at most
+``max_megabytes``. Only files named like clips are touched.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from edge.audio import SAMPLE_RATE, write_audio
+
+logger = logging.getLogger(__name__)
+
+CLIP_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*_section_\d{2}_\d{8}T\d{6}Z_[A-Za-z0-9-]+"
+                          r"\.wav$")
+
+
+class RingBuffer:
+    """The latest ``capacity`` samples of a stream (float32)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = int(capacity)
+        self._data = np.zeros(max(self.capacity, 1), dtype=np.float32)
+        self._end = 0  # samples pushed in total
+
+    def push(self, samples: np.ndarray) -> None:
+        """Append (N,) samples, forgetting the oldest beyond the capacity."""
+        if self.capacity == 0:
+            return
+        samples = np.asarray(samples, dtype=np.float32)[-self.capacity:]
+        start = self._end % self.capacity
+        first = min(samples.shape[0], self.capacity - start)
+        self._data[start:start + first] = samples[:first]
+        self._data[:samples.shape[0] - first] = samples[first:]
+        self._end += samples.shape[0]
+
+    def latest(self) -> np.ndarray:
+        """(M,) the buffered samples, oldest first; M = min(capacity, samples pushed)."""
+        held = min(self._end, self.capacity)
+        if held == 0:
+            return np.zeros(0, dtype=np.float32)
+        start = (self._end - held) % self.capacity
+        return np.roll(self._data, -start)[:held].copy()
+
+    def clear(self) -> None:
+        """Forget everything (after a gap, audio before it is no longer the clip's pre-roll)."""
+        self._end = 0
+
+
+@dataclass
+class _PendingClip:
+    path: Path
+    parts: list[np.ndarray]
+    missing: int  # post-roll samples still to come
+
+
+def clip_name(machine: str, section: int, when: datetime, episode_id: str) -> str:
+    """``<machine>_section_<SS>_<YYYYmmddTHHMMSSZ>_<episode>.wav`` (``when`` in UTC)."""
+    stamp = when.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    safe_episode = re.sub(r"[^A-Za-z0-9-]", "-", episode_id)
+    return f"{machine}_section_{section:02d}_{stamp}_{safe_episode}.wav"
+
+
+class EvidenceRecorder:
+    """Alarm clips of one stream, written into ``directory`` (shared by all streams)."""
+
+    def __init__(self, directory: str | Path, machine: str, section: int,
+                 pre_roll_seconds: float = 10.0, post_roll_seconds: float = 5.0,
+                 max_clips: int = 500, max_age_days: float = 30.0,
+                 max_megabytes: float = 1000.0) -> None:
+        self.directory = Path(directory)
+        self.machine = machine
+        self.section = section
+        self.post_roll_samples = round(post_roll_seconds * SAMPLE_RATE)
+        self.ring = RingBuffer(round(pre_roll_seconds * SAMPLE_RATE))
+        self.max_clips = max_clips
+        self.max_age_days = max_age_days
+        self.max_megabytes = max_megabytes
+        self._pending: list[_PendingClip] = []
+
+    def push(self, samples: np.ndarray, discontinuity: bool = False) -> list[Path]:
+        """Feed a stream's next (N,) samples; returns the clips this completed (written)."""
+        if discontinuity:
+            self.ring.clear()
+        done = []
+        for clip in self._pending:
+            take = samples[:clip.missing]
+            clip.parts.append(np.asarray(take, dtype=np.float32))
+            clip.missing -= take.shape[0]
+            if clip.missing <= 0:
+                done.append(clip)
+        self.ring.push(samples)
+        for clip in done:
+            self._pending.remove(clip)
+            self._write(clip)
+        return [clip.path for clip in done]
+
+    def trigger(self, episode_id: str, when: datetime | None = None) -> Path:
+        """Start a clip for an alarm at ``when`` (UTC; default now): the pre-roll held now,
+        then ``post_roll_seconds`` of what ``push`` brings next. Returns the clip's path,
+        which exists once the post-roll is in (or ``flush`` is called)."""
+        when = when or datetime.now(UTC)
+        path = self.directory / clip_name(self.machine, self.section, when, episode_id)
+        clip = _PendingClip(path, [self.ring.latest()], self.post_roll_samples)
+        if clip.missing <= 0:
+            self._write(clip)
+        else:
+            self._pending.append(clip)
+        return path
+
+    def flush(self) -> list[Path]:
+        """Write pending clips with the post-roll they have (at shutdown)."""
+        done, self._pending = self._pending, []
+        for clip in done:
+            self._write(clip)
+        return [clip.path for clip in done]
+
+    def _write(self, clip: _PendingClip) -> None:
+        audio = np.concatenate(clip.parts) if clip.parts else np.zeros(0, np.float32)
+        temporary = clip.path.with_name(f".{clip.path.stem}.partial.wav")  # not a clip's name
+        try:
+            write_audio(temporary, audio)
+            os.replace(temporary, clip.path)
+        except (OSError, RuntimeError) as err:
+            # Evidence is a help, not the alarm: the event still goes out without its clip.
+            logger.error("could not write the alarm clip %s: %s", clip.path, err)
+            return
+        logger.info("alarm clip %s (%.1f s)", clip.path, audio.shape[0] / SAMPLE_RATE)
+        enforce_retention(self.directory, self.max_clips, self.max_age_days, self.max_megabytes)
+
+
+def enforce_retention(directory: str | Path, max_clips: int, max_age_days: float,
+                      max_megabytes: float, now: float | None = None) -> list[Path]:
+    """Remove the oldest clips (by modification time) beyond the limits; returns them."""
+    directory = Path(directory)
+    now = time.time() if now is None else now
+    clips = []
+    for entry in directory.iterdir() if directory.is_dir() else []:
+        if CLIP_PATTERN.match(entry.name) and entry.is_file():
+            info = entry.stat()
+            clips.append((info.st_mtime, entry.name, entry, info.st_size))
+    clips.sort()  # oldest first
+    removed = []
+    total = sum(size for *_, size in clips)
+    oldest_allowed = now - max_age_days * 86400
+    while clips and (len(clips) > max_clips or clips[0][0] < oldest_allowed
+                     or total > max_megabytes * 1e6):
+        _, _, path, size = clips.pop(0)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+        total -= size
+        removed.append(path)
+    if removed:
+        logger.info("evidence retention removed %d old clip(s) from %s", len(removed), directory)
+    return removed

@@ -1,0 +1,161 @@
+"""Streaming windows: audio in, one scoreable window every hop out, embedding only what is new.
+
+The frame grid is fixed from the start of the stream: frame ``t`` covers samples
+``[t * hop_length, t * hop_length + n_fft)`` and patch ``p`` covers frames
+``[p * patch_hop, p * patch_hop + patch_frames)``. A window is the last ``window_patches``
+patches; it spans the samples ``[start_sample, end_sample)`` and scoring exactly that audio
+offline (``edge.scoring`` on ``read_audio(file)[start:end]``) gives the same patches, the same
+frames, hence the same score to float tolerance. Every ``hop_patches`` new patches (a hop of
+``hop_patches * patch_hop * hop_length`` samples, 0.512 s by default) a window is emitted.
+
+Each new patch is embedded once (``pending`` -> the caller's batched embedder -> ``accept``), so a
+hop costs one patch's inference per stream, and the daemon can batch patches of many streams
+into one ONNX Runtime call.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from edge.features import FrontEnd, Patching, StreamingSpectrogram
+
+
+def window_patches_for(seconds: float, front_end: FrontEnd, patching: Patching) -> int:
+    """Patches in an offline clip of ``seconds`` (16 for 10 s at the defaults); at least 1."""
+    frames = front_end.n_frames(int(round(seconds * front_end.sample_rate)))
+    if frames < patching.patch_frames:
+        return 1
+    return 1 + (frames - patching.patch_frames) // patching.patch_hop
+
+
+def hop_patches_for(seconds: float, front_end: FrontEnd, patching: Patching) -> int:
+    """Patches per hop for a hop of about ``seconds`` (at least 1)."""
+    patch_seconds = patching.patch_hop * front_end.hop_length / front_end.sample_rate
+    return max(1, int(round(seconds / patch_seconds)))
+
+
+def window_span_samples(window_patches: int, front_end: FrontEnd, patching: Patching) -> int:
+    """Samples covered by ``window_patches`` consecutive patches."""
+    frames = (window_patches - 1) * patching.patch_hop + patching.patch_frames
+    return (frames - 1) * front_end.hop_length + front_end.n_fft
+
+
+@dataclass
+class Window:
+    """A window ready to score: the last ``window_patches`` patches of a stream.
+
+    ``section_embeddings`` (P, D_S) and ``attribute_embeddings`` (P, D_A) are per patch (None
+    without a model); ``spectrogram`` (F, T) the model front end's frames of the window;
+    ``extra_frames`` the frames (F_x, T) of each extra front end (e.g. the spectral-statistics
+    detector's log-mel), by name. Samples are counted from the start of the stream.
+    """
+
+    index: int
+    start_sample: int
+    end_sample: int
+    section_embeddings: np.ndarray | None
+    attribute_embeddings: np.ndarray | None
+    spectrogram: np.ndarray
+    extra_frames: dict[str, np.ndarray]
+
+
+class StreamingWindows:
+    """Incremental frames, patches and windows of one stream."""
+
+    def __init__(self, front_end: FrontEnd, patching: Patching, window_patches: int,
+                 hop_patches: int = 1, embeds: bool = True,
+                 extra_front_ends: dict[str, FrontEnd] | None = None) -> None:
+        extra_front_ends = dict(extra_front_ends or {})
+        for name, extra in extra_front_ends.items():
+            if (extra.n_fft, extra.hop_length) != (front_end.n_fft, front_end.hop_length):
+                raise ValueError(f"front end {name!r} must share n_fft and hop_length with the "
+                                 "model front end (one frame grid)")
+        self.front_end = front_end
+        self.patching = patching
+        self.window_patches = window_patches
+        self.hop_patches = hop_patches
+        self.embeds = embeds
+        self.window_frames = (window_patches - 1) * patching.patch_hop + patching.patch_frames
+        self._spec = StreamingSpectrogram(front_end)
+        self._extra = {name: StreamingSpectrogram(fe) for name, fe in extra_front_ends.items()}
+        # frames kept from absolute frame index _first_frame on (one grid for all front ends)
+        self._frames = np.zeros((front_end.n_bins, 0), np.float32)
+        self._extra_frames = {name: np.zeros((fe.n_bins, 0), np.float32)
+                              for name, fe in extra_front_ends.items()}
+        self._first_frame = 0
+        self._next_patch = 0  # index of the next patch to cut
+        self._pending_ids: list[int] = []
+        self._section: deque[np.ndarray] = deque(maxlen=window_patches)
+        self._attribute: deque[np.ndarray] = deque(maxlen=window_patches)
+        self.windows_emitted = 0
+
+    @property
+    def frame_count(self) -> int:
+        """Frames seen since the start of the stream."""
+        return self._first_frame + self._frames.shape[1]
+
+    def push(self, samples: np.ndarray) -> np.ndarray:
+        """Add 16 kHz samples (n,); return the new patches to embed, (P_new, F, patch_frames).
+
+        Call ``accept`` with their embeddings (or with ``None, None`` when ``embeds`` is
+        False) to get the windows they complete.
+        """
+        self._frames = np.concatenate([self._frames, self._spec.push(samples)], axis=1)
+        for name, stream in self._extra.items():
+            self._extra_frames[name] = np.concatenate(
+                [self._extra_frames[name], stream.push(samples)], axis=1)
+        cut = []
+        hop, width = self.patching.patch_hop, self.patching.patch_frames
+        while self._next_patch * hop + width <= self.frame_count:
+            offset = self._next_patch * hop - self._first_frame
+            cut.append(self._frames[:, offset:offset + width])
+            self._pending_ids.append(self._next_patch)
+            self._next_patch += 1
+        if not cut:
+            return np.zeros((0, self.front_end.n_bins, width), np.float32)
+        return np.stack(cut).astype(np.float32)
+
+    def accept(self, section: np.ndarray | None,
+               attribute: np.ndarray | None) -> list[Window]:
+        """Take the embeddings (P_new, D) of the patches ``push`` returned; return new windows."""
+        ids, self._pending_ids = self._pending_ids, []
+        windows = []
+        for row, patch_id in enumerate(ids):
+            if self.embeds:
+                assert section is not None and attribute is not None
+                self._section.append(section[row])
+                self._attribute.append(attribute[row])
+            count = patch_id + 1
+            if count >= self.window_patches and not (count - self.window_patches) % \
+                    self.hop_patches:
+                windows.append(self._window(patch_id))
+        # keep only the frames that the window of the next patch still needs
+        keep_from = max(0, (self._next_patch - self.window_patches + 1) * self.patching.patch_hop)
+        drop = keep_from - self._first_frame
+        if drop > 0:
+            self._frames = self._frames[:, drop:]
+            self._extra_frames = {name: frames[:, drop:]
+                                  for name, frames in self._extra_frames.items()}
+            self._first_frame = keep_from
+        return windows
+
+    def _window(self, last_patch: int) -> Window:
+        first_patch = last_patch - self.window_patches + 1
+        first_frame = first_patch * self.patching.patch_hop
+        hop = self.front_end.hop_length
+        offset = first_frame - self._first_frame
+        span = slice(offset, offset + self.window_frames)
+        window = Window(
+            index=self.windows_emitted,
+            start_sample=first_frame * hop,
+            end_sample=(first_frame + self.window_frames - 1) * hop + self.front_end.n_fft,
+            section_embeddings=np.stack(self._section) if self.embeds else None,
+            attribute_embeddings=np.stack(self._attribute) if self.embeds else None,
+            spectrogram=self._frames[:, span].copy(),
+            extra_frames={name: frames[:, span].copy()
+                          for name, frames in self._extra_frames.items()})
+        self.windows_emitted += 1
+        return window

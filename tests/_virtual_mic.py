@@ -1,0 +1,71 @@
+"""A microphone without sound hardware: the ALSA ``file`` plugin fed from a raw file.
+
+PortAudio lists its devices when it is initialised (on ``import sounddevice``), so the
+asoundrc and the infile must exist before that import: every microphone test runs its code in
+a subprocess whose ``XDG_CONFIG_HOME`` points at a temporary folder holding the asoundrc. The
+device (``filemic``) delivers the infile's samples bit-exactly, unpaced, and stale data past
+the end of the file: read only as many samples as the file holds.
+
+A missing PortAudio library fails the test (it is a declared dependency), never skips.
+"""
+
+from __future__ import annotations
+
+import ctypes.util
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DEVICE = "filemic"
+
+
+def require_portaudio() -> None:
+    if ctypes.util.find_library("portaudio") is None:
+        pytest.fail("the PortAudio library is missing, so the microphone path cannot be "
+                    "tested: apt-get install libportaudio2")
+
+
+def write_infile(path: Path, samples: np.ndarray) -> Path:
+    """Headerless float32 little-endian mono samples, as the device will deliver them."""
+    np.asarray(samples, dtype="<f4").tofile(path)
+    return path
+
+
+def virtual_mic_env(tmp_path: Path, infile: Path) -> dict[str, str]:
+    """An environment in which PortAudio sees ``filemic`` reading ``infile``."""
+    require_portaudio()
+    config_home = tmp_path / "xdg"
+    (config_home / "alsa").mkdir(parents=True, exist_ok=True)
+    (config_home / "alsa" / "asoundrc").write_text(textwrap.dedent(f"""\
+        pcm.{DEVICE} {{
+            type file
+            slave.pcm "null"
+            file "/dev/null"
+            infile "{infile}"
+            format "raw"
+        }}
+        """))
+    env = dict(os.environ)
+    env["XDG_CONFIG_HOME"] = str(config_home)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def run_python(code: str, env: dict[str, str], timeout: float = 60.0,
+               args: list[str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter with ``env`` (the virtual microphone's)."""
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code), *(args or [])],
+                          env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+def run_cli(argv: list[str], env: dict[str, str],
+            timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    """``asd-edge ARGV`` in a fresh interpreter with ``env``."""
+    return run_python("import sys\nfrom edge.cli import main\nsys.exit(main(sys.argv[1:]))",
+                      env, timeout, argv)
