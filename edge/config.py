@@ -122,6 +122,8 @@ class TlsConfig(Strict):
     ca: Path | None = Field(None, title="CA file", description="CA certificate(s), PEM")
     cert: Path | None = Field(None, title="Client certificate", description="PEM, with key")
     key: Path | None = Field(None, title="Client key", description="PEM, with cert")
+    insecure: bool = Field(False, title="Skip host name check",
+                           description="accept a certificate for another host (testing only)")
 
     @model_validator(mode="after")
     def _pair(self) -> TlsConfig:
@@ -131,7 +133,8 @@ class TlsConfig(Strict):
 
 
 class MqttConfig(Strict):
-    """The broker alarms go to. Secrets never on the command line nor in this file."""
+    """The broker alarms go to, and how ``edge.outputs.mqtt`` talks to it. Secrets never on
+    the command line nor in this file."""
 
     url: str = Field(title="Broker URL", description="mqtt://host[:1883] or mqtts://host[:8883]")
     prefix: str = Field("asd-edge", pattern=r"^[^#+\s]+$", title="Topic prefix",
@@ -153,11 +156,22 @@ class MqttConfig(Strict):
     tls: TlsConfig | None = Field(None, title="TLS",
                                   description="certificates; implied by mqtts://")
     client_id: str | None = Field(None, title="Client id", description="default asd-edge-<node>")
-    keepalive: int = Field(30, ge=5, title="Keep-alive", description="seconds")
+    keepalive: int = Field(
+        30, ge=5, title="Keep-alive",
+        description="seconds between keep-alive pings; after a silent loss of the connection "
+                    "the broker sends the last will about 1.5 times this later")
     discovery: bool = Field(True, title="Home Assistant discovery",
                             description="announce a binary sensor per stream")
-    discovery_prefix: str = Field("homeassistant", title="Discovery prefix",
+    discovery_prefix: str = Field("homeassistant", pattern=r"^[^#+\s]+$",
+                                  title="Discovery prefix",
                                   description="Home Assistant's discovery topic prefix")
+    reconnect_min_s: float = Field(1.0, gt=0, title="First reconnect delay",
+                                   description="seconds; doubled after each failed try")
+    reconnect_max_s: float = Field(60.0, gt=0, title="Longest reconnect delay",
+                                   description="seconds between tries while the broker is away")
+    inflight_window: int = Field(20, ge=1, title="In-flight window",
+                                 description="alarm messages sent and not yet acknowledged, "
+                                             "at most")
 
     @field_validator("url")
     @classmethod
@@ -184,9 +198,12 @@ class MqttConfig(Strict):
         return None
 
     @model_validator(mode="after")
-    def _one_secret(self) -> MqttConfig:
+    def _check(self) -> MqttConfig:
         if self.password_env and self.password_file:
             raise ValueError("give password_env or password_file, not both")
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise ValueError(f"reconnect_max_s ({self.reconnect_max_s}) must be at least "
+                             f"reconnect_min_s ({self.reconnect_min_s})")
         return self
 
     @property

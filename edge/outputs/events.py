@@ -1,0 +1,144 @@
+"""The messages the daemon emits: alarm events, the state of a stream, per-hop scores.
+
+The alarm event is the contract plant systems build on: versioned by ``schema_version`` and
+frozen by ``tests/test_event_schema.py``. Adding, removing or retyping a key means a new
+schema version. Times are UTC, ISO 8601 with a ``Z`` suffix, millisecond precision.
+
+An alarm event (one message per raise and per clear; both carry the episode's ``id``)::
+
+    {"schema_version": 1,
+     "id": "<episode uuid, the same in the raise and the clear>",
+     "event_id": "<uuid of this message; subscribers de-duplicate by it>",
+     "type": "raise" | "clear",
+     "time": "2026-11-28T12:00:00.500Z",
+     "node": "box-1", "machine": "gearbox", "section": "00",
+     "score": 0.71, "threshold": 0.52,
+     "window": {"start_utc": "...Z", "end_utc": "...Z",
+                "start_s": 50.5, "end_s": 60.5},      # seconds into a file source, else null
+     "provider": "CPUExecutionProvider",
+     "explanation": {...},                            # opaque here, filled by the scorer
+     "clip": "/var/lib/asd-edge/clips/....wav" | null}
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, PlainSerializer
+
+from edge.alarms.rule import StreamKey, Transition
+
+SCHEMA_VERSION: Literal[1] = 1
+
+
+def _as_utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("a time without a time zone; give UTC times (datetime.now(UTC))")
+    # Milliseconds, the precision on the wire, so a message survives a JSON round trip.
+    value = value.astimezone(UTC)
+    return value.replace(microsecond=value.microsecond // 1000 * 1000)
+
+
+def utc_iso(value: datetime) -> str:
+    """``2026-11-28T12:00:00.500Z``: ISO 8601, UTC, milliseconds."""
+    return _as_utc(value).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+UtcTime = Annotated[datetime, AfterValidator(_as_utc), PlainSerializer(utc_iso, return_type=str)]
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json().encode()
+
+
+class EventWindow(_Message):
+    """The audio window whose score decided the event.
+
+    ``start_s``/``end_s``: seconds from the start of a file source; ``None`` for a microphone.
+    """
+
+    start_utc: UtcTime
+    end_utc: UtcTime
+    start_s: float | None
+    end_s: float | None
+
+
+class AlarmEvent(_Message):
+    """One alarm event (schema version 1); see the module docstring for an example."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    id: str
+    event_id: str
+    type: Literal["raise", "clear"]
+    time: UtcTime
+    node: str
+    machine: str
+    section: str
+    score: float
+    threshold: float
+    window: EventWindow
+    provider: str
+    explanation: dict[str, Any]
+    clip: str | None
+
+    @classmethod
+    def from_json(cls, payload: bytes | str) -> AlarmEvent:
+        return cls.model_validate_json(payload)
+
+    @property
+    def stream(self) -> StreamKey:
+        return StreamKey(node=self.node, machine=self.machine, section=self.section)
+
+
+def make_event(stream: StreamKey, transition: Transition, window: EventWindow, provider: str,
+               explanation: dict[str, Any] | None = None, clip: str | None = None) -> AlarmEvent:
+    """The event message of an alarm rule's ``transition``, with a fresh ``event_id``."""
+    return AlarmEvent(id=transition.episode_id, event_id=str(uuid.uuid4()),
+                      type=transition.type, time=transition.utc, node=stream.node,
+                      machine=stream.machine, section=stream.section,
+                      score=transition.score, threshold=transition.threshold, window=window,
+                      provider=provider, explanation=explanation or {}, clip=clip)
+
+
+class StreamState(_Message):
+    """The retained state of one stream: ``ok`` or ``alarm`` (with the open episode's id).
+
+    Published retained on ``.../state`` at start, on every raise and clear, and again after
+    every reconnect; Home Assistant's binary sensor reads ``state``.
+    """
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    node: str
+    machine: str
+    section: str
+    state: Literal["ok", "alarm"]
+    id: str | None
+    time: UtcTime
+    score: float | None
+    threshold: float
+
+    @property
+    def stream(self) -> StreamKey:
+        return StreamKey(node=self.node, machine=self.machine, section=self.section)
+
+
+class ScoreMessage(_Message):
+    """One hop's score (QoS 0, opt-in): ``stream_s`` is the window end in stream seconds."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    node: str
+    machine: str
+    section: str
+    time: UtcTime
+    stream_s: float
+    score: float
+    threshold: float
+
+    @property
+    def stream(self) -> StreamKey:
+        return StreamKey(node=self.node, machine=self.machine, section=self.section)

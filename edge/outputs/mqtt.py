@@ -1,0 +1,350 @@
+"""MQTT output: alarm events that are never lost, retained states, scores, Home Assistant
+discovery. paho-mqtt 2 (``CallbackAPIVersion.VERSION2``), MQTT 3.1.1 or 5. The settings are
+``edge.config.MqttConfig``, the ``mqtt:`` section of the YAML config.
+
+Topics (``prefix`` configurable, default ``asd-edge``)::
+
+    <prefix>/<node>/status                      retained "online"; last will "offline"
+    <prefix>/<node>/<machine>/<section>/alarm   QoS 1 alarm events (edge.outputs.events)
+    <prefix>/<node>/<machine>/<section>/state   retained StreamState JSON
+    <prefix>/<node>/<machine>/<section>/score   QoS 0 ScoreMessage per hop (opt-in)
+
+Scores are opt-in per stream (``score_messages``): the daemon calls ``publish_score`` only
+for those streams, and this output publishes every score it is given.
+
+Delivery of alarms: ``publish_event`` writes the event to the durable outbox and returns. A
+sender thread drains the outbox in order while connected (at most ``inflight_window``
+unacknowledged at once) and deletes a row when paho's ``on_publish`` reports the broker's
+PUBACK for its message id. After a reconnect it starts again from the oldest row: paho
+re-sends its own in-flight messages, and anything else still in the outbox goes again.
+Delivery is at least once; subscribers de-duplicate by ``event_id`` (or by ``id`` and
+``type``). States are kept in memory (latest per stream) and published again on every
+connect; scores are QoS 0 and are counted in ``scores_dropped`` while disconnected.
+
+The connection: ``connect_async`` + ``loop_start``; paho reconnects with exponential backoff
+between ``reconnect_min_s`` and ``reconnect_max_s``. A broker that refuses the connection
+(bad password, not authorised) is logged with its reason and is *not* connected.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import ssl
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Literal
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.reasoncodes import ReasonCode
+
+from edge.alarms.rule import StreamKey
+from edge.config import MqttConfig, TlsConfig
+from edge.errors import BadInput
+from edge.outputs.discovery import (
+    discovery_config,
+    discovery_topic,
+    ha_status_topic,
+)
+from edge.outputs.events import AlarmEvent, ScoreMessage, StreamState
+from edge.outputs.outbox import DEFAULT_MAX_BYTES, DEFAULT_MAX_ROWS, Outbox
+
+logger = logging.getLogger(__name__)
+
+OUTBOX_FILE = "outbox.sqlite3"
+_EARLY_ACKS_KEPT = 1024  # see MqttOutput._on_publish
+
+
+def _segment(value: str, what: str) -> str:
+    if not value or any(char in value for char in "/+#"):
+        raise BadInput(f"{what} {value!r} cannot be part of an MQTT topic: use a non-empty "
+                       "name without '/', '+' or '#'")
+    return value
+
+
+class Topics:
+    """The topic names of one node."""
+
+    def __init__(self, prefix: str, node: str) -> None:
+        self.prefix = prefix
+        self.node = _segment(node, "node name")
+        self.status = f"{prefix}/{node}/status"
+
+    def stream(self, stream: StreamKey, leaf: Literal["alarm", "state", "score"]) -> str:
+        machine = _segment(stream.machine, "machine")
+        section = _segment(stream.section, "section")
+        return f"{self.prefix}/{self.node}/{machine}/{section}/{leaf}"
+
+
+class MqttOutput:
+    """The ``Output`` that publishes to a broker; see the module docstring.
+
+    The outbox is ``outbox_path`` (default ``state_dir/outbox.sqlite3``), bounded by
+    ``max_rows`` messages and ``max_bytes`` of payload; pass ``outbox`` to use an open one.
+    ``start()`` connects in the background and returns at once; ``close()`` flushes.
+    """
+
+    def __init__(self, config: MqttConfig, node: str, state_dir: Path, *,
+                 outbox: Outbox | None = None, outbox_path: Path | None = None,
+                 max_rows: int = DEFAULT_MAX_ROWS, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        # A missing secret fails before anything is opened.
+        password = config.resolve_password()
+        self.config = config
+        self.node = node
+        self.topics = Topics(config.prefix, node)
+        self.scores_dropped = 0
+        self._connected = threading.Event()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._reconnected = threading.Event()
+        self._lock = threading.Lock()  # the in-flight bookkeeping
+        self._state_lock = threading.Lock()  # the latest states and their publishing
+        self._inflight: dict[int, int] = {}  # paho message id -> outbox seq
+        self._early_acks: OrderedDict[int, ReasonCode] = OrderedDict()
+        self._states: dict[StreamKey, StreamState] = {}
+        self._unreachable_logged = False
+        self._sender: threading.Thread | None = None
+        self._closed = False
+        self._client = self._make_client(password)  # bad TLS files fail here, before the outbox
+        self.outbox = outbox or Outbox(outbox_path or Path(state_dir) / OUTBOX_FILE,
+                                       max_rows=max_rows, max_bytes=max_bytes)
+
+    # -- set-up ----------------------------------------------------------------------------
+
+    def _make_client(self, password: str | None) -> mqtt.Client:
+        config = self.config
+        client_id = config.client_id or f"asd-edge-{self.node}"
+        if config.protocol == "5":
+            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
+                                 protocol=mqtt.MQTTv5)
+        else:
+            # A clean session: what must survive a disconnect is in our own outbox.
+            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
+                                 protocol=mqtt.MQTTv311, clean_session=True)
+        if config.username:
+            client.username_pw_set(config.username, password)
+        if config.use_tls:
+            # mqtts:// without a tls section: the system's trusted CAs, host name checked.
+            tls = config.tls or TlsConfig.model_validate({})
+            try:
+                client.tls_set(ca_certs=str(tls.ca) if tls.ca else None,
+                               certfile=str(tls.cert) if tls.cert else None,
+                               keyfile=str(tls.key) if tls.key else None,
+                               cert_reqs=ssl.CERT_REQUIRED)
+            except (OSError, ssl.SSLError, ValueError) as err:
+                raise BadInput(f"MQTT TLS files (mqtt.tls ca={tls.ca}, cert={tls.cert}, "
+                               f"key={tls.key}): {err}; fix the paths or the files") from err
+            client.tls_insecure_set(tls.insecure)
+        client.will_set(self.topics.status, "offline", qos=1, retain=True)
+        client.reconnect_delay_set(config.reconnect_min_s, config.reconnect_max_s)  # type: ignore[arg-type]
+        client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        client.on_message = self._on_message
+        return client
+
+    def start(self) -> None:
+        """Connect in the background (retrying with backoff) and start the sender."""
+        logger.info("MQTT: connecting to %s:%d (MQTT %s, %s) as node %s; outbox %s holds %d",
+                    self.config.host, self.config.port, self.config.protocol,
+                    "TLS" if self.config.use_tls else "plain TCP", self.node, self.outbox.path,
+                    self.outbox.depth())
+        self._client.connect_async(self.config.host, self.config.port, self.config.keepalive)
+        self._client.loop_start()
+        self._sender = threading.Thread(target=self._send_loop, name="mqtt-sender", daemon=True)
+        self._sender.start()
+
+    # -- the Output protocol ---------------------------------------------------------------
+
+    def publish_event(self, event: AlarmEvent) -> None:
+        """Store the event in the outbox (durably) and wake the sender."""
+        self.outbox.put(self.topics.stream(event.stream, "alarm"), event.to_json(), qos=1)
+        self._wake.set()
+
+    def publish_state(self, state: StreamState) -> None:
+        """Remember the stream's state and publish it retained (again after each connect).
+        The first state of a stream also announces it to Home Assistant."""
+        # One lock around "remember and publish" here and in on_connect, so a reconnect can
+        # never publish an older state after a newer one.
+        with self._state_lock:
+            new_stream = state.stream not in self._states
+            self._states[state.stream] = state
+            if not self._connected.is_set():
+                return  # published on connect; paho would re-send a stale one after it
+            if new_stream and self.config.discovery:
+                self._announce(state.stream)
+            self._client.publish(self.topics.stream(state.stream, "state"), state.to_json(),
+                                 qos=1, retain=True)
+
+    def publish_score(self, message: ScoreMessage) -> None:
+        """Publish one hop's score at QoS 0; counted in ``scores_dropped`` when offline."""
+        if not self._connected.is_set():
+            self.scores_dropped += 1
+            return
+        info = self._client.publish(self.topics.stream(message.stream, "score"),
+                                    message.to_json(), qos=0)
+        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            self.scores_dropped += 1
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Send what the broker takes within ``timeout_s``, publish ``offline``, disconnect.
+        What is left stays in the outbox for the next start. A second call does nothing."""
+        if self._closed:
+            return
+        self._closed = True
+        deadline = time.monotonic() + timeout_s
+        while self._connected.is_set() and self.outbox.depth() and time.monotonic() < deadline:
+            self._wake.set()
+            time.sleep(0.01)
+        self._stop.set()
+        self._wake.set()
+        if self._sender is not None:
+            self._sender.join(timeout=max(0.1, deadline - time.monotonic()))
+        if self._connected.is_set():
+            info = self._client.publish(self.topics.status, "offline", qos=1, retain=True)
+            try:
+                info.wait_for_publish(timeout=max(0.1, deadline - time.monotonic()))
+            except (RuntimeError, ValueError) as err:
+                logger.warning("MQTT: could not publish the offline status: %s", err)
+        self._client.disconnect()
+        self._client.loop_stop()
+        left = self.outbox.depth()
+        if left:
+            logger.warning("MQTT: %d alarm message(s) not acknowledged by the broker; they "
+                           "stay in %s and go out at the next start", left, self.outbox.path)
+        self.outbox.close()
+
+    # -- what the metrics read -------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def outbox_depth(self) -> int:
+        return self.outbox.depth()
+
+    # -- paho callbacks (paho's network thread) --------------------------------------------
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any,
+                    reason_code: ReasonCode, properties: Any) -> None:
+        if reason_code.is_failure:
+            self._connected.clear()
+            logger.error("MQTT: %s:%d refused the connection: %s (check username, password "
+                         "and the broker's ACL)", self.config.host, self.config.port,
+                         reason_code)
+            return
+        logger.info("MQTT: connected to %s:%d; %d alarm message(s) waiting in the outbox",
+                    self.config.host, self.config.port, self.outbox.depth())
+        self._unreachable_logged = False
+        client.publish(self.topics.status, "online", qos=1, retain=True)
+        if self.config.discovery:
+            client.subscribe(ha_status_topic(self.config.discovery_prefix), qos=1)
+        with self._state_lock:
+            self._connected.set()
+            for state in self._states.values():
+                if self.config.discovery:
+                    self._announce(state.stream)
+                client.publish(self.topics.stream(state.stream, "state"), state.to_json(),
+                               qos=1, retain=True)
+        self._reconnected.set()
+        self._wake.set()
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        # Logged once per outage, not at every retry; the metric shows it the whole time.
+        if not self._unreachable_logged:
+            self._unreachable_logged = True
+            logger.warning("MQTT: cannot reach %s:%d (broker down, wrong host or port, or a "
+                           "failed TLS handshake: check mqtt.tls.ca); retrying every %g to %g "
+                           "s, alarms wait in the outbox %s", self.config.host,
+                           self.config.port, self.config.reconnect_min_s,
+                           self.config.reconnect_max_s, self.outbox.path)
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any,
+                       reason_code: ReasonCode, properties: Any) -> None:
+        was_connected = self._connected.is_set()
+        self._connected.clear()
+        if was_connected and not self._stop.is_set():
+            logger.warning("MQTT: disconnected from %s:%d (%s); reconnecting",
+                           self.config.host, self.config.port, reason_code)
+
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int,
+                    reason_code: ReasonCode, properties: Any) -> None:
+        with self._lock:
+            seq = self._inflight.pop(mid, None)
+            if seq is None:
+                # The PUBACK can arrive before publish() has returned the mid to the sender;
+                # keep it for the sender to find. QoS 0 and status messages land here too,
+                # so only the latest few are kept (mids repeat only after 65535 messages).
+                self._early_acks[mid] = reason_code
+                while len(self._early_acks) > _EARLY_ACKS_KEPT:
+                    self._early_acks.popitem(last=False)
+                return
+        self._acknowledged(seq, reason_code)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        if (message.topic == ha_status_topic(self.config.discovery_prefix)
+                and message.payload.strip().lower() == b"online"):
+            logger.info("MQTT: Home Assistant came online; announcing %d stream(s) again",
+                        len(self._states))
+            with self._state_lock:
+                for stream in self._states:
+                    self._announce(stream)
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def _announce(self, stream: StreamKey) -> None:
+        config = discovery_config(stream, self.topics.stream(stream, "state"),
+                                  self.topics.status)
+        self._client.publish(discovery_topic(stream, self.config.discovery_prefix),
+                             json.dumps(config), qos=1, retain=True)
+
+    def _acknowledged(self, seq: int, reason_code: ReasonCode) -> None:
+        if reason_code.is_failure:
+            # Kept in the outbox; the sender goes over it again after the next reconnect.
+            logger.error("MQTT: the broker refused alarm message %d: %s; it stays in the "
+                         "outbox", seq, reason_code)
+            return
+        self.outbox.remove(seq)
+        self._wake.set()
+
+    def _send_loop(self) -> None:
+        cursor = 0  # highest outbox seq handed to paho since the last (re)connect
+        while not self._stop.is_set():
+            if self._reconnected.is_set():
+                self._reconnected.clear()
+                cursor = 0
+            while self._connected.is_set() and not self._stop.is_set():
+                with self._lock:
+                    room = self.config.inflight_window - len(self._inflight)
+                    sending = set(self._inflight.values())
+                if room <= 0:
+                    break
+                items = self.outbox.peek(after_seq=cursor, limit=room)
+                if not items:
+                    break
+                for item in items:
+                    cursor = item.seq
+                    if item.seq not in sending:
+                        self._send(item.seq, item.topic, item.payload, item.qos, item.retain)
+            self._wake.wait(1.0)
+            self._wake.clear()
+
+    def _send(self, seq: int, topic: str, payload: bytes, qos: int, retain: bool) -> None:
+        # Not under self._lock: paho runs on_publish holding its own lock, which publish()
+        # also takes, so holding ours across publish() could deadlock.
+        info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+            logger.error("MQTT: paho did not take alarm message %d: %s; retried after the "
+                         "next reconnect", seq, mqtt.error_string(info.rc))
+            return
+        # On MQTT_ERR_NO_CONN paho keeps the message and sends it after reconnecting.
+        with self._lock:
+            early = self._early_acks.pop(info.mid, None)
+            if early is None:
+                self._inflight[info.mid] = seq
+        if early is not None:
+            self._acknowledged(seq, early)

@@ -1,0 +1,237 @@
+"""A real Mosquitto broker on a free loopback port, for the MQTT tests.
+
+``Broker`` writes a generated config into a temporary folder, starts ``mosquitto -c`` as a
+child process, waits until the port accepts connections, and can be killed (SIGKILL),
+stopped (SIGTERM, which saves its persistence file) and started again on the same port.
+Persistence is on (written on a clean stop and on ``save()``), so a subscriber with a
+persistent session (``clean_session=False``) keeps its subscription across a restart and
+receives what was published while it was away: that makes the broker-restart tests
+deterministic. The binary missing is a test failure, never a skip.
+
+``Subscriber`` is a plain paho client that records every message it receives.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+
+MOSQUITTO_CANDIDATES = ("mosquitto", "/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
+
+
+def find_mosquitto() -> str:
+    """The mosquitto binary; fails the test (never skips) when it is not installed."""
+    for candidate in MOSQUITTO_CANDIDATES:
+        found = shutil.which(candidate)
+        if found:
+            return found
+    pytest.fail("the mosquitto broker is not installed: apt-get install -y mosquitto "
+                "(the MQTT tests run against a real broker)")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now (mosquitto refuses port 0)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    ca: Path
+    cert: Path
+    key: Path
+
+
+def make_tls_files(folder: Path, host: str = "127.0.0.1") -> TlsFiles:
+    """A throw-away CA and a server certificate for ``host`` signed by it (openssl CLI)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    openssl = shutil.which("openssl") or pytest.fail("openssl is not installed")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+
+    def run(*args: str) -> None:
+        subprocess.run([openssl, *args], check=True, capture_output=True, cwd=folder)
+
+    run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "1",
+        "-subj", "/CN=asd-edge test CA")
+    run("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", f"/CN={host}")
+    (folder / "san.cnf").write_text(f"subjectAltName=IP:{host},DNS:localhost\n")
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+        "-CAcreateserial", "-out", "server.crt", "-days", "1", "-extfile", "san.cnf")
+    return TlsFiles(ca=folder / "ca.crt", cert=folder / "server.crt", key=folder / "server.key")
+
+
+class Broker:
+    """One mosquitto process on ``127.0.0.1:port``, restartable on the same port; with
+    ``password_file`` it refuses anonymous clients, with ``tls`` it speaks only TLS."""
+
+    def __init__(self, workdir: Path, *, password_file: Path | None = None,
+                 tls: TlsFiles | None = None) -> None:
+        self.binary = find_mosquitto()
+        self.workdir = workdir
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.config_path = workdir / "mosquitto.conf"
+        self.log_path = workdir / "mosquitto.log"
+        lines = [
+            f"listener {self.port} 127.0.0.1",
+            "persistence true",
+            f"persistence_location {workdir}/",
+            "autosave_interval 0",
+            # As root mosquitto would switch to the 'mosquitto' user, which cannot write the
+            # persistence file in a test's temporary folder; as anyone else this is a no-op.
+            f"user {getpass.getuser()}",
+            "log_dest stderr",
+            "log_type error",
+            "log_type warning",
+        ]
+        if tls is not None:
+            lines += [f"cafile {tls.ca}", f"certfile {tls.cert}", f"keyfile {tls.key}"]
+        if password_file is None:
+            lines.append("allow_anonymous true")
+        else:
+            lines += ["allow_anonymous false", f"password_file {password_file}"]
+        self.config_path.write_text("\n".join(lines) + "\n")
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 5.0) -> None:
+        """Start mosquitto and wait until the port accepts a TCP connection."""
+        assert self.process is None or self.process.poll() is not None, "already running"
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen([self.binary, "-c", str(self.config_path)],
+                                        stdout=log, stderr=log)
+        log.close()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"mosquitto exited with {self.process.returncode}: "
+                            f"{self.log_path.read_text()[-2000:]}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.01)
+        pytest.fail(f"mosquitto did not accept connections on port {self.port} "
+                    f"within {timeout_s} s")
+
+    def save(self, timeout_s: float = 5.0) -> None:
+        """Make mosquitto write its persistence file now (SIGUSR1) and wait until it has."""
+        assert self.process is not None and self.process.poll() is None, "not running"
+        db = self.workdir / "mosquitto.db"
+        before = db.stat().st_mtime_ns if db.exists() else 0
+        self.process.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if db.exists() and db.stat().st_mtime_ns != before:
+                time.sleep(0.05)  # let the write finish
+                return
+            time.sleep(0.01)
+        pytest.fail("mosquitto did not write its persistence file after SIGUSR1")
+
+    def kill(self) -> None:
+        """SIGKILL: the broker vanishes without saving anything since its last autosave."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=5)
+
+    def stop(self) -> None:
+        """SIGTERM: a clean stop that writes the persistence file."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=5)
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+
+def running_broker(tmp_path: Path) -> Iterator[Broker]:
+    """A running broker, killed afterwards; a test module makes it a fixture with
+    ``yield from running_broker(tmp_path)``."""
+    server = Broker(tmp_path / "broker")
+    server.start()
+    yield server
+    server.kill()
+
+
+@dataclass
+class Received:
+    topic: str
+    payload: bytes
+    retain: bool
+
+    def json(self) -> dict:
+        return json.loads(self.payload)
+
+
+class Subscriber:
+    """A paho client that records what arrives on ``topics`` (QoS 1 subscriptions).
+
+    With ``persistent=True`` the session survives a disconnect (clean_session=False), so the
+    broker queues QoS 1 messages for it while it is away.
+    """
+
+    def __init__(self, port: int, topics: list[str], *, client_id: str = "test-subscriber",
+                 persistent: bool = False) -> None:
+        self.topics = topics
+        self.messages: list[Received] = []
+        self.condition = threading.Condition()
+        self.subscribed = threading.Event()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                                  clean_session=not persistent)
+        self.client.reconnect_delay_set(min_delay=0.05, max_delay=0.2)  # type: ignore[arg-type]
+        self.client.on_connect = self._on_connect
+        self.client.on_subscribe = self._on_subscribe
+        self.client.on_message = self._on_message
+        self.client.connect_async("127.0.0.1", port)
+        self.client.loop_start()
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            return
+        client.subscribe([(topic, 1) for topic in self.topics])
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        self.subscribed.set()
+
+    def _on_message(self, client, userdata, message) -> None:
+        with self.condition:
+            self.messages.append(Received(message.topic, bytes(message.payload),
+                                          bool(message.retain)))
+            self.condition.notify_all()
+
+    def wait_subscribed(self, timeout_s: float = 5.0) -> None:
+        assert self.subscribed.wait(timeout_s), "the test subscriber never subscribed"
+
+    def on(self, topic: str) -> list[Received]:
+        with self.condition:
+            return [m for m in self.messages if m.topic == topic]
+
+    def wait_for(self, predicate: Callable[[list[Received]], bool], timeout_s: float = 10.0,
+                 what: str = "messages") -> list[Received]:
+        """Block until ``predicate(messages)`` holds; fail the test after the timeout."""
+        deadline = time.monotonic() + timeout_s
+        with self.condition:
+            while not predicate(self.messages):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    pytest.fail(f"timed out after {timeout_s} s waiting for {what}; got "
+                                f"{[(m.topic, m.payload[:80]) for m in self.messages]}")
+                self.condition.wait(left)
+            return list(self.messages)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
