@@ -1,0 +1,213 @@
+"""Training: it learns, it saves a self-describing checkpoint, it refuses bad input.
+
+Small on purpose (4 sections x 13 clips of 3 s, a few epochs, 2 threads): the whole file runs
+in about a minute on two shared cores (one torch thread: faster than two when the
+cores are busy). The data are tones (tests/_training_data.py) so that a few
+optimiser steps suffice; the code paths are the ones a user runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from _training_data import write_tone_dataset
+
+from edge.audio import read_audio
+from edge.cli import main
+from edge.errors import BadInput
+from edge.features import DEFAULT_FRONT_END, DEFAULT_PATCHING
+from training.infer import load_run
+from training.losses import IGNORE, masked_cross_entropy
+
+REPO = Path(__file__).resolve().parents[1]
+FAST = ["--batch-size", "16", "--lr", "3e-3", "--val-fraction", "0.2", "--threads", "1",
+        "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    return write_tone_dataset(tmp_path_factory.mktemp("tones"), n_source=8, n_target=5)
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+def _train(data_dir: Path, cache_dir: Path, out: Path, *extra: str) -> int:
+    return main(["train", "--data", str(data_dir), "--out", str(out), "--cache-dir",
+                 str(cache_dir), *FAST, *extra])
+
+
+@pytest.fixture(scope="module")
+def pretrained(data_dir, cache_dir, tmp_path_factory) -> Path:
+    """Both machine types (--machines all), 4 epochs, the weights of the last 2 averaged."""
+    out = tmp_path_factory.mktemp("runs") / "all"
+    assert _train(data_dir, cache_dir, out, "--machines", "all", "--epochs", "4",
+                  "--average-last", "2") == 0
+    return out
+
+
+def _metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_training_lowers_the_loss_and_learns_sections_and_attributes(pretrained):
+    metrics = _metrics(pretrained)
+    assert [m["epoch"] for m in metrics] == [1, 2, 3, 4]
+    assert metrics[-1]["train_loss"] < 0.7 * metrics[0]["train_loss"]
+    # held-out normal clips: 4 sections (chance 0.25), attributes of 2-3 values (chance < 0.5)
+    assert metrics[-1]["val_section_accuracy"] >= 0.8
+    assert metrics[-1]["val_attribute_accuracy"] >= 0.75
+    assert metrics[-1]["val_averaged_section_accuracy"] >= 0.8
+    assert (pretrained / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_checkpoint_describes_itself_and_loads_with_weights_only(pretrained):
+    payload = torch.load(pretrained / "checkpoint.pt", map_location="cpu", weights_only=True)
+    assert payload["objective"] == "disentangled"
+    assert payload["front_end"] == DEFAULT_FRONT_END.model_dump()
+    assert payload["patching"] == DEFAULT_PATCHING.model_dump()
+    assert payload["section_labels"] == ["fan/section_00", "fan/section_01",
+                                         "valve/section_00", "valve/section_01"]
+    # target-only values are classes too; "load" exists only on valve section 00
+    assert payload["attribute_labels"] == {"fan/speed": ["1", "2", "3"],
+                                           "valve/load": ["hi", "lo", "mid"],
+                                           "valve/speed": ["1", "2", "3"]}
+    assert payload["epoch"] == 4 and payload["averaged_epochs"] == [3, 4]
+    assert payload["model_args"]["n_bins"] == DEFAULT_FRONT_END.n_bins
+    assert payload["data"]["groups"]["valve/section_00/target"] == 5
+    assert payload["model_summary"]["parameters"] < 600_000
+    assert isinstance(payload["git_revision"], str) and payload["config"]["epochs"] == 4
+
+
+def test_inference_uses_the_averaged_weights_which_differ_from_the_last(pretrained, data_dir):
+    payload = torch.load(pretrained / "checkpoint.pt", map_location="cpu", weights_only=True)
+    name = "backbone.2.conv.weight"
+    assert not torch.equal(payload["averaged"][name], payload["model"][name])
+    averaged, last = load_run(pretrained), load_run(pretrained, weights="last")
+    assert torch.equal(averaged.model.state_dict()[name], payload["averaged"][name])
+    assert torch.equal(last.model.state_dict()[name], payload["model"][name])
+
+    clip = next((data_dir / "valve" / "test").glob("section_00_source_*.wav"))
+    section_embedding, attribute_embedding = averaged.embed_clip(read_audio(clip))
+    assert section_embedding.shape == (2, 64) and attribute_embedding.shape == (2, 64)
+    assert section_embedding.dtype == np.float32
+    assert not np.allclose(section_embedding, last.embed_clip(read_audio(clip))[0])
+    # the averaged model classifies the unseen test clip's section
+    logits = averaged.model.section_classifier(torch.from_numpy(section_embedding))
+    assert averaged.section_labels[int(logits.mean(0).argmax())] == "valve/section_00"
+
+
+def test_resume_continues_the_run(pretrained, data_dir, cache_dir, tmp_path):
+    run = tmp_path / "resumed"
+    run.mkdir()
+    for name in ("checkpoint.pt", "metrics.jsonl"):
+        (run / name).write_bytes((pretrained / name).read_bytes())
+    assert _train(data_dir, cache_dir, run, "--machines", "all", "--epochs", "5", "--resume",
+                  "--average-last", "2") == 0
+    assert [m["epoch"] for m in _metrics(run)] == [1, 2, 3, 4, 5]
+    payload = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)
+    assert payload["epoch"] == 5 and payload["averaged_epochs"] == [4, 5]
+
+
+def test_fine_tuning_one_machine_from_the_all_machine_run(pretrained, data_dir, cache_dir,
+                                                          tmp_path):
+    out = tmp_path / "fan"
+    assert _train(data_dir, cache_dir, out, "--machines", "fan", "--epochs", "1",
+                  "--init", str(pretrained)) == 0
+    tuned = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
+    base = torch.load(pretrained / "checkpoint.pt", map_location="cpu", weights_only=True)
+    assert tuned["section_labels"] == ["fan/section_00", "fan/section_01"]
+    assert list(tuned["attribute_labels"]) == ["fan/speed"]
+    # the input statistics come with the pre-trained backbone (training never changes them)
+    assert torch.equal(tuned["model"]["input_mean"], base["averaged"]["input_mean"])
+    assert _metrics(out)[0]["val_section_accuracy"] >= 0.75
+
+
+@pytest.mark.parametrize("objective", ["mtl", "arcface", "sections"])
+def test_each_baseline_objective_saves_the_same_checkpoint_format(objective, pretrained,
+                                                                  data_dir, cache_dir, tmp_path):
+    out = tmp_path / objective
+    assert _train(data_dir, cache_dir, out, "--machines", "fan", "--epochs", "1",
+                  "--objective", objective) == 0
+    payload = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
+    reference = torch.load(pretrained / "checkpoint.pt", map_location="cpu", weights_only=True)
+    assert set(payload) == set(reference)
+    assert payload["objective"] == objective
+    run = load_run(out)
+    assert run.attribute_dim == 0 and run.section_dim == 64
+    clip = next((data_dir / "fan" / "test").glob("*.wav"))
+    section_embedding, attribute_embedding = run.embed_clip(read_audio(clip))
+    assert section_embedding.shape == (2, 64) and attribute_embedding.shape == (2, 0)
+    has_attribute_classifiers = any(k.startswith("attribute_classifiers.")
+                                    for k in payload["model"])
+    assert has_attribute_classifiers == (objective == "mtl")
+
+
+def test_attribute_loss_is_masked_not_zero_filled():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 5.0], [1.0, 1.0]])
+    labels = torch.tensor([0, IGNORE, 1])
+    expected = torch.nn.functional.cross_entropy(logits[[0, 2]], labels[[0, 2]])
+    assert torch.allclose(masked_cross_entropy(logits, labels), expected)
+    assert float(masked_cross_entropy(logits, torch.full((3,), IGNORE))) == 0.0
+
+
+def test_ddp_with_two_gloo_processes(data_dir, cache_dir, tmp_path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "training.train", "--data", str(data_dir), "--machines", "fan", "--out",
+         str(out), "--cache-dir", str(cache_dir), "--epochs", "1", "--batch-size", "4",
+         "--val-fraction", "0.2", "--no-progress"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    payload = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
+    assert payload["world_size"] == 2 and payload["epoch"] == 1
+    assert load_run(out).section_labels == ["fan/section_00", "fan/section_01"]
+
+
+def _refused(capsys, argv: list[str], words: list[str]) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    for word in words:
+        assert word in err, err
+
+
+def test_bad_input_exits_2_with_one_line(pretrained, data_dir, cache_dir, tmp_path, capsys):
+    base = ["train", "--cache-dir", str(cache_dir), "--epochs", "1", "--no-progress"]
+    _refused(capsys, base + ["--data", str(tmp_path / "nowhere"), "--machines", "fan",
+                             "--out", str(tmp_path / "a")], ["nowhere"])
+    _refused(capsys, base + ["--data", str(data_dir), "--machines", "pump",
+                             "--out", str(tmp_path / "a")], ["pump", "fan, valve"])
+    no_target = write_tone_dataset(tmp_path / "no_target", n_source=6, n_target=0,
+                                   machines=("fan",))
+    _refused(capsys, base + ["--data", str(no_target), "--machines", "fan",
+                             "--out", str(tmp_path / "a")], ["target", "--allow-no-target"])
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    _refused(capsys, base + ["--data", str(data_dir), "--machines", "fan",
+                             "--out", str(tmp_path / "a"), "--init", str(broken)], ["broken"])
+    _refused(capsys, base + ["--data", str(data_dir), "--machines", "fan", "--out",
+                             str(tmp_path / "a"), "--init", str(pretrained), "--objective",
+                             "arcface"], ["'disentangled'", "--objective"])
+    _refused(capsys, base + ["--data", str(data_dir), "--machines", "fan", "--out",
+                             str(tmp_path / "a"), "--init", str(pretrained), "--front-end",
+                             "log-mel"], ["front end"])
+    _refused(capsys, base + ["--data", str(data_dir), "--machines", "all",
+                             "--out", str(pretrained)], ["--resume"])
+    _refused(capsys, base + ["--data", str(data_dir), "--machines", "all",
+                             "--out", str(tmp_path / "fresh"), "--resume"], ["no checkpoint"])
+    with pytest.raises(BadInput, match="not a readable checkpoint"):
+        load_run(broken)
+    assert not (tmp_path / "a").exists()

@@ -1,0 +1,84 @@
+"""``asd-edge train``: train a surrogate-task model on normal clips (torch; the ``train`` extra).
+
+torch is imported only inside ``run`` so ``asd-edge --help`` works without it.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from edge.errors import BadInput
+
+OBJECTIVE_CHOICES = ("disentangled", "mtl", "arcface", "sections")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True, help="data-set root in the DCASE layout")
+    parser.add_argument("--machines", required=True,
+                        help="comma-separated machine types (fan,gearbox) or 'all'")
+    parser.add_argument("--out", required=True, help="run folder (checkpoint, metrics, curves)")
+    parser.add_argument("--objective", default="disentangled", choices=OBJECTIVE_CHOICES,
+                        help="disentangled (default): z_S for sections, z_A for attributes; "
+                             "mtl: one embedding for both; arcface: angular margin on "
+                             "sections; sections: plain section classification")
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (AdamW)")
+    parser.add_argument("--weight-decay", type=float, default=1e-4)
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--init", metavar="RUN",
+                        help="fine-tune from a run folder (e.g. one pre-trained on --machines all)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out")
+    parser.add_argument("--cache-dir",
+                        help="spectrogram cache (default: .asd-edge-cache beside --out)")
+    parser.add_argument("--val-fraction", type=float, default=0.1,
+                        help="share of each section/domain's normal clips held out (0.1)")
+    parser.add_argument("--balance", type=float, default=0.5,
+                        help="target-domain sampling exponent: 0 natural, 1 equal domains")
+    parser.add_argument("--average-last", type=int,
+                        help="average the weights of the last K epochs (default: a quarter "
+                             "of the epochs, 2 to 5)")
+    parser.add_argument("--section-dim", type=int, default=64, help="D_S")
+    parser.add_argument("--attribute-dim", type=int, default=64, help="D_A (disentangled)")
+    parser.add_argument("--arcface-scale", type=float, default=16.0)
+    parser.add_argument("--arcface-margin", type=float, default=0.2, help="radians")
+    parser.add_argument("--front-end", default="log-linear", choices=("log-linear", "log-mel"))
+    parser.add_argument("--allow-no-target", action="store_true",
+                        help="train even where a section has no target-domain clips")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        import torch
+    except ModuleNotFoundError as err:
+        raise BadInput("'asd-edge train' needs PyTorch: pip install 'asd-edge[train]'") from err
+    from pydantic import ValidationError
+
+    from training.train import TrainConfig, train
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    machines = [m.strip() for m in args.machines.split(",") if m.strip()]
+    if not machines:
+        raise BadInput("--machines is empty; name machine types (fan,gearbox) or 'all'")
+    try:
+        config = TrainConfig(
+            data=args.data, machines=machines, out=args.out, objective=args.objective,
+            epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+            weight_decay=args.weight_decay, device=args.device, seed=args.seed,
+            init=args.init, resume=args.resume, cache_dir=args.cache_dir,
+            val_fraction=args.val_fraction, balance=args.balance,
+            average_last=args.average_last, section_dim=args.section_dim,
+            attribute_dim=args.attribute_dim, arcface_scale=args.arcface_scale,
+            arcface_margin=args.arcface_margin, front_end=args.front_end,
+            allow_no_target=args.allow_no_target, progress=not args.no_progress)
+    except ValidationError as err:
+        first = err.errors()[0]
+        raise BadInput(f"--{str(first['loc'][0]).replace('_', '-')} "
+                       f"{first.get('input')!r}: {first['msg']}") from err
+    path = train(config)
+    print(f"checkpoint: {path}")
+    return 0

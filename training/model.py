@@ -1,0 +1,235 @@
+"""The surrogate-task CNN: one backbone, a section head and an attribute head.
+
+    spectrogram patch x (B, F, T) float32, the shared front end (edge.features)
+      -> (x - mean[f]) / std[f]          fixed per-frequency statistics of the training set,
+                                         stored as buffers so an exported model carries them
+      -> n_blocks x [3x3 conv, BN, ReLU, max-pool]         (B, C, F', T')
+      -> mean over time, flattened                          (B, C * F')
+         (frequency is kept: a unit or a condition is often a tone at a given frequency,
+         which global pooling over frequency would throw away)
+      -> section head   -> z_S (B, D_S)  -> section classifier   (B, n_sections)
+      -> attribute head -> z_A (B, D_A)  -> one classifier per attribute key (B, n_values_k)
+
+Objectives (``ModelArgs.objective``) change only the heads, never the backbone:
+
+- ``disentangled``: z_S feeds the section classifier, z_A the attribute classifiers.
+- ``mtl``: one embedding (z_S) feeds the section and the attribute classifiers; no z_A.
+- ``arcface``: z_S feeds a cosine classifier over sections (the margin lives in the loss);
+  no attribute classifiers, no z_A.
+- ``sections``: z_S feeds a plain section classifier; no z_A.
+
+For the one-embedding objectives ``attribute_dim`` is 0 and ``embed`` returns a (B, 0)
+attribute embedding, so every run exposes the same two outputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F  # noqa: N812
+from torch import nn
+
+OBJECTIVES = ("disentangled", "mtl", "arcface", "sections")
+ONE_EMBEDDING_OBJECTIVES = ("mtl", "arcface", "sections")
+
+
+@dataclass
+class ModelArgs:
+    """Everything needed to rebuild the model; saved in every checkpoint as a plain dict."""
+
+    n_bins: int = 500                      # F, rows of the front end's spectrogram
+    patch_frames: int = 64                 # T of one patch (the model itself accepts any T)
+    channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128, 128])
+    first_pool: list[int] = field(default_factory=lambda: [4, 2])  # F is large: pool it harder
+    head_hidden: int = 128                 # width of each embedding head's hidden layer
+    section_dim: int = 64                  # D_S
+    attribute_dim: int = 64                # D_A (0 for the one-embedding objectives)
+    n_sections: int = 1                    # C, across machine types
+    attribute_sizes: list[int] = field(default_factory=list)  # values per attribute key
+    objective: str = "disentangled"
+    arcface_scale: float = 16.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ModelArgs:
+        return cls(**data)
+
+
+class ConvBlock(nn.Module):
+    """3x3 conv, batch norm, ReLU, max-pool: (B, C_in, F, T) -> (B, C_out, F / p_f, T / p_t)."""
+
+    def __init__(self, in_channels: int, out_channels: int, pool: tuple[int, int]) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
+        self.norm = nn.BatchNorm2d(out_channels)
+        self.pool = nn.MaxPool2d(pool)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(F.relu(self.norm(self.conv(x))))
+
+
+class EmbeddingHead(nn.Module):
+    """(B, C * F') pooled features -> (B, D) embedding: linear, BN, ReLU, linear."""
+
+    def __init__(self, in_features: int, hidden: int, dim: int) -> None:
+        super().__init__()
+        self.hidden = nn.Linear(in_features, hidden, bias=False)
+        self.norm = nn.BatchNorm1d(hidden)
+        self.out = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(F.relu(self.norm(self.hidden(x))))
+
+
+class CosineClassifier(nn.Module):
+    """ArcFace's classifier: scale * cos(angle between z and each class centre), (B, C)."""
+
+    def __init__(self, dim: int, n_classes: int, scale: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(n_classes, dim) * dim ** -0.5)
+        self.scale = scale
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.scale * F.normalize(z, dim=1) @ F.normalize(self.weight, dim=1).T
+
+
+class SurrogateTaskModel(nn.Module):
+    """The CNN with its heads and classifiers. ``forward`` for training, ``embed`` for export."""
+
+    def __init__(self, args: ModelArgs) -> None:
+        super().__init__()
+        if args.objective not in OBJECTIVES:
+            raise ValueError(f"objective {args.objective!r} not in {OBJECTIVES}")
+        self.args = args
+        self.register_buffer("input_mean", torch.zeros(args.n_bins))  # (F,)
+        self.register_buffer("input_std", torch.ones(args.n_bins))    # (F,)
+        blocks, in_channels, rows = [], 1, args.n_bins
+        for i, out_channels in enumerate(args.channels):
+            pool = tuple(args.first_pool) if i == 0 else (2, 2)
+            blocks.append(ConvBlock(in_channels, out_channels, pool))  # type: ignore[arg-type]
+            in_channels, rows = out_channels, rows // pool[0]
+        if rows < 1:
+            raise ValueError(f"{args.n_bins} frequency rows are too few for "
+                             f"{len(args.channels)} pooling blocks")
+        self.backbone = nn.Sequential(*blocks)
+        pooled = in_channels * rows  # C * F'
+        self.section_head = EmbeddingHead(pooled, args.head_hidden, args.section_dim)
+        one_embedding = args.objective in ONE_EMBEDDING_OBJECTIVES
+        if one_embedding and args.attribute_dim:
+            raise ValueError(f"objective {args.objective!r} has one embedding: attribute_dim "
+                             "must be 0")
+        self.attribute_head = EmbeddingHead(pooled, args.head_hidden, args.attribute_dim) \
+            if not one_embedding else None
+        if args.objective == "arcface":
+            self.section_classifier: nn.Module = CosineClassifier(
+                args.section_dim, args.n_sections, args.arcface_scale)
+        else:
+            self.section_classifier = nn.Linear(args.section_dim, args.n_sections)
+        attribute_input = {"disentangled": args.attribute_dim, "mtl": args.section_dim}
+        self.attribute_classifiers = nn.ModuleList(
+            [nn.Linear(attribute_input[args.objective], size) for size in args.attribute_sizes]
+            if args.objective in attribute_input else [])
+
+    @property
+    def section_dim(self) -> int:
+        return self.args.section_dim
+
+    @property
+    def attribute_dim(self) -> int:
+        return self.args.attribute_dim
+
+    def set_input_statistics(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Fix the per-frequency input normalisation: ``mean``, ``std`` (F,)."""
+        self.input_mean.copy_(mean)
+        self.input_std.copy_(std.clamp_min(1e-3))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, F, T) log-magnitude patches -> (B, C * F') pooled backbone features."""
+        x = (x - self.input_mean[:, None]) / self.input_std[:, None]  # (B, F, T)
+        x = self.backbone(x.unsqueeze(1))                                # (B, C, F', T')
+        return x.mean(dim=3).flatten(1)                                  # (B, C * F')
+
+    def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, F, T) -> section embedding (B, D_S), attribute embedding (B, D_A; D_A may be 0)."""
+        pooled = self.features(x)
+        section_embedding = self.section_head(pooled)                    # (B, D_S)
+        if self.attribute_head is None:
+            return section_embedding, section_embedding[:, :0]          # (B, 0)
+        return section_embedding, self.attribute_head(pooled)            # (B, D_A)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | list[torch.Tensor]]:
+        """(B, F, T) -> embeddings and logits.
+
+        Keys: ``section_embedding`` (B, D_S), ``attribute_embedding`` (B, D_A),
+        ``section_logits`` (B, n_sections; for arcface scale * cosine, without the margin),
+        ``attribute_logits`` a list with one (B, n_values_k) tensor per attribute key.
+        """
+        section_embedding, attribute_embedding = self.embed(x)
+        attribute_input = attribute_embedding if self.args.objective == "disentangled" \
+            else section_embedding
+        return {
+            "section_embedding": section_embedding,
+            "attribute_embedding": attribute_embedding,
+            "section_logits": self.section_classifier(section_embedding),
+            "attribute_logits": [c(attribute_input) for c in self.attribute_classifiers],
+        }
+
+
+class EmbeddingModel(nn.Module):
+    """What export traces: ``spectrogram`` (B, F, T) -> (section_embedding, attribute_embedding).
+
+    Starts in evaluation mode (the exporter follows the wrapper's mode: in training mode the
+    batch norms would use batch statistics and the ONNX model would not match).
+    """
+
+    def __init__(self, model: SurrogateTaskModel) -> None:
+        super().__init__()
+        self.model = model
+        self.eval()
+
+    def forward(self, spectrogram: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model.embed(spectrogram)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_embedding_parameters(model: SurrogateTaskModel) -> int:
+    """Parameters of what export ships (backbone and heads, without the classifiers)."""
+    skip = {id(p) for m in (model.section_classifier, model.attribute_classifiers)
+            for p in m.parameters()}
+    return sum(p.numel() for p in model.parameters() if id(p) not in skip)
+
+
+def multiply_adds_per_patch(model: SurrogateTaskModel, patch_frames: int | None = None) -> int:
+    """Multiply-adds of ``embed`` on one (1, F, patch_frames) patch (convolutions and linears)."""
+    total = 0
+
+    def conv_hook(module: nn.Conv2d, _inputs, output: torch.Tensor) -> None:
+        nonlocal total
+        kernel = module.in_channels // module.groups * module.kernel_size[0] \
+            * module.kernel_size[1]
+        total += output.numel() * kernel
+
+    def linear_hook(module: nn.Linear, _inputs, output: torch.Tensor) -> None:
+        nonlocal total
+        total += output.numel() * module.in_features
+
+    handles = [m.register_forward_hook(conv_hook) for m in model.modules()
+               if isinstance(m, nn.Conv2d)]
+    handles += [m.register_forward_hook(linear_hook) for m in model.modules()
+                if isinstance(m, nn.Linear)]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model.embed(torch.zeros(1, model.args.n_bins, patch_frames or model.args.patch_frames))
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    return total
