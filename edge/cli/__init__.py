@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str, str | None]] = {
     "export": ("export.to_onnx", "export a run to ONNX and write the model bundle", "train"),
     "bundle": ("edge.cli.bundle", "check a model bundle (bundle verify MODELS/M)", None),
     "run": ("edge.cli.run", "the daemon: listen, score, raise alarms over MQTT", None),
+    "enroll": ("edge.cli.enroll", "add normal sound of a unit to its bundle", None),
     "demo": ("edge.cli.demo", "the whole pipeline on synthetic sounds, in a few minutes", None),
 }
 

@@ -1,0 +1,202 @@
+"""Fitting a bundle's scorers and thresholds from normal references, and writing the bundle.
+
+Export (with a trained network) and enrollment (on the edge box, no torch) both end here, so
+a bundle is always fitted by the same code from the same per-clip features:
+
+    normal clips -> ScoringSystem.clip_window (ONNX Runtime + the edge front end)
+      -> each member's parts per clip -> per-section SectionScorer (knn / gmm)
+      -> out-of-sample scores (k-fold per section) -> ensemble standardisation + thresholds
+
+The per-clip parts are stored in the bundle (``<member>/references.npz``), so enrollment can
+add clips of a unit and refit without the original data set.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge import __version__
+from edge.bundle.manifest import write_manifest
+from edge.bundle.system import Member, ScoringSystem, SectionThreshold, member_to_manifest
+from edge.errors import BadInput
+from edge.scoring.scorer import ScorerConfig, SectionScorer, cross_fit_scores
+from edge.scoring.thresholds import ThresholdConfig, calibrate_threshold
+
+logger = logging.getLogger(__name__)
+
+REFERENCES_FILE = "references.npz"
+PROFILES_FILE = "profiles.npz"
+
+
+def spectral_profiles(spectra: np.ndarray, sections: np.ndarray
+                      ) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Per section: mean and std (F,) of the clips' mean log spectra (N, F)."""
+    return {int(s): (spectra[sections == s].mean(0), spectra[sections == s].std(0))
+            for s in np.unique(sections)}
+
+
+@dataclass
+class References:
+    """The normal clips a bundle scores against: metadata and each member's parts per clip."""
+
+    # per clip: file, section, domain, attributes
+    meta: list[dict[str, Any]] = field(default_factory=list)
+    # member name -> per clip -> that clip's parts [(D_i,)]
+    parts: dict[str, list[list[np.ndarray]]] = field(default_factory=dict)
+    # per clip: mean over time of the model front end's log spectrum (F,)
+    spectra: list[np.ndarray] = field(default_factory=list)
+
+    def add(self, system: ScoringSystem, waveform: np.ndarray, meta: dict[str, Any]) -> None:
+        """Score-ready features of one normal clip (16 kHz, (N,)) for every member."""
+        window = system.clip_window(waveform)
+        for member in system.members:
+            self.parts.setdefault(member.name, []).append(
+                [p[0] for p in member.parts(window)])
+        self.spectra.append(window.spectrogram.mean(axis=1))
+        self.meta.append(meta)
+
+    @property
+    def sections(self) -> np.ndarray:
+        return np.array([int(m["section"]) for m in self.meta])
+
+    @property
+    def domains(self) -> list[str]:
+        return [str(m.get("domain") or "source") for m in self.meta]
+
+    def stacked(self, member: str) -> list[np.ndarray]:
+        """[(N, D_i)] parts of every clip for ``member``."""
+        rows = self.parts[member]
+        return [np.stack([clip[i] for clip in rows]) for i in range(len(rows[0]))]
+
+    def save(self, folder: Path, member: str) -> None:
+        arrays = {f"part{i}": x for i, x in enumerate(self.stacked(member))}
+        np.savez(folder / REFERENCES_FILE, sections=self.sections,
+                 domains=np.array(self.domains), **arrays)
+
+    def profiles(self) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        return spectral_profiles(np.stack(self.spectra), self.sections)
+
+    @classmethod
+    def load(cls, bundle_dir: Path, manifest: dict[str, Any]) -> References:
+        refs = cls(meta=list(manifest["references"]))
+        with np.load(bundle_dir / PROFILES_FILE, allow_pickle=False) as data:
+            refs.spectra = list(data["spectra"])
+        for entry in manifest["system"]["members"]:
+            with np.load(bundle_dir / entry["scorer"] / REFERENCES_FILE,
+                         allow_pickle=False) as data:
+                n_parts = len([k for k in data.files if k.startswith("part")])
+                stacked = [data[f"part{i}"] for i in range(n_parts)]
+            refs.parts[entry["name"]] = [[x[row] for x in stacked]
+                                         for row in range(len(refs.meta))]
+        return refs
+
+
+def fit_system(system: ScoringSystem, references: References,
+               scorer_configs: dict[str, ScorerConfig], part_weights: dict[str, list[float]],
+               threshold: ThresholdConfig, clear_quantile: float = 0.5) -> dict[int, np.ndarray]:
+    """Fit every member's scorer, the ensemble standardisation and per-section thresholds.
+
+    Sets ``member.scorer`` and ``member.norm`` and ``system.thresholds`` in place; returns the
+    out-of-sample combined normal scores per section. The clear threshold is the
+    ``clear_quantile`` of the same calibration (the median by default): an alarm clears once
+    the score is back among ordinary normal values.
+    """
+    sections = references.sections
+    if sections.size == 0:
+        raise BadInput("no normal reference clips: a bundle needs some for every section")
+    oos: dict[str, np.ndarray] = {}
+    for member in system.members:
+        parts = references.stacked(member.name)
+        config, weights = scorer_configs[member.name], part_weights[member.name]
+        oos[member.name] = cross_fit_scores(config, weights, parts, sections,
+                                            references.domains)
+        member.scorer = SectionScorer(config, weights).fit(parts, sections, references.domains)
+    system.profiles = references.profiles()
+    combined_by_section: dict[int, np.ndarray] = {}
+    for section in np.unique(sections):
+        rows = sections == section
+        for member in system.members:
+            values = oos[member.name][rows]
+            values = values[np.isfinite(values)]
+            mean = float(values.mean()) if values.size else 0.0
+            std = float(values.std()) if values.size > 1 else 1.0
+            member.norm[int(section)] = (mean, max(std, 1e-9))
+        combined = np.array([
+            system.combine({m.name: float(oos[m.name][row]) for m in system.members},
+                           int(section))
+            for row in np.flatnonzero(rows)])
+        combined = combined[np.isfinite(combined)]
+        if combined.size == 0:
+            raise BadInput(f"section {int(section):02d} has a single normal reference clip: "
+                           "thresholds need at least two; add more normal clips")
+        value = calibrate_threshold(combined, threshold)
+        clear = calibrate_threshold(combined, ThresholdConfig(
+            method=threshold.method, quantile=clear_quantile))
+        system.thresholds[int(section)] = SectionThreshold(
+            value, min(clear, value),
+            {"method": threshold.method, "quantile": threshold.quantile,
+             "clear_quantile": clear_quantile, "normal_clips": int(combined.size),
+             "out_of_sample": "5-fold per section (leave-one-out below 5 clips)"})
+        combined_by_section[int(section)] = combined
+    return combined_by_section
+
+
+def write_bundle(out_dir: Path, machine: str, system: ScoringSystem, references: References,
+                 scorer_configs: dict[str, ScorerConfig], extra: dict[str, Any],
+                 model_file: Path | None = None) -> Path:
+    """Write ``out_dir`` (= ``<models>/<machine>``) atomically: a staging folder, then a swap."""
+    out_dir = Path(out_dir)
+    staging = out_dir.with_name(f".{out_dir.name}.staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        if model_file is not None:
+            shutil.copyfile(model_file, staging / "model.onnx")
+        np.savez(staging / PROFILES_FILE, spectra=np.stack(references.spectra),
+                 sections=references.sections)
+        members = []
+        for member in system.members:
+            folder = staging / member.name
+            member.scorer.save(folder)
+            references.save(folder, member.name)
+            entry = member_to_manifest(member, member.name)
+            entry["scorer_config"] = scorer_configs[member.name].model_dump()
+            members.append(entry)
+        manifest = {
+            "machine": machine,
+            "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+            "asd_edge_version": __version__,
+            "front_end": system.front_end.model_dump(),
+            "patching": system.patching.model_dump(),
+            **extra,
+            "system": {**extra.get("system", {}), "members": members},
+            "sections": {f"{s:02d}": {"threshold": t.threshold,
+                                      "clear_threshold": t.clear_threshold,
+                                      "calibration": t.calibration}
+                         for s, t in sorted(system.thresholds.items())},
+            "references": references.meta,
+        }
+        write_manifest(staging, json.loads(json.dumps(manifest)))
+        old = out_dir.with_name(f".{out_dir.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        if out_dir.exists():
+            out_dir.rename(old)
+        staging.rename(out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def placeholder_member(name: str, kind: str, **kwargs: Any) -> Member:
+    """A member not fitted yet (its scorer is set by ``fit_system``)."""
+    return Member(name=name, kind=kind, scorer=SectionScorer(ScorerConfig(), [1.0]), **kwargs)

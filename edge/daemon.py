@@ -1,0 +1,345 @@
+"""The edge daemon: sources -> windows -> ONNX Runtime (batched) -> scores -> alarms -> outputs.
+
+    capture threads (one per stream)           main thread
+    source -> AudioBlock -> queue  --------->  StreamRunner.feed: frames, new patches, evidence
+                                               Daemon._embed: one ORT call per bundle for the
+                                                   new patches of all its streams
+                                               StreamRunner.windows_ready -> score_window
+                                               AlarmRule -> AlarmEvent -> outputs (outbox first)
+
+The capture threads only move blocks; a slow scorer makes the bounded queue fill, which a
+microphone source counts as dropped blocks (a gap, after which the stream's frame grid
+restarts) and a file source simply waits for. ``stop`` ends everything: capture stops, pending
+clips are written, outputs flush as far as the broker allows, the status goes offline.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from edge.alarms.rule import AlarmRule, AlarmRuleConfig, StreamKey, Transition
+from edge.audio import SAMPLE_RATE
+from edge.bundle.load import Bundle, load_bundle
+from edge.capture.base import AudioBlock, AudioSource
+from edge.config import EdgeConfig, StreamConfig
+from edge.errors import AsdEdgeError
+from edge.evidence import EvidenceRecorder
+from edge.explain import explain_window
+from edge.health import Health
+from edge.inference.onnx_runtime import resolve_providers
+from edge.outputs import Output
+from edge.outputs.events import EventWindow, ScoreMessage, StreamState, make_event
+from edge.streaming import StreamingWindows, Window, hop_patches_for, window_patches_for
+
+logger = logging.getLogger(__name__)
+
+QUEUE_BLOCKS = 64
+
+
+def open_source(config: StreamConfig, stop: threading.Event) -> AudioSource:
+    """The configured source of a stream (a file, or a microphone through sounddevice)."""
+    source = config.source
+    if source.type == "file":
+        from edge.capture.file import FileSource
+
+        return FileSource(source.path, speed=source.speed, block_seconds=source.block_seconds,
+                          channel=source.channel, stop_event=stop)
+    from edge.capture.mic import MicSource
+
+    return MicSource(source.device, channel=source.channel, block_seconds=source.block_seconds,
+                     queue_blocks=source.queue_blocks, sample_rate=source.sample_rate,
+                     stop_event=stop)
+
+
+@dataclass
+class StreamRunner:
+    """One stream's state: its windower, alarm rule, evidence recorder and clocks."""
+
+    config: StreamConfig
+    key: StreamKey
+    bundle: Bundle
+    rule: AlarmRule
+    evidence: EvidenceRecorder | None
+    windows: StreamingWindows = field(init=False)
+    origin_utc: float = 0.0  # wall-clock time of sample 0 of the current windower
+    origin_offset_s: float | None = None  # file offset of sample 0 (None: a microphone)
+    origin_stream_s: float = 0.0  # stream seconds of sample 0
+    samples_in: int = 0  # samples pushed into the current windower
+    stream_samples: int = 0  # samples since the stream started
+    new_patches: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        self.windows = self._windower()
+
+    @property
+    def name(self) -> str:
+        assert self.config.name is not None
+        return self.config.name
+
+    def _windower(self) -> StreamingWindows:
+        system = self.bundle.system
+        return system.stream(
+            window_patches_for(self.config.window_seconds, system.front_end, system.patching),
+            hop_patches_for(self.config.hop_seconds, system.front_end, system.patching))
+
+    def feed(self, block: AudioBlock) -> None:
+        """Take a block: restart the frame grid after a gap, push, remember new patches."""
+        if block.discontinuity or self.samples_in == 0:
+            if block.discontinuity and self.samples_in:
+                logger.warning("%s: audio lost before %.2f s; the window restarts",
+                               self.name, self.stream_samples / SAMPLE_RATE)
+            self.windows = self._windower()
+            self.samples_in = 0
+            self.origin_utc = block.start_time
+            self.origin_offset_s = block.offset_s
+            self.origin_stream_s = self.stream_samples / SAMPLE_RATE
+        new = self.windows.push(block.samples)
+        self.new_patches = new if self.new_patches is None else np.concatenate(
+            [self.new_patches, new])
+        self.samples_in += block.samples.shape[0]
+        self.stream_samples += block.samples.shape[0]
+        if self.evidence is not None:
+            self.evidence.push(block.samples, discontinuity=block.discontinuity)
+
+    def take_patches(self) -> np.ndarray | None:
+        patches, self.new_patches = self.new_patches, None
+        return patches
+
+    def event_window(self, window: Window) -> EventWindow:
+        start_s, end_s = window.start_sample / SAMPLE_RATE, window.end_sample / SAMPLE_RATE
+        offset = self.origin_offset_s
+        return EventWindow(
+            start_utc=datetime.fromtimestamp(self.origin_utc + start_s, UTC),
+            end_utc=datetime.fromtimestamp(self.origin_utc + end_s, UTC),
+            start_s=None if offset is None else round(offset + start_s, 4),
+            end_s=None if offset is None else round(offset + end_s, 4))
+
+    def stream_seconds(self, window: Window) -> float:
+        """Seconds of the window's end: file offset for a file, stream time for a microphone."""
+        base = self.origin_offset_s if self.origin_offset_s is not None else self.origin_stream_s
+        return base + window.end_sample / SAMPLE_RATE
+
+
+def alarm_rule_for(config: StreamConfig, key: StreamKey, bundle: Bundle) -> AlarmRule:
+    """The stream's rule: its thresholds from the bundle unless the config overrides them."""
+    bundle.system.check_section(config.section)
+    calibrated = bundle.system.thresholds[config.section]
+    alarm = config.alarm
+    threshold = alarm.threshold if alarm.threshold is not None else calibrated.threshold
+    settings = alarm.model_dump(exclude={"threshold"})
+    if alarm.clear_threshold is None and "clear_fraction" not in alarm.model_fields_set \
+            and alarm.threshold is None:
+        settings["clear_threshold"] = calibrated.clear_threshold
+    return AlarmRule(key, threshold, AlarmRuleConfig(**settings))
+
+
+class Daemon:
+    """Runs every stream of a config until its sources end (files) or ``stop`` is set."""
+
+    def __init__(self, config: EdgeConfig, outputs: Output, health: Health | None = None,
+                 stop: threading.Event | None = None,
+                 bundles: dict[str, Bundle] | None = None,
+                 max_seconds: float | None = None) -> None:
+        self.config = config
+        self.max_samples = None if max_seconds is None else int(max_seconds * SAMPLE_RATE)
+        self.outputs = outputs
+        self.health = health or Health(config.node, mqtt_configured=config.mqtt is not None)
+        self.stop = stop or threading.Event()
+        self.bundles = bundles if bundles is not None else {}
+        resolve_providers(config.device)  # --device cuda without CUDA: say so before anything
+        for machine in sorted({s.machine for s in config.streams} - set(self.bundles)):
+            self.bundles[machine] = load_bundle(config.models_dir, machine, config.device,
+                                                config.threads)
+        self.runners = [self._runner(stream) for stream in config.streams]
+        providers = {b.provider for b in self.bundles.values()}
+        self.provider = ", ".join(sorted(providers))
+        self.health.set_provider(self.provider, config.device)
+        self._queue: queue.Queue[tuple[int, AudioBlock | None]] = queue.Queue(QUEUE_BLOCKS)
+        self._threads: list[threading.Thread] = []
+        self._sources: list[AudioSource] = []
+        self.events_sent = 0
+        self.windows_scored = 0
+
+    def _runner(self, stream: StreamConfig) -> StreamRunner:
+        key = StreamKey(node=self.config.node, machine=stream.machine,
+                        section=f"{stream.section:02d}")
+        bundle = self.bundles[stream.machine]
+        evidence = None
+        if self.config.evidence.enabled:
+            e = self.config.evidence
+            evidence = EvidenceRecorder(self.config.evidence_dir, stream.machine, stream.section,
+                                        e.pre_roll_seconds, e.post_roll_seconds, e.max_clips,
+                                        e.max_age_days, e.max_megabytes)
+        self.health.add_stream(stream.name or key.machine)
+        return StreamRunner(stream, key, bundle, alarm_rule_for(stream, key, bundle), evidence)
+
+    # -- capture -------------------------------------------------------------------------------
+
+    def _capture(self, index: int, source: AudioSource) -> None:
+        taken = 0
+        try:
+            for block in source:
+                if self.max_samples is not None:  # stop a stream after max_seconds of audio
+                    if taken >= self.max_samples:
+                        break
+                    block = replace(block, samples=block.samples[:self.max_samples - taken])
+                    taken += block.samples.shape[0]
+                while not self.stop.is_set():
+                    try:
+                        self._queue.put((index, block), timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+                if self.stop.is_set():
+                    break
+        except AsdEdgeError as err:
+            logger.error("%s: %s", self.runners[index].name, err)
+        except Exception:
+            logger.exception("%s: capture failed", self.runners[index].name)
+        finally:
+            self._put_end(index)
+
+    def _put_end(self, index: int) -> None:
+        while True:
+            try:
+                self._queue.put((index, None), timeout=0.2)
+                return
+            except queue.Full:
+                if self.stop.is_set():
+                    return
+
+    def start(self) -> None:
+        now = datetime.now(UTC)
+        for runner in self.runners:
+            self.outputs.publish_state(StreamState(
+                node=runner.key.node, machine=runner.key.machine, section=runner.key.section,
+                state="ok", id=None, time=now, score=None, threshold=runner.rule.threshold))
+        for index, runner in enumerate(self.runners):
+            source = open_source(runner.config, self.stop)
+            self._sources.append(source)
+            thread = threading.Thread(target=self._capture, args=(index, source),
+                                      name=f"capture-{runner.name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        logger.info("listening: %s; inference on %s", ", ".join(r.name for r in self.runners),
+                    self.provider)
+
+    # -- scoring -------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Start, score until the sources end or ``stop`` is set, shut down. Returns 0."""
+        self.start()
+        live = set(range(len(self.runners)))
+        try:
+            while live and not self.stop.is_set():
+                try:
+                    items = [self._queue.get(timeout=0.2)]
+                except queue.Empty:
+                    self._update_health()
+                    continue
+                while len(items) < QUEUE_BLOCKS:  # take what is waiting: one batch
+                    try:
+                        items.append(self._queue.get_nowait())
+                    except queue.Empty:
+                        break
+                for index, block in items:
+                    if block is None:
+                        live.discard(index)
+                    else:
+                        self.runners[index].feed(block)
+                self._score_pending()
+                self._update_health()
+        finally:
+            self.shutdown()
+        return 0
+
+    def _score_pending(self) -> None:
+        for bundle in self.bundles.values():
+            runners = [r for r in self.runners if r.bundle is bundle]
+            pending = [(r, r.take_patches()) for r in runners]
+            pending = [(r, p) for r, p in pending if p is not None and p.shape[0]]
+            if not pending:
+                continue
+            section_emb = attribute_emb = None
+            if bundle.system.embeds:
+                batch = np.concatenate([p for _, p in pending])
+                started = time.perf_counter()
+                section_emb, attribute_emb = bundle.system.embedder.embed(batch)
+                self.health.inference(time.perf_counter() - started)
+            row = 0
+            for runner, patches in pending:
+                rows = slice(row, row + patches.shape[0])
+                row += patches.shape[0]
+                windows = runner.windows.accept(
+                    None if section_emb is None else section_emb[rows],
+                    None if attribute_emb is None else attribute_emb[rows])
+                for window in windows:
+                    self._score(runner, window)
+
+    def _score(self, runner: StreamRunner, window: Window) -> None:
+        section = runner.config.section
+        score, members = runner.bundle.system.score_window(window, section)
+        self.windows_scored += 1
+        self.health.hop_scored(runner.name, score)
+        event_window = runner.event_window(window)
+        stream_s = runner.stream_seconds(window)
+        if runner.config.score_messages:
+            self.outputs.publish_score(ScoreMessage(
+                node=runner.key.node, machine=runner.key.machine, section=runner.key.section,
+                time=event_window.end_utc, stream_s=stream_s, score=score,
+                threshold=runner.rule.threshold))
+        transition = runner.rule.update(stream_s, score, event_window.end_utc)
+        if transition is not None:
+            self._emit(runner, window, transition, event_window, members)
+
+    def _emit(self, runner: StreamRunner, window: Window, transition: Transition,
+              event_window: EventWindow, members: dict[str, float]) -> None:
+        clip = None
+        explanation: dict[str, Any] = {"member_scores": members}
+        if transition.type == "raise":
+            try:
+                explanation = explain_window(runner.bundle, window, runner.config.section,
+                                             members)
+            except Exception:  # an explanation must never cost the alarm
+                logger.exception("%s: explanation failed", runner.name)
+            if runner.evidence is not None:
+                clip = str(runner.evidence.trigger(transition.episode_id, transition.utc))
+        event = make_event(runner.key, transition, event_window, self.provider, explanation,
+                           clip)
+        self.outputs.publish_event(event)
+        self.events_sent += 1
+        self.health.set_alarm(runner.name, transition.type == "raise")
+        self.outputs.publish_state(StreamState(
+            node=runner.key.node, machine=runner.key.machine, section=runner.key.section,
+            state="alarm" if transition.type == "raise" else "ok",
+            id=transition.episode_id if transition.type == "raise" else None,
+            time=transition.utc, score=transition.score, threshold=transition.threshold))
+
+    def _update_health(self) -> None:
+        for runner, source in zip(self.runners, self._sources, strict=False):
+            self.health.update_capture(runner.name, source.stats)
+        for output in getattr(self.outputs, "outputs", [self.outputs]):
+            if hasattr(output, "connected"):
+                self.health.set_mqtt_connected(bool(output.connected))
+            if hasattr(output, "outbox_depth"):
+                self.health.set_outbox_depth(int(output.outbox_depth()))
+
+    def shutdown(self, timeout_s: float = 5.0) -> None:
+        self.stop.set()
+        for source in self._sources:
+            source.close()
+        for thread in self._threads:
+            thread.join(timeout=2.0)
+        for runner in self.runners:
+            if runner.evidence is not None:
+                runner.evidence.flush()
+        logger.info("stopped: %d windows scored, %d events", self.windows_scored,
+                    self.events_sent)

@@ -1,0 +1,283 @@
+"""Per-section anomaly scoring of clip features against normal references.
+
+One code path serves every system that scores by distance to normal clips:
+
+- a network run: a clip's patch embeddings are pooled (``pool``) into a section embedding
+  z_S (D_S,) and an attribute embedding z_A (D_A,); the inference ``variant`` turns them into
+  scoring *parts* (``variant_parts``), each scored by its own backend and summed with weights:
+
+  ========== ============================================ =========
+  variant    parts                                         weights
+  ========== ============================================ =========
+  sections   z_S                                           1
+  attributes z_A                                           1
+  concat     [z_S / |z_S|, z_A / |z_A|]                    1
+  weighted   z_S, z_A                                      w, 1 - w
+  ========== ============================================ =========
+
+- the spectral-statistics and band-energy detectors: one part, standardised per section.
+
+References are per section. With ``source_centres`` set, the many source-domain clips are
+replaced by that many k-means centres while every target-domain clip is kept, so the few
+target clips are not drowned; the nearer reference counts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from edge.errors import BadInput
+from edge.features import FrontEnd, Patching, patches, spectrogram
+from edge.scoring.backends import (
+    BackendConfig,
+    GmmBackend,
+    KnnBackend,
+    KnnConfig,
+    fit_backend,
+    kmeans,
+    load_backend,
+    save_backend,
+)
+
+logger = logging.getLogger(__name__)
+
+VARIANTS = ("concat", "weighted", "sections", "attributes")
+POOLINGS = ("mean", "std", "meanstd")
+Variant = Literal["concat", "weighted", "sections", "attributes"]
+Pooling = Literal["mean", "std", "meanstd"]
+SCORER_FILE = "scorer.json"
+SCORER_VERSION = 1
+
+
+class Embedder(Protocol):
+    """A trained network as scoring sees it (a torch run or an ONNX Runtime session)."""
+
+    front_end: FrontEnd
+    patching: Patching
+
+    def embed(self, patches: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(P, F, T) float32 patches -> section (P, D_S) and attribute (P, D_A) embeddings."""
+        ...
+
+
+def pool(patch_embeddings: np.ndarray, pooling: str = "mean") -> np.ndarray:
+    """(P, D) per-patch embeddings -> (D,) for mean/std, (2D,) for meanstd."""
+    x = np.asarray(patch_embeddings, dtype=np.float64)
+    if x.ndim != 2 or x.shape[0] == 0:
+        raise BadInput(f"no patches to pool (got shape {x.shape}): the clip is shorter than one "
+                       "patch; use clips of at least one patch length")
+    if pooling == "mean":
+        return x.mean(0)
+    if pooling == "std":
+        return x.std(0)
+    if pooling == "meanstd":
+        return np.concatenate([x.mean(0), x.std(0)])
+    raise BadInput(f"pooling {pooling!r} unknown; use one of {', '.join(POOLINGS)}")
+
+
+def embed_clip(embedder: Embedder, waveform: np.ndarray,
+               pooling: str = "mean") -> tuple[np.ndarray, np.ndarray]:
+    """16 kHz waveform (N,) -> pooled section (D_S,) and attribute (D_A,) embeddings."""
+    spec = spectrogram(waveform, embedder.front_end)
+    clip_patches = patches(spec, embedder.patching.patch_frames, embedder.patching.patch_hop)
+    if clip_patches.shape[0] == 0:
+        raise BadInput(f"clip of {waveform.shape[0]} samples is shorter than one patch "
+                       f"({embedder.patching.patch_frames} frames); use longer clips")
+    section_emb, attribute_emb = embedder.embed(clip_patches.astype(np.float32))
+    return pool(section_emb, pooling), pool(attribute_emb, pooling)
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def variant_parts(section_embedding: np.ndarray, attribute_embedding: np.ndarray,
+                  variant: str, weight: float = 0.5) -> tuple[list[np.ndarray], list[float]]:
+    """Pooled (N, D_S), (N, D_A) -> the parts scored and their weights (table above)."""
+    if variant == "sections":
+        return [np.asarray(section_embedding, np.float64)], [1.0]
+    if variant == "attributes":
+        return [np.asarray(attribute_embedding, np.float64)], [1.0]
+    if variant == "concat":
+        joined = np.concatenate([_unit_rows(section_embedding),
+                                 _unit_rows(attribute_embedding)], axis=-1)
+        return [joined], [1.0]
+    if variant == "weighted":
+        if not 0.0 <= weight <= 1.0:
+            raise BadInput(f"weight w={weight} outside [0, 1]; give a value between 0 and 1")
+        return [np.asarray(section_embedding, np.float64),
+                np.asarray(attribute_embedding, np.float64)], [weight, 1.0 - weight]
+    raise BadInput(f"variant {variant!r} unknown; use one of {', '.join(VARIANTS)}")
+
+
+class ScorerConfig(BaseModel):
+    """How a section's references score a clip. Stored with results and in bundles."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    backend: BackendConfig = Field(default_factory=KnnConfig, description="backend, by type")
+    standardize: bool = Field(False, description="z-score each part with the section's refs")
+    source_centres: int | None = Field(None, ge=1, description="k-means centres replacing "
+                                       "the source references; None keeps every clip")
+    seed: int = Field(0, description="k-means seed")
+
+
+@dataclass
+class _SectionModel:
+    backends: list[KnnBackend | GmmBackend]
+    means: list[np.ndarray]
+    stds: list[np.ndarray]
+
+
+@dataclass
+class SectionScorer:
+    """Per-section references for a list of parts; ``weights`` sum the parts' scores."""
+
+    config: ScorerConfig
+    weights: list[float]
+    sections: dict[int, _SectionModel] = field(default_factory=dict)
+
+    def fit(self, parts: Sequence[np.ndarray], sections: np.ndarray,
+            domains: Sequence[str]) -> SectionScorer:
+        """Fit on the normal references: parts [(N, D_i)], sections (N,), domains (N,)."""
+        sections = np.asarray(sections)
+        domains_arr = np.asarray(domains)
+        if len(parts) != len(self.weights):
+            raise ValueError(f"{len(parts)} parts but {len(self.weights)} weights")
+        for section in np.unique(sections):
+            rows = sections == section
+            models = _SectionModel([], [], [])
+            for part in parts:
+                x = np.asarray(part, dtype=np.float64)[rows]
+                mean = x.mean(0) if self.config.standardize else np.zeros(x.shape[1])
+                std = (np.maximum(x.std(0), 1e-6) if self.config.standardize
+                       else np.ones(x.shape[1]))
+                models.means.append(mean)
+                models.stds.append(std)
+                refs = self._references((x - mean) / std, domains_arr[rows])
+                models.backends.append(fit_backend(self.config.backend, refs))
+            self.sections[int(section)] = models
+        return self
+
+    def _references(self, x: np.ndarray, domains: np.ndarray) -> np.ndarray:
+        n_centres = self.config.source_centres
+        source = domains != "target"
+        if n_centres is None or source.sum() <= n_centres:
+            return x
+        metric = getattr(self.config.backend, "metric", "euclidean")
+        src = x[source]
+        if metric == "cosine":  # spherical k-means: centres of directions
+            src = src / np.maximum(np.linalg.norm(src, axis=1, keepdims=True), 1e-12)
+        centres = kmeans(src, n_centres, seed=self.config.seed)
+        return np.concatenate([centres, x[~source]], axis=0)
+
+    def transform(self, parts: Sequence[np.ndarray], section: int) -> list[np.ndarray]:
+        """Standardise parts [(Q, D_i)] with ``section``'s statistics."""
+        model = self._model(section)
+        return [(np.atleast_2d(np.asarray(p, np.float64)) - m) / s
+                for p, m, s in zip(parts, model.means, model.stds, strict=True)]
+
+    def score_parts(self, parts: Sequence[np.ndarray], section: int) -> np.ndarray:
+        """Parts [(Q, D_i)] of clips of ``section`` -> (Q, n_parts) unweighted part scores."""
+        model = self._model(section)
+        transformed = self.transform(parts, section)
+        return np.stack([b.score(x) for b, x in zip(model.backends, transformed, strict=True)],
+                        axis=1)
+
+    def score(self, parts: Sequence[np.ndarray], sections: np.ndarray) -> np.ndarray:
+        """Parts [(Q, D_i)] with sections (Q,) -> (Q,) anomaly scores."""
+        sections = np.asarray(sections)
+        out = np.empty(sections.shape[0])
+        weights = np.asarray(self.weights)
+        for section in np.unique(sections):
+            rows = sections == section
+            out[rows] = self.score_parts([np.asarray(p)[rows] for p in parts], int(section)) \
+                @ weights
+        return out
+
+    def _model(self, section: int) -> _SectionModel:
+        if section not in self.sections:
+            have = ", ".join(f"{s:02d}" for s in sorted(self.sections)) or "none"
+            raise BadInput(f"section {section:02d} has no normal references (sections with "
+                           f"references: {have}); enroll normal clips of that section first")
+        return self.sections[section]
+
+    def save(self, folder: str | Path) -> Path:
+        """Write ``scorer.json`` and one ``.npz`` (plus ``.hnsw``) per section and part."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        manifest: dict = {"version": SCORER_VERSION, "config": self.config.model_dump(),
+                          "weights": list(self.weights), "sections": {}}
+        for section, model in self.sections.items():
+            entries = []
+            for i, backend in enumerate(model.backends):
+                stem = f"section_{section:02d}_part{i}"
+                np.savez(folder / f"{stem}_standardize.npz", mean=model.means[i],
+                         std=model.stds[i])
+                entries.append({"backend": save_backend(backend, folder, stem),
+                                "standardize": f"{stem}_standardize.npz"})
+            manifest["sections"][f"{section:02d}"] = entries
+        (folder / SCORER_FILE).write_text(json.dumps(manifest, indent=2))
+        return folder / SCORER_FILE
+
+    @classmethod
+    def load(cls, folder: str | Path) -> SectionScorer:
+        folder = Path(folder)
+        path = folder / SCORER_FILE
+        if not path.is_file():
+            raise BadInput(f"{path}: no scorer saved there; point at a folder written by "
+                           "SectionScorer.save (or a bundle)")
+        manifest = json.loads(path.read_text())
+        if manifest.get("version") != SCORER_VERSION:
+            raise BadInput(f"{path}: scorer version {manifest.get('version')} is not "
+                           f"{SCORER_VERSION}; re-export it with this version")
+        scorer = cls(ScorerConfig(**manifest["config"]), list(manifest["weights"]))
+        for key, entries in manifest["sections"].items():
+            model = _SectionModel([], [], [])
+            for entry in entries:
+                with np.load(folder / entry["standardize"], allow_pickle=False) as data:
+                    model.means.append(data["mean"])
+                    model.stds.append(data["std"])
+                model.backends.append(load_backend(entry["backend"], folder))
+            scorer.sections[int(key)] = model
+        return scorer
+
+
+def cross_fit_scores(config: ScorerConfig, weights: list[float], parts: Sequence[np.ndarray],
+                     sections: np.ndarray, domains: Sequence[str], n_folds: int = 5,
+                     seed: int = 0) -> np.ndarray:
+    """Out-of-sample scores (N,) of the references themselves, for thresholds.
+
+    Each clip is scored by a scorer fitted without it (``n_folds``-fold per section; leave-
+    one-out when a section has fewer clips): a nearest-neighbour score of a reference against
+    itself would be zero.
+    """
+    sections = np.asarray(sections)
+    domains_arr = np.asarray(domains)
+    out = np.full(sections.shape[0], np.nan)
+    rng = np.random.default_rng(seed)
+    folds = np.empty(sections.shape[0], dtype=int)
+    for section in np.unique(sections):
+        rows = np.flatnonzero(sections == section)
+        k = min(n_folds, rows.size)
+        folds[rows] = rng.permutation(np.arange(rows.size) % k)
+    for fold in np.unique(folds):
+        held = folds == fold
+        for section in np.unique(sections[held]):
+            train = (~held) & (sections == section)
+            test = held & (sections == section)
+            if not train.any():
+                continue
+            scorer = SectionScorer(config, weights).fit(
+                [np.asarray(p)[train] for p in parts], sections[train], domains_arr[train])
+            out[test] = scorer.score([np.asarray(p)[test] for p in parts], sections[test])
+    return out

@@ -1,0 +1,260 @@
+"""Synthetic machine sounds in the DCASE layout, for tests, the demo and what-if experiments.
+
+``synthesize_dataset`` writes a development-style data set: per machine type, sections that
+are physically different units, source-domain and (few) target-domain training clips under
+operating conditions given as attributes, and a test split with normal and anomalous clips of
+both domains. ``synthesize_stream`` writes one long recording of one unit, normal except for a
+fault in a given interval, with a JSON file saying where the fault is.
+
+Everything is drawn from ``numpy.random.default_rng`` seeded by (seed, machine, section, clip),
+so a seed gives the same bytes on every run. The physics lives in ``machines.py``, the plant
+background in ``noise.py``, the fault signatures in ``faults.py``.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge.audio import SAMPLE_RATE, write_audio
+from edge.dataset import DOMAINS, MACHINE_TYPES, format_clip_name
+from edge.errors import BadInput
+from edge.synth.faults import Fault
+from edge.synth.machines import MODELS, MachineModel, Unit
+from edge.synth.noise import Plant, draw_plant, factory_noise
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["MACHINE_TYPES", "default_seconds", "render_clip", "synthesize_dataset",
+           "synthesize_stream", "attribute_values"]
+
+MACHINE_RMS = 0.05  # about -26 dBFS for a unit at its nominal condition: headroom for impacts
+PEAK_LIMIT = 0.98
+LIMITER_KNEE = 0.7
+FAULT_RAMP_S = 0.05  # a fault in a stream fades in and out over this, so it does not click
+_UNIT, _CLIP, _FAULT, _NOISE, _STREAM = 0, 1, 2, 3, 4
+
+
+def default_seconds(machine: str) -> float:
+    """Clip length as in DCASE 2023: 12 s for ToyCar and ToyTrain, 10 s for the others."""
+    return 12.0 if machine in ("ToyCar", "ToyTrain") else 10.0
+
+
+def attribute_values(machine: str, domain: str) -> dict[str, list[str]]:
+    """The attribute values a domain uses for a machine type: key -> values."""
+    model = _model(machine)
+    return {spec.key: list(spec.source if domain == "source" else spec.target)
+            for spec in model.attributes}
+
+
+def _model(machine: str) -> MachineModel:
+    if machine not in MODELS:
+        raise BadInput(f"unknown machine type {machine!r}; pick from {', '.join(MACHINE_TYPES)} "
+                       "(or 'all')")
+    return MODELS[machine]
+
+
+def _unit(machine: str, section: int, seed: int) -> Unit:
+    index = MACHINE_TYPES.index(machine)
+    unit = MODELS[machine].make_unit(np.random.default_rng([seed, index, section, _UNIT]))
+    unit["gain"] = float(np.random.default_rng([seed, index, section, _UNIT, 1]).uniform(0.7, 1.4))
+    return unit
+
+
+def _plant(machine: str, seed: int) -> Plant:
+    """The site a machine type's units stand in (the same for all its sections)."""
+    return draw_plant(np.random.default_rng([seed, MACHINE_TYPES.index(machine), _NOISE]))
+
+
+def _condition(model: MachineModel, attributes: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    condition: dict[str, Any] = {}
+    for spec, (key, value) in zip(model.attributes, attributes, strict=True):
+        condition.update({**spec.source, **spec.target}[value])
+        assert key == spec.key
+    return condition
+
+
+def _combinations(model: MachineModel, domain: str) -> list[tuple[tuple[str, str], ...]]:
+    per_key = [[(spec.key, value) for value in (spec.source if domain == "source"
+                                                 else spec.target)]
+               for spec in model.attributes]
+    return [tuple(combo) for combo in itertools.product(*per_key)]
+
+
+def render_clip(machine: str, section: int, attributes: Sequence[tuple[str, str]],
+                n_samples: int, clip_seed: Sequence[int], fault: Fault | None = None,
+                noise: bool = True, seed: int = 0) -> np.ndarray:
+    """One clip (n_samples,) float32 in [-1, 1] of unit ``section`` under ``attributes``.
+
+    ``clip_seed`` (ints) draws this clip's randomness; the unit comes from ``seed``. The
+    background is plant noise at an SNR drawn from the machine's range; ``noise=False``
+    gives the machine alone (for checks).
+    """
+    model = _model(machine)
+    unit = _unit(machine, section, seed)
+    condition = _condition(model, attributes)
+    rng = np.random.default_rng([*clip_seed, _CLIP])
+    sound = model.render(unit, condition, n_samples, rng, fault)
+    noise_rng = np.random.default_rng([*clip_seed, _NOISE])
+    snr_db = noise_rng.uniform(*model.snr_db)
+    background = (factory_noise(_plant(machine, seed), noise_rng, n_samples) if noise
+                  else np.zeros(n_samples))
+    return _mix(sound, background, unit["gain"], snr_db)
+
+
+def _mix(sound: np.ndarray, background: np.ndarray, gain: float, snr_db: float) -> np.ndarray:
+    """Machine (RMS near 1 at its nominal condition) plus unit-RMS background at ``snr_db``."""
+    level = MACHINE_RMS * gain
+    mixed = level * sound + level * 10 ** (-snr_db / 20) * background
+    # rare loud impacts pass a soft limiter (as a recorder's would) instead of clipping
+    loud = np.abs(mixed) > LIMITER_KNEE
+    if loud.any():
+        over = np.abs(mixed[loud]) - LIMITER_KNEE
+        room = PEAK_LIMIT - LIMITER_KNEE
+        mixed[loud] = np.sign(mixed[loud]) * (LIMITER_KNEE + room * np.tanh(over / room))
+    return mixed.astype(np.float32)
+
+
+def _check_counts(**counts: float) -> None:
+    for name, value in counts.items():
+        if value < 0:
+            raise BadInput(f"{name} = {value} is negative; give 0 or more")
+
+
+def synthesize_dataset(out: str | Path, machines: Sequence[str] = MACHINE_TYPES,
+                       sections: int = 3, n_train: int = 100, n_target_train: int = 10,
+                       n_test: int = 10, seconds: float | None = None, seed: int = 0) -> Path:
+    """Write a development-layout data set under ``out`` and return ``out``.
+
+    Per machine and section: ``n_train`` source and ``n_target_train`` target normal training
+    clips, and ``n_test`` test clips per domain and label (4 * n_test). Clips are ``seconds``
+    long (None: 10 s, 12 s for ToyCar/ToyTrain), 16 kHz mono 16-bit, named by
+    ``format_clip_name``; ``<machine>/attributes_<SS>.csv`` lists every clip's attributes.
+    """
+    out = Path(out)
+    machines = list(machines)
+    for machine in machines:
+        _model(machine)
+    _check_counts(n_train=n_train, n_target_train=n_target_train, n_test=n_test)
+    if not 1 <= sections <= 100:
+        raise BadInput(f"sections = {sections}: give 1 to 100 (section numbers have two digits)")
+    if seconds is not None and not 0 < seconds <= 600:
+        raise BadInput(f"seconds = {seconds}: give a clip length above 0 and at most 600 s")
+    groups = [("train", "source", "normal", n_train), ("train", "target", "normal", n_target_train)]
+    groups += [("test", domain, label, n_test) for domain in DOMAINS
+               for label in ("normal", "anomaly")]
+    written = 0
+    for machine in machines:
+        model = MODELS[machine]
+        machine_index = MACHINE_TYPES.index(machine)
+        n_samples = int(round((seconds or default_seconds(machine)) * SAMPLE_RATE))
+        for section in range(sections):
+            rows: list[list[str]] = []
+            for split, domain, label, count in groups:
+                combos = _combinations(model, domain)
+                key = [seed, machine_index, section, ("train", "test").index(split),
+                       DOMAINS.index(domain), ("normal", "anomaly").index(label)]
+                order = np.random.default_rng([*key, _STREAM]).permutation(
+                    max(count, 1) * len(combos))[:count] % len(combos)
+                for index in range(count):
+                    attributes = combos[int(order[index])]
+                    fault = None
+                    if label == "anomaly":
+                        fault_rng = np.random.default_rng([*key, index, _FAULT])
+                        kind = model.faults[index % len(model.faults)]
+                        fault = Fault(kind, float(fault_rng.uniform()), fault_rng)
+                    waveform = render_clip(machine, section, attributes, n_samples,
+                                           [*key, index], fault, seed=seed)
+                    name = format_clip_name(section, domain, split, label, index, attributes)
+                    write_audio(out / machine / split / name, waveform)
+                    rows.append([f"{split}/{name}", *[item for pair in attributes
+                                                      for item in pair]])
+                    written += 1
+            _write_attributes(out / machine / f"attributes_{section:02d}.csv", rows,
+                              len(model.attributes))
+    logger.info("wrote %d clips under %s", written, out)
+    return out
+
+
+def _write_attributes(path: Path, rows: list[list[str]], n_keys: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = ["file_name"] + [f"d{i}{kind}" for i in range(1, n_keys + 1) for kind in "pv"]
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def synthesize_stream(out_wav: str | Path, machine: str, section: int = 0,
+                      seconds: float = 120.0, fault_start: float = 60.0,
+                      fault_seconds: float = 30.0, seed: int = 0, domain: str = "source",
+                      fault_kind: str | None = None, severity: float | None = None) -> dict:
+    """Write one long recording of unit ``section`` of ``machine``, normal except for a fault
+    in [fault_start, fault_start + fault_seconds) seconds, and its JSON beside it.
+
+    The unit is the one ``synthesize_dataset(seed=seed)`` writes for that section, under one
+    operating condition of ``domain``. ``fault_kind`` picks the fault (default: drawn from the
+    machine's kinds); ``severity`` its strength (default: drawn from 0.6-1.0; 0 is barely
+    there, 1 obvious, up to 2 beyond that). Returns what the JSON holds: machine, section,
+    domain, attributes, seconds, sample_rate, fault {start_s, end_s, kind, severity}, seed.
+    """
+    model = _model(machine)
+    out_wav = Path(out_wav)
+    if domain not in DOMAINS:
+        raise BadInput(f"domain {domain!r}: use 'source' or 'target'")
+    if not 0 <= section <= 99:
+        raise BadInput(f"section {section}: give 0 to 99")
+    if not 0 < seconds <= 3600:
+        raise BadInput(f"seconds = {seconds}: give a length above 0 and at most 3600 s")
+    fault_end = fault_start + fault_seconds
+    if fault_start < 0 or fault_seconds <= 0 or fault_end > seconds:
+        raise BadInput(f"fault interval [{fault_start}, {fault_end}) s is not inside the "
+                       f"{seconds} s recording; choose --fault-start >= 0 and --fault-seconds > 0 "
+                       "with start + length <= --seconds")
+    if fault_kind is not None and fault_kind not in model.faults:
+        raise BadInput(f"fault kind {fault_kind!r} is not one of {machine}'s: "
+                       f"{', '.join(model.faults)}")
+    key = [seed, MACHINE_TYPES.index(machine), section, 9, DOMAINS.index(domain)]
+    choice = np.random.default_rng([*key, _STREAM])
+    combos = _combinations(model, domain)
+    attributes = combos[int(choice.integers(len(combos)))]
+    kind = fault_kind or model.faults[int(choice.integers(len(model.faults)))]
+    drawn = float(choice.uniform(0.6, 1.0))
+    if severity is not None and not 0.0 <= severity <= 2.0:
+        raise BadInput(f"fault severity {severity}: give a value from 0 (barely there) to 2")
+    severity = drawn if severity is None else float(severity)
+    n_samples = int(round(seconds * SAMPLE_RATE))
+    unit = _unit(machine, section, seed)
+    condition = _condition(model, attributes)
+    normal = model.render(unit, condition, n_samples, np.random.default_rng([*key, _CLIP]), None)
+    faulty = model.render(unit, condition, n_samples, np.random.default_rng([*key, _CLIP]),
+                          Fault(kind, severity, np.random.default_rng([*key, _FAULT])))
+    envelope = _interval_envelope(n_samples, fault_start, fault_end)
+    sound = normal * (1 - envelope) + faulty * envelope
+    noise_rng = np.random.default_rng([*key, _NOISE])
+    low, high = model.snr_db
+    snr_db = noise_rng.uniform(low + (high - low) / 3, high - (high - low) / 3)
+    background = factory_noise(_plant(machine, seed), noise_rng, n_samples)
+    waveform = _mix(sound, background, unit["gain"], snr_db)
+    write_audio(out_wav, waveform)
+    meta = {"machine": machine, "section": section, "domain": domain,
+            "attributes": dict(attributes), "seconds": seconds, "sample_rate": SAMPLE_RATE,
+            "fault": {"start_s": fault_start, "end_s": fault_end, "kind": kind,
+                      "severity": round(severity, 3)},
+            "seed": seed}
+    out_wav.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
+    return meta
+
+
+def _interval_envelope(n: int, start_s: float, end_s: float) -> np.ndarray:
+    """(n,) 1 inside [start_s, end_s), 0 outside, with short linear ramps inside the interval."""
+    t = np.arange(n) / SAMPLE_RATE
+    ramp = min(FAULT_RAMP_S, (end_s - start_s) / 2)
+    return np.clip(np.minimum(t - start_s, end_s - t) / ramp, 0.0, 1.0)

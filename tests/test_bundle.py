@@ -1,0 +1,97 @@
+"""Bundles: enrollment makes and extends them; the edge refuses a bundle that does not match."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from _pipeline import MACHINE, stats_setup
+
+from edge.audio import read_audio
+from edge.bundle.load import load_bundle
+from edge.cli import main
+from edge.errors import BadInput
+from edge.synth import synthesize_dataset
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    return stats_setup(tmp_path_factory.mktemp("bundle"))
+
+
+def test_enrolled_bundle_verifies_and_scores_anomalies_higher(setup, capsys) -> None:
+    bundle_dir = setup.models / MACHINE
+    assert main(["bundle", "verify", str(bundle_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "OK" in out and "stats" in out and "section_00: threshold" in out
+    system = load_bundle(setup.models, MACHINE).system
+    test = sorted((setup.data / MACHINE / "test").glob("*.wav"))
+    scores = {p.name: system.score_clip(read_audio(p), 0)[0] for p in test}
+    normal = [s for n, s in scores.items() if "_source_" in n and "_normal_" in n]
+    anomaly = [s for n, s in scores.items() if "_anomaly_" in n]
+    assert np.mean(anomaly) > np.mean(normal)
+
+
+def _copy(setup, tmp_path: Path) -> Path:
+    target = tmp_path / "models" / MACHINE
+    shutil.copytree(setup.models / MACHINE, target)
+    return target
+
+
+def _refused(path: Path, capsys, *fragments: str) -> None:
+    assert main(["bundle", "verify", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    for fragment in fragments:
+        assert fragment in err, err
+
+
+def test_tampered_or_missing_files_are_refused(setup, tmp_path, capsys) -> None:
+    bundle = _copy(setup, tmp_path)
+    index = bundle / "stats" / "section_00_part0.npz"
+    index.write_bytes(index.read_bytes()[:-8] + b"tampered")
+    _refused(bundle, capsys, "section_00_part0.npz", "sha256 does not match", "re-export")
+    index.unlink()
+    _refused(bundle, capsys, "section_00_part0.npz", "missing from the bundle")
+
+
+def test_newer_format_and_other_machine_are_refused(setup, tmp_path, capsys) -> None:
+    bundle = _copy(setup, tmp_path)
+    manifest = json.loads((bundle / "bundle.json").read_text())
+    manifest["format_version"] = 99
+    (bundle / "bundle.json").write_text(json.dumps(manifest))
+    _refused(bundle, capsys, "format version 99 is newer", "upgrade asd-edge")
+    other = tmp_path / "other" / "fan"
+    shutil.copytree(setup.models / MACHINE, other)
+    with pytest.raises(BadInput, match=f"bundle is for machine type '{MACHINE}', not 'fan'"):
+        load_bundle(other.parent, "fan")
+
+
+def test_enrolling_a_new_unit_adds_a_section(setup, tmp_path, capsys) -> None:
+    bundle = _copy(setup, tmp_path)
+    assert load_bundle(bundle).system.sections == [0]
+    more = synthesize_dataset(tmp_path / "more", [MACHINE], sections=2, n_train=4,
+                              n_target_train=1, n_test=1, seed=3)
+    clips = more / MACHINE / "train"
+    unit1 = tmp_path / "unit1"
+    unit1.mkdir()
+    for path in clips.glob("section_01_*.wav"):
+        shutil.copy(path, unit1)
+    assert main(["enroll", "--dir", str(unit1), "--machine", MACHINE, "--section", "1",
+                 "--models", str(bundle.parent)]) == 0
+    system = load_bundle(bundle).system
+    assert system.sections == [0, 1]
+    manifest = json.loads((bundle / "bundle.json").read_text())
+    assert manifest["provenance"]["enrollments"][-1]["section"] == 1
+    assert main(["bundle", "verify", str(bundle)]) == 0
+    # a unit never enrolled: a clear error naming the fix
+    with pytest.raises(BadInput, match="section 05 has no normal references"):
+        system.check_section(5)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["enroll", "--dir", str(empty), "--machine", MACHINE, "--section", "0",
+                 "--models", str(bundle.parent)]) == 2
+    assert "no WAV or FLAC files" in capsys.readouterr().err

@@ -1,0 +1,129 @@
+"""One comparison table of every system, per machine type, over one or more data sets.
+
+    python -m training.evaluate.compare --data SYNTH_SEED0 [--data SYNTH_SEED1 ...] \
+        [--systems stats,bandenergy,autoencoder] [--run disentangled=RUNS/dis_{i} ...] \
+        [--epochs 100] --out docs/RESULTS.md
+
+``{i}`` in a run path is the index of the data set (one run trained per data seed). For each
+data set, every system (and every variant of every run) is scored on the full test split, and
+the machine-specific selection (``training.evaluate.select``) is made on a development half
+and reported on the held-out half. The table gives the official score (%) as mean ± standard
+deviation over the data sets (just the value for one set). The numbers are measured when the
+command runs; nothing in the document is typed by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from edge.dataset import scan
+from edge.errors import AsdEdgeError
+from training.evaluate.metrics import official_score
+from training.evaluate.select import collect_systems, select_machine
+
+logger = logging.getLogger(__name__)
+
+
+def _cell(values: list[float]) -> str:
+    if not values:
+        return "-"
+    values_pct = 100 * np.asarray(values)
+    if len(values_pct) == 1:
+        return f"{values_pct[0]:.2f}"
+    return f"{values_pct.mean():.2f} ± {values_pct.std(ddof=1):.2f}"
+
+
+def compare(data_sets: list[str], systems: list[str], runs: dict[str, str], epochs: int = 100,
+            steps: int = 4, seed: int = 0) -> dict:
+    """Per data set, machine and system: official scores; plus the selection per machine."""
+    per_system: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    chosen: dict[str, list[dict]] = defaultdict(list)
+    for i, data in enumerate(data_sets):
+        dataset = scan(data)
+        overall: dict[str, list[dict]] = defaultdict(list)
+        for machine in dataset.machines:
+            set_runs = {name: path.format(i=i) for name, path in runs.items()}
+            scores = collect_systems(dataset, machine, systems, set_runs, epochs=epochs,
+                                     seed=seed)
+            selection = select_machine(scores, steps=steps, seed=seed)
+            for name, result in selection["candidates"].items():
+                per_system[name][machine].append(result["all"])
+                overall[name] += result["sections"]
+            best_heldout = max(r["heldout"] for r in selection["candidates"].values())
+            chosen[machine].append({"data": data, "chosen": selection["chosen"],
+                                    "dev": selection["dev"], "heldout": selection["heldout"],
+                                    "best_single_heldout": best_heldout,
+                                    "best_single_on_dev": selection["best_single_on_dev"]})
+        for name, sections in overall.items():
+            per_system[name]["all"].append(official_score(sections))
+    return {"data": data_sets, "systems": {k: dict(v) for k, v in per_system.items()},
+            "selection": dict(chosen)}
+
+
+def markdown(result: dict, command: str) -> str:
+    machines = sorted({m for v in result["systems"].values() for m in v} - {"all"})
+    lines = ["# Results", "", f"Produced by `{command}` on {len(result['data'])} data set(s): "
+             f"{', '.join(result['data'])}.", "",
+             "Official DCASE 2022 Task 2 score (%), harmonic mean of AUC(source), AUC(target) "
+             "and pAUC over all sections; mean ± standard deviation over the data sets.", "",
+             "| System | " + " | ".join(machines) + " | all |",
+             "|---|" + "---|" * (len(machines) + 1)]
+    for name, values in result["systems"].items():
+        lines.append(f"| {name} | " + " | ".join(_cell(values.get(m, [])) for m in machines)
+                     + f" | {_cell(values.get('all', []))} |")
+    lines += ["", "## Machine-specific selection", "",
+              "Chosen on a development half of the test clips, reported on the held-out half, "
+              "beside the best single system on the held-out half (an upper bound no choice "
+              "made on the development half can promise).", "",
+              "| Machine | Data | Chosen | dev | held-out | best single, held-out |",
+              "|---|---|---|---|---|---|"]
+    for machine, rows in result["selection"].items():
+        for row in rows:
+            chosen = " + ".join(f"{w:.2f} {n}" for n, w in zip(
+                row["chosen"]["systems"], row["chosen"]["weights"], strict=True))
+            lines.append(f"| {machine} | {Path(row['data']).name} | {chosen} | "
+                         f"{100 * row['dev']:.2f} | {100 * row['heldout']:.2f} | "
+                         f"{100 * row['best_single_heldout']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="python -m training.evaluate.compare",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--data", action="append", required=True, help="repeatable")
+    parser.add_argument("--systems", default="stats,bandenergy,autoencoder")
+    parser.add_argument("--run", action="append", default=[], metavar="NAME=RUN")
+    parser.add_argument("--epochs", type=int, default=100, help="autoencoder epochs")
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", required=True, help="Markdown file (JSON written beside it)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if any("=" not in item for item in args.run):
+        print("error: --run takes NAME=RUN_DIR", file=sys.stderr)
+        return 2
+    runs = dict(item.split("=", 1) for item in args.run)
+    try:
+        result = compare(args.data, [s for s in args.systems.split(",") if s], runs,
+                         args.epochs, args.steps, args.seed)
+    except AsdEdgeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(markdown(result, "python -m training.evaluate.compare " + " ".join(argv)))
+    out.with_suffix(".json").write_text(json.dumps(result, indent=2))
+    print(out.read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,242 @@
+"""Machine-specific selection: the best single system or ensemble per machine type.
+
+    python -m training.evaluate.select --data DIR --systems stats,bandenergy,autoencoder \
+        [--run disentangled=RUNS/a --run mtl=RUNS/b] --out SELECTION [--steps 4] [--seed 0]
+
+1. Each system's scores are standardised per section with its out-of-sample scores of normal
+   training clips (``MachineScores.calibration``): z = (score - mean) / std.
+2. The test clips of each section are split in two halves, stratified by domain and label:
+   a development half, on which every single system and every weighted sum of standardised
+   scores on a simplex grid (weights in steps of 1 / ``steps``) is scored with the official
+   metric; and a held-out half on which the chosen one is reported, beside every single
+   system, so an ensemble that only fits the development half shows.
+3. A run contributes its inference variants as separate systems, the Weighted variant at
+   w = 0, 0.25, ..., 1: the disentanglement weight w is searched with the ensemble weights.
+
+Writes ``selection.json`` (the choice per machine type with its weights and per-section
+standardisation, which export ships) and ``selection.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from edge.dataset import Clip, Dataset, scan
+from edge.errors import AsdEdgeError, BadInput
+from training.evaluate.metrics import official_score, section_metrics
+from training.evaluate.systems import MachineScores
+
+logger = logging.getLogger(__name__)
+
+SELECTION_VERSION = 1
+
+
+def standardization(scores: MachineScores) -> dict[int, tuple[float, float]]:
+    """Per section (mean, std) of the out-of-sample normal scores."""
+    out = {}
+    for section, values in scores.calibration.items():
+        values = values[np.isfinite(values)]
+        out[section] = (float(values.mean()), float(max(values.std(), 1e-9)))
+    return out
+
+
+def standardized(scores: MachineScores) -> np.ndarray:
+    """(N,) test scores as z-scores of their section's normal scores."""
+    stats = standardization(scores)
+    mean = np.array([stats[c.section][0] for c in scores.clips])
+    std = np.array([stats[c.section][1] for c in scores.clips])
+    return (scores.scores - mean) / std
+
+
+def development_mask(clips: list[Clip], seed: int = 0) -> np.ndarray:
+    """(N,) True for the development half: every (section, domain, label) group split 50/50."""
+    rng = np.random.default_rng(seed)
+    mask = np.zeros(len(clips), dtype=bool)
+    groups: dict[tuple, list[int]] = {}
+    for i, clip in enumerate(clips):
+        groups.setdefault((clip.section, clip.domain, clip.label), []).append(i)
+    for key, rows in groups.items():
+        if len(rows) < 2:
+            raise BadInput(f"section {key[0]:02d} {key[1]} {key[2]}: {len(rows)} test clip(s); "
+                           "selection needs at least 2 per section, domain and label to split "
+                           "into development and held-out halves")
+        chosen = rng.permutation(rows)[: len(rows) // 2]
+        mask[chosen] = True
+    return mask
+
+
+def subset_score(clips: list[Clip], values: np.ndarray, mask: np.ndarray) -> float:
+    """Official score of the clips where ``mask`` is True."""
+    return official_score(subset_metrics(clips, values, mask))
+
+
+def subset_metrics(clips: list[Clip], values: np.ndarray, mask: np.ndarray) -> list[dict]:
+    """Per-section AUC(source), AUC(target), pAUC of the clips where ``mask`` is True."""
+    per_section = []
+    for section in sorted({c.section for c in clips}):
+        rows = [i for i, c in enumerate(clips) if mask[i] and c.section == section]
+        per_section.append(section_metrics(
+            np.array([clips[i].is_anomaly for i in rows], dtype=bool), values[rows],
+            [clips[i].domain for i in rows], where=f"section_{section:02d}"))
+    return per_section
+
+
+def simplex_grid(n_systems: int, steps: int) -> np.ndarray:
+    """(G, n_systems) non-negative weights summing to 1, in steps of 1 / ``steps``."""
+    rows = [combo for combo in itertools.product(range(steps + 1), repeat=n_systems)
+            if sum(combo) == steps]
+    return np.array(rows, dtype=np.float64) / steps
+
+
+def select_machine(systems: list[MachineScores], steps: int = 4, seed: int = 0) -> dict:
+    """Choose the best single system or weighted ensemble of one machine type on a dev half."""
+    clips = systems[0].clips
+    names = [s.system for s in systems]
+    for other in systems[1:]:
+        if [c.name for c in other.clips] != [c.name for c in clips]:
+            raise ValueError(f"{other.system} scored other clips than {names[0]}")
+    z = np.stack([standardized(s) for s in systems], axis=1)  # (N, S)
+    dev = development_mask(clips, seed)
+    grid = simplex_grid(len(systems), steps)
+    dev_scores = np.array([subset_score(clips, z @ w, dev) for w in grid])
+    # Ties go to fewer members, then to the system listed first (list the simpler first):
+    # never ship more than the data supports.
+    members = (grid > 0).sum(1)
+    first = np.argmax(grid > 0, axis=1)
+    best = int(np.lexsort((first, members, -np.round(dev_scores, 12)))[0])
+    weights = grid[best]
+    singles = {name: {"dev": subset_score(clips, z[:, i], dev),
+                      "heldout": subset_score(clips, z[:, i], ~dev),
+                      "all": subset_score(clips, z[:, i], np.ones_like(dev)),
+                      "sections": subset_metrics(clips, z[:, i], np.ones_like(dev))}
+               for i, name in enumerate(names)}
+    best_single = max(singles, key=lambda n: singles[n]["dev"])
+    chosen = {name: float(w) for name, w in zip(names, weights, strict=True) if w > 0}
+    return {
+        "chosen": {"systems": list(chosen), "weights": list(chosen.values())},
+        "dev": float(dev_scores[best]),
+        "heldout": subset_score(clips, z @ weights, ~dev),
+        "best_single_on_dev": best_single,
+        "candidates": singles,
+        "standardization": {s.system: {f"{k:02d}": list(v) for k, v in
+                                       standardization(s).items()} for s in systems
+                            if s.system in chosen},
+        "settings": {s.system: s.settings for s in systems if s.system in chosen},
+        "n_dev": int(dev.sum()), "n_heldout": int((~dev).sum()),
+    }
+
+
+def collect_systems(dataset: Dataset, machine: str, systems: list[str],
+                    runs: dict[str, str], epochs: int = 100, seed: int = 0,
+                    w_grid: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+                    ) -> list[MachineScores]:
+    """Scores of every named system (and every variant of every run) on ``machine``."""
+    from training.evaluate.systems import SPECTRAL_NAMES, score_embedder, score_spectral
+
+    out = []
+    for name in systems:
+        if name in SPECTRAL_NAMES:
+            out.append(score_spectral(dataset, machine, name))
+        elif name == "autoencoder":
+            from training.autoencoder import AutoencoderConfig, score_autoencoder
+
+            out.append(score_autoencoder(dataset, machine,
+                                         AutoencoderConfig(epochs=epochs, seed=seed)))
+        else:
+            raise BadInput(f"system {name!r} unknown; use stats, bandenergy, autoencoder "
+                           "(and --run NAME=RUN for trained runs)")
+    for label, run_dir in runs.items():
+        from training.infer import load_run
+
+        loaded = load_run(run_dir)
+        if machine not in loaded.machines:
+            raise BadInput(f"run {run_dir} was trained on {', '.join(loaded.machines)}, not "
+                           f"{machine}; give runs of the data set's machine types")
+        cache: dict = {}
+        specs = [("sections", 1.0)]
+        if loaded.attribute_dim > 0:
+            specs += [("concat", 0.5), ("attributes", 0.0)]
+            specs += [("weighted", w) for w in w_grid if 0.0 < w < 1.0]
+        for variant, weight in specs:
+            suffix = f"weighted@{weight:g}" if variant == "weighted" else variant
+            out.append(score_embedder(dataset, machine, loaded, f"{label}:{suffix}",
+                                      variant=variant, weight=weight, cache=cache))
+    return out
+
+
+def selection_markdown(selection: dict) -> str:
+    lines = ["# Machine-specific selection", "",
+             "Official score (%) on the development half (used to choose) and on the held-out "
+             "half (not used). Scores standardised per section on normal references.", "",
+             "| Machine | System | dev | held-out | all test |", "|---|---|---|---|---|"]
+    for machine, result in selection["machines"].items():
+        for name, s in result["candidates"].items():
+            lines.append(f"| {machine} | {name} | {100 * s['dev']:.2f} | "
+                         f"{100 * s['heldout']:.2f} | {100 * s['all']:.2f} |")
+        chosen = " + ".join(f"{w:.2f} {n}" for n, w in zip(result["chosen"]["systems"],
+                                                          result["chosen"]["weights"],
+                                                          strict=True))
+        lines.append(f"| {machine} | **chosen: {chosen}** | {100 * result['dev']:.2f} | "
+                     f"{100 * result['heldout']:.2f} | |")
+    return "\n".join(lines) + "\n"
+
+
+def run_selection(data: str, systems: list[str], runs: dict[str, str], out: str | Path,
+                  machines: list[str] | None = None, steps: int = 4, seed: int = 0,
+                  epochs: int = 100) -> dict:
+    dataset = scan(data)
+    chosen_machines = dataset.require_machines(machines or ["all"])
+    selection: dict = {"version": SELECTION_VERSION, "data": str(data), "seed": seed,
+                       "steps": steps, "machines": {}}
+    for machine in chosen_machines:
+        scores = collect_systems(dataset, machine, systems, runs, epochs=epochs, seed=seed)
+        if not scores:
+            raise BadInput("no systems given; use --systems and/or --run NAME=RUN")
+        selection["machines"][machine] = select_machine(scores, steps=steps, seed=seed)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "selection.json").write_text(json.dumps(selection, indent=2))
+    (out / "selection.md").write_text(selection_markdown(selection))
+    return selection
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.evaluate.select",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--systems", default="stats,bandenergy",
+                        help="comma list of stats, bandenergy, autoencoder")
+    parser.add_argument("--run", action="append", default=[], metavar="NAME=RUN",
+                        help="a trained run; its variants become candidates (repeatable)")
+    parser.add_argument("--machines", default="all")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--steps", type=int, default=4, help="grid steps per weight")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, default=100, help="autoencoder epochs")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if any("=" not in item for item in args.run):
+        print("error: --run takes NAME=RUN_DIR", file=sys.stderr)
+        return 2
+    runs = dict(item.split("=", 1) for item in args.run)
+    systems = [s for s in args.systems.split(",") if s]
+    try:
+        selection = run_selection(args.data, systems, runs, args.out,
+                                  args.machines.split(",") if args.machines != "all" else None,
+                                  args.steps, args.seed, args.epochs)
+    except AsdEdgeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+    print(selection_markdown(selection))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

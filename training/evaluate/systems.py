@@ -1,0 +1,187 @@
+"""Per-clip anomaly scores of a system on one machine type's test clips.
+
+Every system ends in a ``MachineScores``: the test clips, their scores, and out-of-sample
+scores of normal training clips per section (for thresholds and for standardising scores in
+ensembles). Reports, thresholds and ensembles only ever see ``MachineScores``, so a network
+run, the spectral detectors, the autoencoder and (later) an exported bundle share them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edge.audio import read_audio
+from edge.dataset import Clip, Dataset
+from edge.errors import BadInput
+from edge.features import FrontEnd
+from edge.scoring.backends import GmmConfig, KnnConfig, pairwise_distances
+from edge.scoring.explain import subspace_shares
+from edge.scoring.scorer import (
+    Embedder,
+    ScorerConfig,
+    SectionScorer,
+    cross_fit_scores,
+    embed_clip,
+    variant_parts,
+)
+from edge.scoring.spectral import SPECTRAL_SYSTEMS, spectral_features, spectral_scorer_config
+
+logger = logging.getLogger(__name__)
+
+SPECTRAL_NAMES = tuple(SPECTRAL_SYSTEMS)
+
+
+@dataclass
+class MachineScores:
+    """Scores of one system on one machine type's test clips."""
+
+    system: str
+    machine: str
+    clips: list[Clip]
+    scores: np.ndarray                      # (N,) one per test clip, higher = more anomalous
+    calibration: dict[int, np.ndarray]      # section -> (n,) out-of-sample normal scores
+    settings: dict = field(default_factory=dict)
+    explanations: dict[str, dict] = field(default_factory=dict)
+    nearest: dict[str, Clip] = field(default_factory=dict)   # test clip -> nearest normal clip
+    subspaces: dict[str, dict] = field(default_factory=dict)  # test clip -> subspace_shares
+    front_end: FrontEnd | None = None                         # spectrogram for explanations
+
+    def section_rows(self, section: int) -> np.ndarray:
+        return np.array([c.section == section for c in self.clips], dtype=bool)
+
+    @property
+    def sections(self) -> list[int]:
+        return sorted({c.section for c in self.clips})
+
+
+def split_clips(dataset: Dataset, machine: str) -> tuple[list[Clip], list[Clip]]:
+    """Normal training clips and test clips of ``machine``; BadInput when either is missing."""
+    train = dataset.select(machine=machine, split="train", label="normal")
+    train += [c for c in dataset.select(machine=machine, split="train") if c.label is None]
+    test = dataset.select(machine=machine, split="test")
+    if not train:
+        raise BadInput(f"{dataset.root}/{machine}/train: no normal training clips to use as "
+                       "references; add them (the DCASE development layout has them)")
+    if not test:
+        raise BadInput(f"{dataset.root}/{machine}/test: no test clips to score; add them or "
+                       "point --data at a data set with a test folder")
+    unlabelled = [c.name for c in test if c.label is None or c.domain is None]
+    if unlabelled:
+        raise BadInput(f"{dataset.root}/{machine}/test: {len(unlabelled)} clip(s) without "
+                       f"label or domain (e.g. {unlabelled[0]}); evaluation needs the "
+                       "development layout or ground_truth_*.csv files beside the data")
+    missing = sorted({c.section for c in test} - {c.section for c in train})
+    if missing:
+        raise BadInput(f"{machine} section(s) {', '.join(f'{s:02d}' for s in missing)}: test "
+                       "clips but no normal training clips (references); add training clips "
+                       "of that section or remove its test clips")
+    return train, test
+
+
+def score_by_references(system: str, machine: str, train: Sequence[Clip],
+                        test: Sequence[Clip], featurize: Callable[[Clip], list[np.ndarray]],
+                        weights: list[float], config: ScorerConfig,
+                        settings: dict) -> tuple[MachineScores, SectionScorer, list]:
+    """Fit a ``SectionScorer`` on the training clips' parts and score the test clips.
+
+    ``featurize(clip)`` gives the clip's parts (one vector per part). Returns the scores, the
+    fitted scorer and the reference parts (for explanations).
+    """
+    train_parts = _stack([featurize(c) for c in train])
+    test_parts = _stack([featurize(c) for c in test])
+    sections = np.array([c.section for c in train])
+    domains = [c.domain or "source" for c in train]
+    scorer = SectionScorer(config, weights).fit(train_parts, sections, domains)
+    scores = scorer.score(test_parts, np.array([c.section for c in test]))
+    normal = cross_fit_scores(config, weights, train_parts, sections, domains, seed=config.seed)
+    calibration = {int(s): normal[sections == s] for s in np.unique(sections)}
+    result = MachineScores(system, machine, list(test), scores, calibration,
+                           {**settings, "scorer": config.model_dump(), "weights": weights})
+    result.nearest = nearest_references(scorer, train, test, train_parts, test_parts)
+    return result, scorer, [train_parts, test_parts]
+
+
+def nearest_references(scorer: SectionScorer, train: Sequence[Clip], test: Sequence[Clip],
+                       train_parts: list[np.ndarray], test_parts: list[np.ndarray]
+                       ) -> dict[str, Clip]:
+    """Each test clip's nearest normal training clip of its section (weighted part distance)."""
+    metric = getattr(scorer.config.backend, "metric", "euclidean")
+    train_sections = np.array([c.section for c in train])
+    test_sections = np.array([c.section for c in test])
+    out: dict[str, Clip] = {}
+    for section in np.unique(test_sections):
+        tr = np.flatnonzero(train_sections == section)
+        te = np.flatnonzero(test_sections == section)
+        refs = scorer.transform([p[tr] for p in train_parts], int(section))
+        queries = scorer.transform([p[te] for p in test_parts], int(section))
+        distance = sum(w * pairwise_distances(q, r, metric)
+                       for w, q, r in zip(scorer.weights, queries, refs, strict=True))
+        for row, best in zip(te, np.argmin(distance, axis=1), strict=True):
+            out[test[row].name] = train[tr[best]]
+    return out
+
+
+def _stack(rows: list[list[np.ndarray]]) -> list[np.ndarray]:
+    return [np.stack([row[i] for row in rows]) for i in range(len(rows[0]))]
+
+
+def score_spectral(dataset: Dataset, machine: str, system: str = "stats",
+                   backend: str = "knn") -> MachineScores:
+    """The spectral-statistics (``stats``) or ``bandenergy`` detector on one machine type."""
+    if system not in SPECTRAL_SYSTEMS:
+        raise BadInput(f"system {system!r} unknown; use one of {', '.join(SPECTRAL_NAMES)}")
+    features = SPECTRAL_SYSTEMS[system]
+    backend_config = KnnConfig(metric="euclidean") if backend == "knn" else GmmConfig()
+    config = spectral_scorer_config(backend=backend_config)
+    train, test = split_clips(dataset, machine)
+    cache: dict = {}
+
+    def featurize(clip: Clip) -> list[np.ndarray]:
+        if clip.path not in cache:
+            cache[clip.path] = spectral_features(read_audio(clip.path), features)
+        return [cache[clip.path]]
+
+    result, _, _ = score_by_references(system, machine, train, test, featurize, [1.0], config,
+                                       {"features": features.model_dump(mode="json")})
+    result.front_end = features.front_end
+    return result
+
+
+def score_embedder(dataset: Dataset, machine: str, embedder: Embedder, system: str,
+                   variant: str = "concat", weight: float = 0.5, backend: str = "knn",
+                   pooling: str = "mean", source_centres: int | None = None,
+                   k: int = 1, cache: dict | None = None) -> MachineScores:
+    """A network's pooled embeddings, scored with one inference ``variant``."""
+    if variant != "sections" and getattr(embedder, "attribute_dim", 1) == 0:
+        raise BadInput(f"variant {variant!r} needs an attribute embedding, but this model has "
+                       "one embedding only (objective mtl, arcface or sections); use "
+                       "--variant sections")
+    train, test = split_clips(dataset, machine)
+    cache = {} if cache is None else cache  # pass one dict to embed each clip once per run
+
+    def embeddings(clip: Clip) -> tuple[np.ndarray, np.ndarray]:
+        key = (clip.path, pooling)
+        if key not in cache:
+            cache[key] = embed_clip(embedder, read_audio(clip.path), pooling)
+        return cache[key]
+
+    def featurize(clip: Clip) -> list[np.ndarray]:
+        section_emb, attribute_emb = embeddings(clip)
+        parts, _ = variant_parts(section_emb[None], attribute_emb[None], variant, weight)
+        return [p[0] for p in parts]
+
+    _, weights = variant_parts(np.zeros((1, 1)), np.zeros((1, 1)), variant, weight)
+    backend_config = KnnConfig(metric="cosine", k=k) if backend == "knn" else GmmConfig()
+    config = ScorerConfig(backend=backend_config, source_centres=source_centres)
+    result, _, _ = score_by_references(
+        system, machine, train, test, featurize, weights, config,
+        {"variant": variant, "weight": weight, "pooling": pooling})
+    for clip in test:
+        near = result.nearest[clip.name]
+        result.subspaces[clip.name] = subspace_shares(*embeddings(clip), *embeddings(near))
+    result.front_end = embedder.front_end
+    return result
