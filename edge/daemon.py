@@ -21,7 +21,6 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
 
 import numpy as np
 
@@ -303,15 +302,15 @@ class Daemon:
     def _emit(self, runner: StreamRunner, window: Window, transition: Transition,
               event_window: EventWindow, members: dict[str, float]) -> None:
         clip = None
-        explanation: dict[str, Any] = {"member_scores": members}
-        if transition.type == "raise":
-            try:
-                explanation = explain_window(runner.bundle, window, runner.config.section,
-                                             members)
-            except Exception:  # an explanation must never cost the alarm
-                logger.exception("%s: explanation failed", runner.name)
-            if runner.evidence is not None:
-                clip = str(runner.evidence.trigger(transition.episode_id, transition.utc))
+        raised = transition.type == "raise"
+        try:
+            explanation = explain_window(runner.bundle, window, runner.config.section, members,
+                                         detail=raised)
+        except Exception:  # an explanation must never cost the alarm
+            logger.exception("%s: explanation failed", runner.name)
+            explanation = {"members": members}
+        if raised and runner.evidence is not None:
+            clip = str(runner.evidence.trigger(transition.episode_id, transition.utc))
         event = make_event(runner.key, transition, event_window, self.provider, explanation,
                            clip)
         self.outputs.publish_event(event)

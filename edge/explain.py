@@ -1,13 +1,13 @@
 """Why a window scored high: the explanation an alarm event carries.
 
-- ``members``: each member's raw score and, in an ensemble, its standardised contribution;
-  ``driver``: the member that contributed most.
-- ``subspaces`` (embedding member): the cosine distance to the nearest normal reference in the
-  section subspace (z_S) and in the attribute subspace (z_A), and each one's share.
-- ``nearest``: the nearest normal reference clip (file, domain, attributes) when the backend is
-  a nearest-neighbour search over clips.
-- ``bands``: the frequency bands whose level differs most from the section's normal clips
-  (z-scores of the window's mean log spectrum against the references' per-clip means).
+- ``members``: each member's raw score and its contribution to the final score (in an
+  ensemble, the weighted standardised score); ``driver``: the member that contributed most.
+- ``nearest``: the nearest normal reference clip (file, domain, attributes) of an embedding
+  member whose backend searches clips, and ``subspaces``: how much of the distance to it comes
+  from the section subspace (z_S) and how much from the attribute subspace (z_A).
+- ``bands`` and ``spans``: the frequency ranges and the moments of the window that depart
+  most from the section's normal clips (their mean log spectrum, in units of its spread over
+  the normal clips), as ``edge.scoring.explain`` computes them for evaluation reports.
 """
 
 from __future__ import annotations
@@ -17,16 +17,19 @@ from typing import Any
 import numpy as np
 
 from edge.bundle.load import Bundle
-from edge.scoring.backends import KnnBackend, cosine_distances
+from edge.bundle.system import Member
+from edge.scoring.backends import KnnBackend
+from edge.scoring.explain import deviating_bands, deviating_spans, subspace_shares
 from edge.scoring.scorer import pool
 from edge.streaming import Window
 
-TOP_BANDS = 3
+TOP = 3
 
 
 def explain_window(bundle: Bundle, window: Window, section: int,
-                   member_scores: dict[str, float]) -> dict[str, Any]:
-    """A JSON-able explanation of ``window``'s score in ``section`` (see the module doc)."""
+                   member_scores: dict[str, float], detail: bool = True) -> dict[str, Any]:
+    """A JSON-able explanation of ``window``'s score in ``section`` (see the module doc);
+    without ``detail`` only the members and the driver (what a clear event carries)."""
     system = bundle.system
     contributions = {m.name: (m.weight * m.standardise(member_scores[m.name], section)
                               if len(system.members) > 1 else member_scores[m.name])
@@ -37,52 +40,50 @@ def explain_window(bundle: Bundle, window: Window, section: int,
                     for name in member_scores},
         "driver": max(contributions, key=lambda name: contributions[name]),
     }
+    if not detail:
+        return out
     references = [r for r in bundle.manifest.get("references", []) if r["section"] == section]
     for member in system.members:
-        if member.kind == "embedding" and window.section_embeddings is not None:
-            out.update(_subspaces(member, window, section, references))
+        if member.kind == "embedding":
+            out.update(_nearest(member, window, section, references))
             break
-    bands = _bands(bundle, window, section)
-    if bands:
-        out["bands"] = bands
+    profile = system.profiles.get(section)
+    if profile is not None:
+        mean, spread = profile
+        front_end = system.front_end
+        reference = mean[:, None]  # (F, 1): the section's normal level per row
+        out["bands"] = [_rounded(b) for b in deviating_bands(
+            window.spectrogram, reference, front_end.band_edges_hz(), TOP, row_spread=spread)]
+        out["spans"] = [_rounded(s) for s in deviating_spans(
+            window.spectrogram, reference, front_end.hop_length / front_end.sample_rate,
+            front_end.n_fft / front_end.sample_rate, TOP, row_spread=spread)]
     return out
 
 
-def _subspaces(member, window: Window, section: int,
-               references: list[dict[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    parts = member.parts(window)
+def _nearest(member: Member, window: Window, section: int,
+             references: list[dict[str, Any]]) -> dict[str, Any]:
+    """The nearest reference clip and the subspace shares, for a knn member over clips."""
     backends = member.scorer.sections[section].backends
-    transformed = member.scorer.transform(parts, section)
-    knn = [b for b in backends if isinstance(b, KnnBackend)]
-    if len(knn) == len(backends) and len(references) == knn[0].references.shape[0]:
-        index = int(knn[0].neighbours(transformed[0])[0][0, 0])
-        nearest = references[index]
-        result["nearest"] = {"file": nearest.get("file"), "domain": nearest.get("domain"),
-                             "attributes": nearest.get("attributes", {})}
-        if window.attribute_embeddings is not None and window.attribute_embeddings.shape[1]:
-            z_s = pool(window.section_embeddings, member.pooling)
-            z_a = pool(window.attribute_embeddings, member.pooling)
-            if member.variant in ("concat", "weighted") and len(knn) == 1:
-                ref = knn[0].references[index]
-                d_s = float(cosine_distances(z_s[None], ref[None, :z_s.shape[0]])[0, 0])
-                d_a = float(cosine_distances(z_a[None], ref[None, z_s.shape[0]:])[0, 0])
-                total = max(d_s + d_a, 1e-12)
-                result["subspaces"] = {"section": {"distance": round(d_s, 6),
-                                                   "share": round(d_s / total, 4)},
-                                       "attribute": {"distance": round(d_a, 6),
-                                                     "share": round(d_a / total, 4)}}
+    if len(backends) != 1 or not isinstance(backends[0], KnnBackend) \
+            or backends[0].references.shape[0] != len(references):
+        return {}  # a gmm, or k-means centres: no single nearest clip to name
+    knn = backends[0]
+    index = int(knn.neighbours(member.scorer.transform(member.parts(window), section)[0])[0][0, 0])
+    nearest = references[index]
+    result: dict[str, Any] = {"nearest": {"file": nearest.get("file"),
+                                          "domain": nearest.get("domain"),
+                                          "attributes": nearest.get("attributes", {})}}
+    assert window.section_embeddings is not None and window.attribute_embeddings is not None
+    d_s = window.section_embeddings.shape[1]
+    if member.variant == "concat" and window.attribute_embeddings.shape[1]:
+        # concat references are [z_S / |z_S|, z_A / |z_A|]: split them back
+        shares = subspace_shares(pool(window.section_embeddings, member.pooling),
+                                 pool(window.attribute_embeddings, member.pooling),
+                                 knn.references[index, :d_s], knn.references[index, d_s:])
+        result["subspaces"] = _rounded(shares)
     return result
 
 
-def _bands(bundle: Bundle, window: Window, section: int) -> list[dict[str, float]]:
-    profile = bundle.system.profiles.get(section) if bundle.system.profiles else None
-    if profile is None:
-        return []
-    mean, std = profile
-    level = window.spectrogram.mean(axis=1)
-    z = (level - mean) / np.maximum(std, 1e-3)
-    edges = bundle.system.front_end.band_edges_hz()
-    order = np.argsort(-np.abs(z))[:TOP_BANDS]
-    return [{"low_hz": round(float(edges[i, 0]), 1), "high_hz": round(float(edges[i, 1]), 1),
-             "z": round(float(z[i]), 3)} for i in order]
+def _rounded(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: round(float(v), 6) if isinstance(v, float | np.floating) else v
+            for k, v in values.items()}

@@ -1,16 +1,22 @@
 """The bundle of one machine type from an exported model: members, references, thresholds.
 
-The system shipped is the one ``asd-edge evaluate`` chose for the machine type (recorded in
-``RUN/selection.json``), unless ``--system`` names another. Members:
-``embedding`` (the network, with its variant, pooling and backend) and the model-free
-``stats`` (spectral statistics) and ``bandenergy`` detectors; ``a+b`` is an ensemble of
-standardised scores with the recorded weights (equal weights when none are recorded).
+The system shipped is the one machine-specific selection chose for the machine type
+(``selection.json`` of ``python -m training.evaluate.select``: ``--selection FILE``, by default
+``RUN/selection.json`` when present), unless ``--system`` names another. Selected systems map
+to bundle members: ``stats`` and ``bandenergy`` -> the model-free spectral members of that name;
+``<label>:<variant>`` (a variant of the run ``--run label=RUN`` of the selection; ``concat``,
+``attributes``, ``sections``, ``weighted@<w>``) -> an embedding member ``embedding-<variant>``
+of the exported network. Several variants of the run may be members at once; the ensemble
+weights are the selection's. ``--system embedding|stats|bandenergy|a+b`` overrides it
+(members ``embedding`` etc., equal weights); with neither, the network alone (concat, mean).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,66 +32,184 @@ from edge.scoring.thresholds import ThresholdConfig
 logger = logging.getLogger(__name__)
 
 SELECTION_FILE = "selection.json"
-DEFAULT_CHOICE = {"members": ["embedding"], "weights": [1.0], "variant": "concat",
-                  "pooling": "mean", "variant_weight": 0.5, "chosen_by": "default"}
+SELECTION_VERSION = 1
+VARIANTS = ("concat", "attributes", "sections", "weighted")
 
 
-def read_choice(run_dir: Path, machine: str, system: str | None) -> dict[str, Any]:
-    """The system to ship for ``machine``: ``--system`` if given, else the recorded choice."""
-    choice = dict(DEFAULT_CHOICE)
-    path = Path(run_dir) / SELECTION_FILE
-    if path.is_file():
-        recorded = json.loads(path.read_text()).get("machines", {}).get(machine)
-        if recorded:
-            choice.update(recorded)
-            choice["chosen_by"] = f"{path} (development split)"
-    if system:
-        members = system.split("+")
-        unknown = [m for m in members if m != "embedding" and m not in SPECTRAL_SYSTEMS]
-        if unknown:
-            raise BadInput(f"--system {system}: unknown member(s) {', '.join(unknown)}; use "
-                           f"embedding, {', '.join(SPECTRAL_SYSTEMS)} or a '+' ensemble")
-        choice.update(members=members, weights=[1.0] * len(members), chosen_by="--system")
-    if len(choice["weights"]) != len(choice["members"]):
-        raise BadInput(f"{path}: {len(choice['members'])} members but "
-                       f"{len(choice['weights'])} weights; re-run 'asd-edge evaluate'")
+@dataclass
+class MemberChoice:
+    """One member to ship: what the selection (or ``--system``) named and how to build it."""
+
+    name: str                 # member name in the bundle (also its folder: filesystem-safe)
+    kind: str                 # "embedding" | "spectral"
+    system: str               # the selected system's name, e.g. "tone:weighted@0.25", "stats"
+    weight: float = 1.0
+    variant: str = "concat"
+    variant_weight: float = 0.5
+    pooling: str = "mean"
+    scorer: ScorerConfig | None = None  # None: the default of the member's kind
+
+
+@dataclass
+class Choice:
+    members: list[MemberChoice]
+    chosen_by: str
+    from_selection: bool = False
+    record: dict[str, Any] = field(default_factory=dict)  # what bundle.json keeps of the choice
+
+
+def selection_file(run_dir: Path, selection: str | None) -> Path | None:
+    """``--selection`` (a file, or a folder holding selection.json), else RUN/selection.json
+    when present, else None."""
+    if selection is None:
+        default = Path(run_dir) / SELECTION_FILE
+        return default if default.is_file() else None
+    path = Path(selection)
+    path = path / SELECTION_FILE if path.is_dir() else path
+    if not path.is_file():
+        raise BadInput(f"--selection {selection}: no such file; give the selection.json "
+                       "written by 'python -m training.evaluate.select --out DIR'")
+    return path
+
+
+def read_selection(path: Path, machine: str) -> dict[str, Any]:
+    """The selection entry of ``machine`` in ``path``; BadInput when unusable."""
+    try:
+        selection = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise BadInput(f"{path}: not readable JSON ({err}); re-run the selection") from err
+    if not isinstance(selection, dict) or selection.get("version") != SELECTION_VERSION:
+        version = selection.get("version") if isinstance(selection, dict) else None
+        raise BadInput(f"{path}: selection format version {version!r}, this export reads "
+                       f"{SELECTION_VERSION}; re-run 'python -m training.evaluate.select'")
+    entry = selection.get("machines", {}).get(machine)
+    if not entry:
+        have = ", ".join(selection.get("machines", {})) or "none"
+        raise BadInput(f"{path}: no choice for {machine} (it has: {have}); run the selection "
+                       f"on {machine}'s data or pass --system embedding (or stats, ...)")
+    return entry
+
+
+def choice_from_selection(entry: dict[str, Any], path: Path, machine: str) -> Choice:
+    """Map a selection entry's chosen systems and weights to bundle members."""
+    chosen = entry.get("chosen", {})
+    systems, weights = list(chosen.get("systems", [])), list(chosen.get("weights", []))
+    where = f"{path} ({machine})"
+    if not systems or len(systems) != len(weights):
+        raise BadInput(f"{where}: {len(systems)} chosen systems and {len(weights)} weights; "
+                       "re-run the selection")
+    if "autoencoder" in systems:
+        raise BadInput(f"{where}: the chosen system {' + '.join(systems)} includes the "
+                       "autoencoder, which a bundle cannot ship (the edge has no autoencoder); "
+                       "re-run the selection without it (--systems stats,bandenergy) or pass "
+                       "--system embedding|stats|bandenergy|a+b")
+    labels = sorted({name.split(":", 1)[0] for name in systems if ":" in name})
+    if len(labels) > 1:
+        raise BadInput(f"{where}: the chosen system combines the runs {', '.join(labels)}, but "
+                       "a bundle holds one network; re-run the selection with one --run or "
+                       "pass --system")
+    settings = entry.get("settings", {})
+    members = []
+    for name, weight in zip(systems, weights, strict=True):
+        scorer = settings.get(name, {}).get("scorer")
+        scorer = ScorerConfig.model_validate(scorer) if scorer else None
+        if name in SPECTRAL_SYSTEMS:
+            members.append(MemberChoice(name, "spectral", name, float(weight), scorer=scorer))
+            continue
+        if ":" not in name:
+            raise BadInput(f"{where}: chosen system {name!r} unknown; a bundle ships "
+                           f"{', '.join(SPECTRAL_SYSTEMS)} and '<label>:<variant>' of a run")
+        variant_label = name.split(":", 1)[1]
+        variant, _, w = variant_label.partition("@")
+        if variant not in VARIANTS or (variant == "weighted") != bool(w):
+            raise BadInput(f"{where}: chosen system {name!r} has an unknown variant; expected "
+                           f"one of concat, attributes, sections, weighted@<w>")
+        try:
+            variant_weight = float(w) if w else float(settings.get(name, {}).get("weight", 0.5))
+        except ValueError as err:
+            raise BadInput(f"{where}: {name!r}: weight {w!r} is not a number") from err
+        member = "embedding-" + re.sub(r"[^A-Za-z0-9._-]", "-", variant_label)
+        members.append(MemberChoice(
+            member, "embedding", name, float(weight), variant=variant,
+            variant_weight=variant_weight,
+            pooling=settings.get(name, {}).get("pooling", "mean"), scorer=scorer))
+    record = {"selection": str(path), "systems": systems, "weights": weights,
+              "members": {m.name: m.system for m in members},
+              "dev": entry.get("dev"), "heldout": entry.get("heldout")}
+    return Choice(members, f"{path} (development split)", True, record)
+
+
+def choice_from_system(system: str, variant: str, pooling: str) -> Choice:
+    """``--system embedding|stats|bandenergy|a+b``: those members, equal weights."""
+    names = system.split("+")
+    unknown = [m for m in names if m != "embedding" and m not in SPECTRAL_SYSTEMS]
+    if unknown or len(set(names)) != len(names):
+        raise BadInput(f"--system {system}: unknown or repeated member(s) "
+                       f"{', '.join(unknown) or system}; use embedding, "
+                       f"{', '.join(SPECTRAL_SYSTEMS)} or a '+' ensemble of different ones")
+    members = [MemberChoice(n, "embedding" if n == "embedding" else "spectral", n,
+                            variant=variant, pooling=pooling) for n in names]
+    return Choice(members, "--system")
+
+
+def read_choice(args) -> Choice:
+    """What to ship for ``args.machine``: ``--system``, else the selection, else embedding."""
+    if args.system:
+        return choice_from_system(args.system, args.variant or "concat", args.pooling or "mean")
+    path = selection_file(Path(args.run), getattr(args, "selection", None))
+    if path is None:
+        choice = choice_from_system("embedding", args.variant or "concat",
+                                    args.pooling or "mean")
+        choice.chosen_by = "default (no selection.json)"
+        return choice
+    if args.variant or args.pooling:
+        raise BadInput(f"--variant/--pooling apply with --system; {path} fixes them for "
+                       f"{args.machine}: pass --system embedding with them to override")
+    choice = choice_from_selection(read_selection(path, args.machine), path, args.machine)
+    logger.info("shipping %s for %s, chosen by %s", " + ".join(
+        f"{m.weight:g} {m.system}" for m in choice.members), args.machine, path)
     return choice
 
 
-def system_for(choice: dict[str, Any], loaded, embedder, backend: str
+def system_for(choice: Choice, loaded, embedder, backend: str | None
                ) -> tuple[ScoringSystem, dict[str, ScorerConfig], dict[str, list[float]]]:
-    """Unfitted members of the chosen system, with their scorer configs and part weights."""
+    """Unfitted members of the chosen system, with their scorer configs and part weights.
+
+    ``backend`` (knn|gmm), when given, replaces the embedding members' backend."""
     members, configs, part_weights = [], {}, {}
-    for name, weight in zip(choice["members"], choice["weights"], strict=True):
-        if name == "embedding":
-            variant = choice["variant"]
+    for spec in choice.members:
+        if spec.kind == "embedding":
+            variant = spec.variant
             if loaded.attribute_dim == 0 and variant != "sections":
+                if choice.from_selection:
+                    raise BadInput(f"{spec.system}: the selection scored an attribute "
+                                   f"embedding, but run objective {loaded.objective} has one "
+                                   "embedding; pass the run the selection was made with")
                 logger.info("objective %s has one embedding: scoring its sections variant",
                             loaded.objective)
                 variant = "sections"
             members.append(placeholder_member(
-                "embedding", "embedding", weight=float(weight), pooling=choice["pooling"],
-                variant=variant, variant_weight=float(choice["variant_weight"])))
-            backend_config = KnnConfig(metric="cosine") if backend == "knn" else GmmConfig()
-            configs[name] = ScorerConfig(backend=backend_config)
-            part_weights[name] = variant_parts(
-                [[0.0]], [[0.0]], variant, float(choice["variant_weight"]))[1]
+                spec.name, "embedding", weight=spec.weight, pooling=spec.pooling,
+                variant=variant, variant_weight=spec.variant_weight))
+            config = spec.scorer or ScorerConfig(backend=KnnConfig(metric="cosine"))
+            if backend:
+                config = config.model_copy(update={"backend": KnnConfig(metric="cosine")
+                                                   if backend == "knn" else GmmConfig()})
+            configs[spec.name] = config
+            part_weights[spec.name] = variant_parts(
+                [[0.0]], [[0.0]], variant, spec.variant_weight)[1]
         else:
-            members.append(placeholder_member(name, "spectral", weight=float(weight),
-                                              features=SPECTRAL_SYSTEMS[name]))
-            configs[name] = spectral_scorer_config()
-            part_weights[name] = [1.0]
+            members.append(placeholder_member(spec.name, "spectral", weight=spec.weight,
+                                              features=SPECTRAL_SYSTEMS[spec.name]))
+            configs[spec.name] = spec.scorer or spectral_scorer_config()
+            part_weights[spec.name] = [1.0]
     system = ScoringSystem(loaded.front_end, loaded.patching, members, embedder=embedder)
     return system, configs, part_weights
 
 
-def build_bundle(loaded, args, dataset, onnx_path: Path, embedder, parity) -> Path:
-    """Fit and write ``args.out/<machine>``; returns the bundle folder."""
-    choice = read_choice(Path(args.run), args.machine, args.system)
-    if args.variant:
-        choice["variant"] = args.variant
-    if args.pooling:
-        choice["pooling"] = args.pooling
+def build_bundle(loaded, args, dataset, onnx_path: Path, embedder, parity,
+                 choice: Choice) -> Path:
+    """Fit and write ``args.out/<machine>`` for ``choice`` (``read_choice``); returns it."""
     system, configs, part_weights = system_for(choice, loaded, embedder, args.backend)
     references = References()
     clips = dataset.select(machine=args.machine, split="train", label="normal")
@@ -105,7 +229,7 @@ def build_bundle(loaded, args, dataset, onnx_path: Path, embedder, parity) -> Pa
             "outputs": shapes,
             "parity": parity.as_dict(),
         },
-        "system": {"chosen_by": choice["chosen_by"]},
+        "system": {"chosen_by": choice.chosen_by, **choice.record},
         "labels": {"sections": list(loaded.section_labels),
                    "attributes": {k: list(v) for k, v in loaded.attribute_labels.items()}},
         "provenance": {"run": str(Path(args.run).resolve()), "data": str(Path(args.data)),

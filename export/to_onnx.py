@@ -114,14 +114,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "the references, its real clips check parity")
     parser.add_argument("--out", required=True, help="models folder; writes OUT/<machine>/")
     parser.add_argument("--weights", choices=("averaged", "last"), default="averaged")
+    parser.add_argument("--selection", default=None, metavar="FILE",
+                        help="selection.json of 'python -m training.evaluate.select' (or its "
+                             "folder): ships the system it chose for --machine; default "
+                             "RUN/selection.json when present")
     parser.add_argument("--system", default=None,
-                        help="what the bundle scores with: embedding, stats, or an ensemble "
-                             "like embedding+stats; default: the choice recorded by "
-                             "'asd-edge evaluate' in RUN/selection.json, else embedding")
+                        help="override the selection: embedding, stats, bandenergy, or an "
+                             "ensemble like embedding+stats (equal weights); without a "
+                             "selection the default is embedding")
     parser.add_argument("--variant", default=None,
-                        choices=("concat", "weighted", "sections", "attributes"))
-    parser.add_argument("--backend", default="knn", choices=("knn", "gmm"))
-    parser.add_argument("--pooling", default=None, choices=("mean", "std", "meanstd"))
+                        choices=("concat", "weighted", "sections", "attributes"),
+                        help="with --system embedding (default concat)")
+    parser.add_argument("--backend", default=None, choices=("knn", "gmm"),
+                        help="backend of the embedding member(s); default: the selection's, "
+                             "else knn")
+    parser.add_argument("--pooling", default=None, choices=("mean", "std", "meanstd"),
+                        help="with --system embedding (default mean)")
     parser.add_argument("--threshold-quantile", type=float, default=0.9,
                         help="per-section threshold: this quantile of a gamma fit to "
                              "out-of-sample normal scores (0.9 as the DCASE baseline)")
@@ -134,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
     import tempfile
 
     from edge.dataset import scan
-    from export.build import build_bundle
+    from export.build import build_bundle, read_choice
     from training.infer import load_run
 
     started = time.perf_counter()
@@ -149,6 +157,7 @@ def run(args: argparse.Namespace) -> int:
     if not clips:
         raise BadInput(f"{args.data}: no normal training clips of {args.machine}; the bundle's "
                        "references come from them")
+    choice = read_choice(args)  # a choice export cannot ship fails before any work
     with tempfile.TemporaryDirectory(prefix="asd-export-") as tmp:
         onnx_path = export_model(loaded, Path(tmp) / "model.onnx", args.opset)
         embedder = OnnxEmbedder(onnx_path, loaded.front_end.n_bins,
@@ -163,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
                 f"ONNX parity failed: max |diff| {parity.max_abs_diff:.2e} vs limit "
                 f"{args.max_abs_diff:.0e}, min cosine {parity.min_cosine:.7f} vs limit "
                 f"{args.min_cosine}; nothing was written")
-        bundle = build_bundle(loaded, args, dataset, onnx_path, embedder, parity)
+        bundle = build_bundle(loaded, args, dataset, onnx_path, embedder, parity, choice)
     elapsed = time.perf_counter() - started
     size = sum(p.stat().st_size for p in bundle.rglob("*") if p.is_file())
     print(f"bundle {bundle} written in {elapsed:.1f} s ({size / 1e6:.2f} MB); check it with "

@@ -101,13 +101,15 @@ class References:
 
 def fit_system(system: ScoringSystem, references: References,
                scorer_configs: dict[str, ScorerConfig], part_weights: dict[str, list[float]],
-               threshold: ThresholdConfig, clear_quantile: float = 0.5) -> dict[int, np.ndarray]:
+               threshold: ThresholdConfig, clear_quantile: float = 0.75) -> dict[int, np.ndarray]:
     """Fit every member's scorer, the ensemble standardisation and per-section thresholds.
 
     Sets ``member.scorer`` and ``member.norm`` and ``system.thresholds`` in place; returns the
     out-of-sample combined normal scores per section. The clear threshold is the
-    ``clear_quantile`` of the same calibration (the median by default): an alarm clears once
-    the score is back among ordinary normal values.
+    ``clear_quantile`` of the same calibration (0.75 by default): an alarm clears once the
+    score is back among ordinary normal values. (The median was too strict: half of all
+    normal windows lie above it, so a recovered machine rarely stayed below it for the hold
+    time and episodes never closed.)
     """
     sections = references.sections
     if sections.size == 0:

@@ -27,6 +27,8 @@ COMMANDS: dict[str, tuple[str, str, str | None]] = {
     "check-config": ("edge.cli.check_config", "check a daemon config file (YAML)", None),
     "train": ("training.cli_train", "train a surrogate-task model on normal clips", "train"),
     "evaluate": ("training.evaluate.cli", "score test clips and report the DCASE metric", "train"),
+    "select": ("training.evaluate.select",
+               "choose the best system or ensemble per machine type (dev/held-out)", "train"),
     "export": ("export.to_onnx", "export a run to ONNX and write the model bundle", "train"),
     "bundle": ("edge.cli.bundle", "check a model bundle (bundle verify MODELS/M)", None),
     "run": ("edge.cli.run", "the daemon: listen, score, raise alarms over MQTT", None),

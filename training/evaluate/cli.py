@@ -1,11 +1,15 @@
 """``asd-edge evaluate``: score a data set's test clips and report as the DCASE evaluator does.
 
-    asd-edge evaluate --data DIR (--run RUN | --system stats|bandenergy|autoencoder) --out REPORT
+    asd-edge evaluate --data DIR (--run RUN | --bundle MODELS/M
+                                  | --system stats|bandenergy|autoencoder) --out REPORT
         [--variant concat|weighted|sections|attributes] [--weight W] [--backend knn|gmm]
         [--pooling mean|std|meanstd] [--machines M1,M2] [--threshold gamma|quantile]
 
 ``stats`` and ``bandenergy`` need no trained model; ``autoencoder`` trains the DCASE 2022
-baseline on the training clips first (``--epochs``). torch is imported only inside ``run``.
+baseline on the training clips first (``--epochs``). ``--bundle`` scores through the deployed
+path (the edge front end, ONNX Runtime, the bundle's scorers and ensemble) and decides with the
+bundle's own thresholds; the bundle fixes variant, backend and pooling. torch is imported only
+inside ``run``.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="data set in the DCASE layout")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--run", help="a training run folder (asd-edge train --out RUN)")
+    source.add_argument("--bundle", metavar="MODELS/M",
+                        help="an exported bundle folder (asd-edge export): the deployed path")
     source.add_argument("--system", choices=SYSTEMS, help="a system that needs no run")
     parser.add_argument("--out", required=True, help="report folder to write")
     parser.add_argument("--machines", default="all", help="comma list of machine types or all")
@@ -60,7 +66,19 @@ def run(args: argparse.Namespace) -> int:
     wanted = args.machines.split(",") if args.machines != "all" else ["all"]
     machines = dataset.require_machines(wanted)
     results = []
-    if args.run:
+    extra: dict = {"data": str(args.data), "run": args.run}
+    if args.bundle:
+        from edge.bundle.load import load_bundle
+        from training.evaluate.systems import score_bundle
+
+        bundle = load_bundle(args.bundle, device="cpu")
+        if args.machines != "all" and machines != [bundle.machine]:
+            raise BadInput(f"--machines {args.machines}: bundle {args.bundle} is for "
+                           f"{bundle.machine} only; drop --machines or pass {bundle.machine}")
+        results.append(score_bundle(dataset, bundle))
+        extra.update(bundle=str(args.bundle), thresholds={
+            "from": "bundle", "sections": bundle.manifest.get("sections", {})})
+    elif args.run:
         from training.infer import load_run
 
         loaded = load_run(args.run)
@@ -95,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
                          plot=not args.no_plots)
     thresholds = ThresholdConfig(method=args.threshold, quantile=args.quantile)
     report = write_report(args.out, results, thresholds, plots=not args.no_plots,
-                          extra={"data": str(args.data), "run": args.run})
+                          extra=extra)
     print(f"official score {100 * report['summary']['official']:.2f} "
           f"(AUC source {100 * report['summary']['auc_source']:.2f}, "
           f"AUC target {100 * report['summary']['auc_target']:.2f}, "

@@ -25,10 +25,12 @@ import numpy as np
 
 from edge.dataset import scan
 from edge.errors import AsdEdgeError
-from training.evaluate.metrics import official_score
+from training.evaluate.metrics import official_score, summary
 from training.evaluate.select import collect_systems, select_machine
 
 logger = logging.getLogger(__name__)
+
+DOMAIN_KEYS = ("auc_source", "auc_target")
 
 
 def _cell(values: list[float]) -> str:
@@ -42,8 +44,13 @@ def _cell(values: list[float]) -> str:
 
 def compare(data_sets: list[str], systems: list[str], runs: dict[str, str], epochs: int = 100,
             steps: int = 4, seed: int = 0) -> dict:
-    """Per data set, machine and system: official scores; plus the selection per machine."""
+    """Per data set, machine and system: official scores; plus the selection per machine.
+
+    ``systems`` holds the official scores, ``domains`` the harmonic means of AUC(source) and
+    AUC(target) over the same sections: {"auc_source"|"auc_target": {system: {machine: [..]}}}.
+    """
     per_system: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    per_domain = {key: defaultdict(lambda: defaultdict(list)) for key in DOMAIN_KEYS}
     chosen: dict[str, list[dict]] = defaultdict(list)
     for i, data in enumerate(data_sets):
         dataset = scan(data)
@@ -55,6 +62,7 @@ def compare(data_sets: list[str], systems: list[str], runs: dict[str, str], epoc
             selection = select_machine(scores, steps=steps, seed=seed)
             for name, result in selection["candidates"].items():
                 per_system[name][machine].append(result["all"])
+                _add_domains(per_domain, name, machine, result["sections"])
                 overall[name] += result["sections"]
             best_heldout = max(r["heldout"] for r in selection["candidates"].values())
             chosen[machine].append({"data": data, "chosen": selection["chosen"],
@@ -63,8 +71,26 @@ def compare(data_sets: list[str], systems: list[str], runs: dict[str, str], epoc
                                     "best_single_on_dev": selection["best_single_on_dev"]})
         for name, sections in overall.items():
             per_system[name]["all"].append(official_score(sections))
+            _add_domains(per_domain, name, "all", sections)
     return {"data": data_sets, "systems": {k: dict(v) for k, v in per_system.items()},
+            "domains": {key: {k: dict(v) for k, v in table.items()}
+                        for key, table in per_domain.items()},
             "selection": dict(chosen)}
+
+
+def _add_domains(per_domain: dict, name: str, machine: str, sections: list[dict]) -> None:
+    means = summary(dict(enumerate(sections)))
+    for key in DOMAIN_KEYS:
+        per_domain[key][name][machine].append(means[key])
+
+
+def _table(values: dict[str, dict[str, list[float]]], machines: list[str]) -> list[str]:
+    lines = ["| System | " + " | ".join(machines) + " | all |",
+             "|---|" + "---|" * (len(machines) + 1)]
+    for name, row in values.items():
+        lines.append(f"| {name} | " + " | ".join(_cell(row.get(m, [])) for m in machines)
+                     + f" | {_cell(row.get('all', []))} |")
+    return lines
 
 
 def markdown(result: dict, command: str) -> str:
@@ -72,12 +98,13 @@ def markdown(result: dict, command: str) -> str:
     lines = ["# Results", "", f"Produced by `{command}` on {len(result['data'])} data set(s): "
              f"{', '.join(result['data'])}.", "",
              "Official DCASE 2022 Task 2 score (%), harmonic mean of AUC(source), AUC(target) "
-             "and pAUC over all sections; mean ± standard deviation over the data sets.", "",
-             "| System | " + " | ".join(machines) + " | all |",
-             "|---|" + "---|" * (len(machines) + 1)]
-    for name, values in result["systems"].items():
-        lines.append(f"| {name} | " + " | ".join(_cell(values.get(m, [])) for m in machines)
-                     + f" | {_cell(values.get('all', []))} |")
+             "and pAUC over all sections; mean ± standard deviation over the data sets.", ""]
+    lines += _table(result["systems"], machines)
+    for key, title in (("auc_source", "AUC(source)"), ("auc_target", "AUC(target)")):
+        if key in result.get("domains", {}):
+            lines += ["", f"## {title}", "", f"{title} (%), harmonic mean over the sections; "
+                      "mean ± standard deviation over the data sets.", ""]
+            lines += _table(result["domains"][key], machines)
     lines += ["", "## Machine-specific selection", "",
               "Chosen on a development half of the test clips, reported on the held-out half, "
               "beside the best single system on the held-out half (an upper bound no choice "

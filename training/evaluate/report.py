@@ -21,7 +21,11 @@ logger = logging.getLogger(__name__)
 
 
 def machine_results(scores: MachineScores, thresholds: ThresholdConfig) -> dict:
-    """Per section: metrics, threshold (from calibration scores) and decision counts."""
+    """Per section: metrics, threshold and decision counts.
+
+    The threshold is the section's fixed one in ``scores.thresholds`` (a bundle's own) when
+    given, else calibrated from the section's out-of-sample normal scores with ``thresholds``.
+    """
     sections = {}
     for section in scores.sections:
         rows = scores.section_rows(section)
@@ -30,12 +34,16 @@ def machine_results(scores: MachineScores, thresholds: ThresholdConfig) -> dict:
         values = scores.scores[rows]
         metrics = section_metrics(is_anomaly, values, [c.domain for c in clips],
                                   where=f"{scores.machine} section_{section:02d}")
-        threshold = calibrate_threshold(scores.calibration[section], thresholds)
+        fixed = section in scores.thresholds
+        threshold = (float(scores.thresholds[section]) if fixed
+                     else calibrate_threshold(scores.calibration[section], thresholds))
         decisions = values > threshold
         metrics.update({
             "threshold": threshold,
+            "threshold_from": "fixed" if fixed else "calibration",
             "n_test": int(rows.sum()),
-            "n_references": int(scores.calibration[section].size),
+            "n_references": int(scores.calibration[section].size)
+            if section in scores.calibration else None,
             "false_alarm_rate": float(decisions[~is_anomaly].mean()) if (~is_anomaly).any()
             else float("nan"),
             "detection_rate": float(decisions[is_anomaly].mean()) if is_anomaly.any()

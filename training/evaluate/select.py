@@ -1,6 +1,6 @@
 """Machine-specific selection: the best single system or ensemble per machine type.
 
-    python -m training.evaluate.select --data DIR --systems stats,bandenergy,autoencoder \
+    asd-edge select --data DIR --systems stats,bandenergy,autoencoder \
         [--run disentangled=RUNS/a --run mtl=RUNS/b] --out SELECTION [--steps 4] [--seed 0]
 
 1. Each system's scores are standardised per section with its out-of-sample scores of normal
@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.dataset import Clip, Dataset, scan
-from edge.errors import AsdEdgeError, BadInput
+from edge.errors import BadInput
 from training.evaluate.metrics import official_score, section_metrics
 from training.evaluate.systems import MachineScores
 
@@ -194,6 +194,7 @@ def run_selection(data: str, systems: list[str], runs: dict[str, str], out: str 
     dataset = scan(data)
     chosen_machines = dataset.require_machines(machines or ["all"])
     selection: dict = {"version": SELECTION_VERSION, "data": str(data), "seed": seed,
+                       "runs": {label: str(Path(p).resolve()) for label, p in runs.items()},
                        "steps": steps, "machines": {}}
     for machine in chosen_machines:
         scores = collect_systems(dataset, machine, systems, runs, epochs=epochs, seed=seed)
@@ -207,35 +208,38 @@ def run_selection(data: str, systems: list[str], runs: dict[str, str], out: str 
     return selection
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.evaluate.select",
-                                     description=__doc__.split("\n")[0])
-    parser.add_argument("--data", required=True)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True, help="data set in the DCASE layout")
     parser.add_argument("--systems", default="stats,bandenergy",
                         help="comma list of stats, bandenergy, autoencoder")
     parser.add_argument("--run", action="append", default=[], metavar="NAME=RUN",
                         help="a trained run; its variants become candidates (repeatable)")
     parser.add_argument("--machines", default="all")
-    parser.add_argument("--out", required=True)
+    parser.add_argument("--out", required=True,
+                        help="folder for selection.json (give the run folder and export "
+                             "finds it there)")
     parser.add_argument("--steps", type=int, default=4, help="grid steps per weight")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=100, help="autoencoder epochs")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+
+def run(args: argparse.Namespace) -> int:
     if any("=" not in item for item in args.run):
-        print("error: --run takes NAME=RUN_DIR", file=sys.stderr)
-        return 2
+        raise BadInput(f"--run {' '.join(args.run)}: give NAME=RUN_DIR, e.g. --run "
+                       "disentangled=runs/gearbox")
     runs = dict(item.split("=", 1) for item in args.run)
     systems = [s for s in args.systems.split(",") if s]
-    try:
-        selection = run_selection(args.data, systems, runs, args.out,
-                                  args.machines.split(",") if args.machines != "all" else None,
-                                  args.steps, args.seed, args.epochs)
-    except AsdEdgeError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return err.exit_code
+    selection = run_selection(args.data, systems, runs, args.out,
+                              args.machines.split(",") if args.machines != "all" else None,
+                              args.steps, args.seed, args.epochs)
     print(selection_markdown(selection))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from edge.cli import main as cli_main
+
+    return cli_main(["select", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ run, the spectral detectors, the autoencoder and (later) an exported bundle shar
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -45,6 +46,8 @@ class MachineScores:
     scores: np.ndarray                      # (N,) one per test clip, higher = more anomalous
     calibration: dict[int, np.ndarray]      # section -> (n,) out-of-sample normal scores
     settings: dict = field(default_factory=dict)
+    # section -> a fixed decision threshold (a bundle's own); else calibrated from calibration
+    thresholds: dict[int, float] = field(default_factory=dict)
     explanations: dict[str, dict] = field(default_factory=dict)
     nearest: dict[str, Clip] = field(default_factory=dict)   # test clip -> nearest normal clip
     subspaces: dict[str, dict] = field(default_factory=dict)  # test clip -> subspace_shares
@@ -62,10 +65,21 @@ def split_clips(dataset: Dataset, machine: str) -> tuple[list[Clip], list[Clip]]
     """Normal training clips and test clips of ``machine``; BadInput when either is missing."""
     train = dataset.select(machine=machine, split="train", label="normal")
     train += [c for c in dataset.select(machine=machine, split="train") if c.label is None]
-    test = dataset.select(machine=machine, split="test")
     if not train:
         raise BadInput(f"{dataset.root}/{machine}/train: no normal training clips to use as "
                        "references; add them (the DCASE development layout has them)")
+    test = labelled_test_clips(dataset, machine)
+    missing = sorted({c.section for c in test} - {c.section for c in train})
+    if missing:
+        raise BadInput(f"{machine} section(s) {', '.join(f'{s:02d}' for s in missing)}: test "
+                       "clips but no normal training clips (references); add training clips "
+                       "of that section or remove its test clips")
+    return train, test
+
+
+def labelled_test_clips(dataset: Dataset, machine: str) -> list[Clip]:
+    """Test clips of ``machine``, each with label and domain; BadInput when there are none."""
+    test = dataset.select(machine=machine, split="test")
     if not test:
         raise BadInput(f"{dataset.root}/{machine}/test: no test clips to score; add them or "
                        "point --data at a data set with a test folder")
@@ -74,12 +88,7 @@ def split_clips(dataset: Dataset, machine: str) -> tuple[list[Clip], list[Clip]]
         raise BadInput(f"{dataset.root}/{machine}/test: {len(unlabelled)} clip(s) without "
                        f"label or domain (e.g. {unlabelled[0]}); evaluation needs the "
                        "development layout or ground_truth_*.csv files beside the data")
-    missing = sorted({c.section for c in test} - {c.section for c in train})
-    if missing:
-        raise BadInput(f"{machine} section(s) {', '.join(f'{s:02d}' for s in missing)}: test "
-                       "clips but no normal training clips (references); add training clips "
-                       "of that section or remove its test clips")
-    return train, test
+    return test
 
 
 def score_by_references(system: str, machine: str, train: Sequence[Clip],
@@ -184,4 +193,32 @@ def score_embedder(dataset: Dataset, machine: str, embedder: Embedder, system: s
         near = result.nearest[clip.name]
         result.subspaces[clip.name] = subspace_shares(*embeddings(clip), *embeddings(near))
     result.front_end = embedder.front_end
+    return result
+
+
+def score_bundle(dataset: Dataset, bundle) -> MachineScores:
+    """The deployed path on the bundle's machine type: ``bundle.system.score_clip`` per test
+    clip (the edge front end, ONNX Runtime, the bundle's scorers and ensemble), decided with
+    the bundle's own per-section thresholds. ``bundle``: an ``edge.bundle.load.Bundle``."""
+    machine, system = bundle.machine, bundle.system
+    if machine not in dataset.machines:
+        raise BadInput(f"bundle {bundle.path} is for machine type {machine} but {dataset.root} "
+                       f"holds {', '.join(dataset.machines) or 'none'}; evaluate it on data of "
+                       f"{machine} or pick the bundle of one of those")
+    test = labelled_test_clips(dataset, machine)
+    for section in sorted({c.section for c in test}):
+        system.check_section(section)
+    scores = np.array([system.score_clip(read_audio(c.path), c.section)[0] for c in test])
+    counts = Counter(f"{int(r['section']):02d}" for r in bundle.manifest.get("references", []))
+    members = [{"name": m.name, "kind": m.kind, "weight": m.weight,
+                **({"variant": m.variant, "variant_weight": m.variant_weight,
+                    "pooling": m.pooling} if m.kind == "embedding" else {})}
+               for m in system.members]
+    result = MachineScores(
+        f"bundle:{'+'.join(m.name for m in system.members)}", machine, test, scores, {},
+        {"bundle": str(bundle.path), "members": members, "provider": bundle.provider,
+         "chosen_by": bundle.manifest.get("system", {}).get("chosen_by"),
+         "references": dict(sorted(counts.items()))},
+        thresholds={s: t.threshold for s, t in system.thresholds.items()})
+    result.front_end = system.front_end
     return result

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The comparison table of docs/RESULTS.md: synthetic data per seed, the four trained objectives
+# per seed, then every system side by side (python -m training.evaluate.compare).
+#
+#   bench/results_table.sh            # WORK=/tmp/results-work SEEDS="0 1" EPOCHS=4 ...
+#
+# Every step is skipped when its output exists (a data folder, a finished run), so an
+# interrupted run continues. Sizes and seeds are environment variables; the defaults are the
+# ones docs/RESULTS.md reports. Writes $WORK/results.md and $WORK/results.json.
+set -euo pipefail
+
+WORK=${WORK:-/tmp/results-work}
+SEEDS=${SEEDS:-"0 1"}
+MACHINES=${MACHINES:-fan,gearbox,valve}
+SECTIONS=${SECTIONS:-3}
+TRAIN=${TRAIN:-48}                 # source-domain normal training clips per section
+TARGET_TRAIN=${TARGET_TRAIN:-6}    # target-domain normal training clips per section
+TEST=${TEST:-8}                    # test clips per section, domain and label
+EPOCHS=${EPOCHS:-4}                # surrogate-task training epochs
+AE_EPOCHS=${AE_EPOCHS:-20}         # DCASE autoencoder epochs
+OBJECTIVES=${OBJECTIVES:-"disentangled mtl arcface sections"}
+THREADS=${THREADS:-2}
+PY=${PY:-"$(cd "$(dirname "$0")/.." && pwd)/.venv/bin/python"}
+
+cd "$(dirname "$0")/.."
+mkdir -p "$WORK/runs"
+data_args=()
+run_args=()
+i=0
+for seed in $SEEDS; do
+    data="$WORK/data$seed"
+    if [ ! -d "$data" ]; then
+        "$PY" -m edge.cli synth --machines "$MACHINES" --sections "$SECTIONS" --train "$TRAIN" \
+            --target-train "$TARGET_TRAIN" --test "$TEST" --seed "$seed" "$data"
+    fi
+    for objective in $OBJECTIVES; do
+        run="$WORK/runs/${objective}_$i"
+        if [ ! -f "$run/.done" ]; then  # checkpoint.pt is saved every epoch: resume a cut run
+            resume=(); [ -f "$run/checkpoint.pt" ] && resume=(--resume)
+            "$PY" -m edge.cli train --data "$data" --machines "$MACHINES" --out "$run" \
+                --objective "$objective" --epochs "$EPOCHS" --seed "$seed" --threads "$THREADS" \
+                --cache-dir "$WORK/cache" --no-progress "${resume[@]}"
+            touch "$run/.done"
+        fi
+    done
+    data_args+=(--data "$data")
+    i=$((i + 1))
+done
+for objective in $OBJECTIVES; do
+    run_args+=(--run "$objective=$WORK/runs/${objective}_{i}")
+done
+"$PY" -m training.evaluate.compare "${data_args[@]}" --systems stats,bandenergy,autoencoder \
+    "${run_args[@]}" --epochs "$AE_EPOCHS" --out "$WORK/results.md"
