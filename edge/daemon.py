@@ -263,8 +263,8 @@ class Daemon:
     def _score_pending(self) -> None:
         for bundle in self.bundles.values():
             runners = [r for r in self.runners if r.bundle is bundle]
-            pending = [(r, r.take_patches()) for r in runners]
-            pending = [(r, p) for r, p in pending if p is not None and p.shape[0]]
+            pending = [(r, p) for r in runners
+                       if (p := r.take_patches()) is not None and p.shape[0]]
             if not pending:
                 continue
             section_emb = attribute_emb = None

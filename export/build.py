@@ -98,6 +98,15 @@ def choice_from_selection(entry: dict[str, Any], path: Path, machine: str) -> Ch
     if not systems or len(systems) != len(weights):
         raise BadInput(f"{where}: {len(systems)} chosen systems and {len(weights)} weights; "
                        "re-run the selection")
+    settings = entry.get("settings", {})
+    anp = [n for n in systems
+           if n.endswith(":anp") or settings.get(n, {}).get("objective") == "anp"]
+    if anp:
+        raise BadInput(f"{where}: the chosen system {' + '.join(systems)} includes the "
+                       f"attentive neural process {anp[0]!r}, which export cannot ship yet (no "
+                       f"ONNX export of the ANP); re-run the selection without --run "
+                       f"{anp[0].split(':', 1)[0]}=RUN or pass --system "
+                       "embedding|stats|bandenergy|a+b")
     if "autoencoder" in systems:
         raise BadInput(f"{where}: the chosen system {' + '.join(systems)} includes the "
                        "autoencoder, which a bundle cannot ship (the edge has no autoencoder); "
@@ -108,7 +117,6 @@ def choice_from_selection(entry: dict[str, Any], path: Path, machine: str) -> Ch
         raise BadInput(f"{where}: the chosen system combines the runs {', '.join(labels)}, but "
                        "a bundle holds one network; re-run the selection with one --run or "
                        "pass --system")
-    settings = entry.get("settings", {})
     members = []
     for name, weight in zip(systems, weights, strict=True):
         scorer = settings.get(name, {}).get("scorer")

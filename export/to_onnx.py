@@ -160,9 +160,7 @@ def run(args: argparse.Namespace) -> int:
     choice = read_choice(args)  # a choice export cannot ship fails before any work
     with tempfile.TemporaryDirectory(prefix="asd-export-") as tmp:
         onnx_path = export_model(loaded, Path(tmp) / "model.onnx", args.opset)
-        embedder = OnnxEmbedder(onnx_path, loaded.front_end.n_bins,
-                                loaded.patching.patch_frames, device="cpu")
-        embedder.front_end, embedder.patching = loaded.front_end, loaded.patching
+        embedder = OnnxEmbedder(onnx_path, loaded.front_end, loaded.patching, device="cpu")
         parity = check_parity(loaded, embedder, parity_patches(loaded, clips))
         print(f"parity on {parity.patches} patches: max |diff| {parity.max_abs_diff:.2e} "
               f"(limit {args.max_abs_diff:.0e}), min cosine {parity.min_cosine:.7f} "

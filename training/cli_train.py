@@ -9,7 +9,7 @@ import argparse
 
 from edge.errors import BadInput
 
-OBJECTIVE_CHOICES = ("disentangled", "mtl", "arcface", "sections")
+OBJECTIVE_CHOICES = ("disentangled", "mtl", "arcface", "sections", "anp")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,7 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--objective", default="disentangled", choices=OBJECTIVE_CHOICES,
                         help="disentangled (default): z_S for sections, z_A for attributes; "
                              "mtl: one embedding for both; arcface: angular margin on "
-                             "sections; sections: plain section classification")
+                             "sections; sections: plain section classification; anp: "
+                             "the attentive neural process baseline (training/anp.py)")
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (AdamW)")

@@ -77,6 +77,11 @@ def load_run(run_dir: str | Path, weights: str = "averaged", device: str = "cpu"
     ``weights``: ``averaged`` (the average of the last epochs, the default) or ``last``.
     """
     payload = load_checkpoint(run_dir)
+    if payload.get("objective") == "anp":
+        raise BadInput(f"{run_dir}: an attentive neural process run (objective anp) has no "
+                       "embeddings; score it with 'asd-edge evaluate --run' or 'asd-edge "
+                       "select --run anp=RUN', and give an embedding run here (the ANP is not "
+                       "exported to the edge)")
     if device == "cuda" and not torch.cuda.is_available():
         raise BadInput("device 'cuda' asked for, but torch sees no CUDA device; use 'cpu'")
     model = build_model(payload, weights).to(device).eval()

@@ -63,7 +63,7 @@ class TrainConfig(BaseModel):
     data: str = Field(description="data-set root in the DCASE layout")
     machines: list[str] = Field(description="machine types, or ['all']")
     out: str = Field(description="run folder")
-    objective: str = Field("disentangled", description=f"one of {OBJECTIVES}")
+    objective: str = Field("disentangled", description=f"one of {OBJECTIVES} or anp")
     epochs: int = Field(20, ge=1)
     batch_size: int = Field(64, ge=2)
     lr: float = Field(1e-3, gt=0)
@@ -152,6 +152,26 @@ def _check_data(config: TrainConfig, machines: list[str], clips: list) -> None:
                        "DCASE layout has ~10 per section: add them or pass --allow-no-target")
     for machine, section in missing:
         logger.warning("%s section_%02d: no target-domain training clips", machine, section)
+
+
+def training_clips(config: TrainConfig, front_end, patching) -> tuple[list[str], list]:
+    """The run's machine types and their normal training clips, without clips shorter than
+    one patch (shared by every objective's loop)."""
+    dataset = scan(config.data)
+    machines = dataset.require_machines(config.machines)
+    clips = dataset.select(machine=machines, split="train", label="normal")
+    _check_data(config, machines, clips)
+    short = [c for c in clips if tdata._clip_samples(c) < front_end.n_fft + (
+        patching.patch_frames - 1) * front_end.hop_length]
+    if short:
+        logger.warning("%d clip(s) shorter than one patch (%.2f s) are left out, e.g. %s",
+                       len(short), (front_end.n_fft + (patching.patch_frames - 1)
+                                    * front_end.hop_length) / front_end.sample_rate,
+                       short[0].path)
+        left_out = set(short)
+        clips = [c for c in clips if c not in left_out]
+        _check_data(config, machines, clips)
+    return machines, clips
 
 
 def _init_from(model: SurrogateTaskModel, payload: dict, maps: tdata.LabelMaps) -> list[str]:
@@ -299,9 +319,14 @@ def evaluate(model: SurrogateTaskModel, cache: tdata.SpectrogramCache, indices: 
 
 def train(config: TrainConfig) -> Path:
     """Train (or resume, or fine-tune) one run; returns the checkpoint path."""
+    if config.objective == "anp":  # no labels, no batch norm: its own loop on the same parts
+        from training.anp import train_anp
+
+        return train_anp(config)
     rank, world, local_rank = _distributed()
     if config.objective not in OBJECTIVES:
-        raise BadInput(f"--objective {config.objective!r}: choose one of {', '.join(OBJECTIVES)}")
+        raise BadInput(f"--objective {config.objective!r}: choose one of "
+                       f"{', '.join(OBJECTIVES)}, anp")
     if config.front_end not in FRONT_ENDS:
         raise BadInput(f"--front-end {config.front_end!r}: choose one of {', '.join(FRONT_ENDS)}")
     device = select_device(config.device)
@@ -313,20 +338,7 @@ def train(config: TrainConfig) -> Path:
     ckpt_file = out / CHECKPOINT_NAME
 
     # --- the data: normal training clips of the chosen machine types -------------------------
-    dataset = scan(config.data)
-    machines = dataset.require_machines(config.machines)
-    clips = dataset.select(machine=machines, split="train", label="normal")
-    _check_data(config, machines, clips)
-    short = [c for c in clips if tdata._clip_samples(c) < front_end.n_fft + (
-        patching.patch_frames - 1) * front_end.hop_length]
-    if short:
-        logger.warning("%d clip(s) shorter than one patch (%.2f s) are left out, e.g. %s",
-                       len(short), (front_end.n_fft + (patching.patch_frames - 1)
-                                    * front_end.hop_length) / front_end.sample_rate,
-                       short[0].path)
-        left_out = set(short)
-        clips = [c for c in clips if c not in left_out]
-        _check_data(config, machines, clips)
+    machines, clips = training_clips(config, front_end, patching)
     maps = tdata.LabelMaps.from_clips(clips)
 
     # --- what to continue from ---------------------------------------------------------------

@@ -78,8 +78,8 @@ class References:
 
     def save(self, folder: Path, member: str) -> None:
         arrays = {f"part{i}": x for i, x in enumerate(self.stacked(member))}
-        np.savez(folder / REFERENCES_FILE, sections=self.sections,
-                 domains=np.array(self.domains), **arrays)
+        arrays.update(sections=self.sections, domains=np.array(self.domains))
+        np.savez(folder / REFERENCES_FILE, allow_pickle=False, **arrays)
 
     def profiles(self) -> dict[int, tuple[np.ndarray, np.ndarray]]:
         return spectral_profiles(np.stack(self.spectra), self.sections)

@@ -66,9 +66,8 @@ def load_bundle(models: str | Path, machine: str | None = None, device: str = "a
     if any(m.kind == "embedding" for m in members):
         if not model:
             raise BadInput(f"{where}: an embedding member but no model entry; re-export")
-        embedder = OnnxEmbedder(path / model["file"], front_end.n_bins,
-                                patching.patch_frames, device=device, threads=threads)
-        embedder.front_end, embedder.patching = front_end, patching
+        embedder = OnnxEmbedder(path / model["file"], front_end, patching, device=device,
+                                threads=threads)
         for name, shape in model["outputs"].items():
             got = [o.shape for o in embedder.session.get_outputs() if o.name == name]
             if not got or got[0][1:] != shape[1:]:

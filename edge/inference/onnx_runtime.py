@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.errors import BadInput, RuntimeFailure
+from edge.features import FrontEnd, Patching
 
 logger = logging.getLogger(__name__)
 
@@ -54,18 +55,20 @@ def resolve_providers(device: str) -> list[str]:
 
 
 class OnnxEmbedder:
-    """Embed spectrogram patches with an exported model.
+    """Embed spectrogram patches with an exported model (an ``edge.scoring`` ``Embedder``).
 
     ``embed(patches)``: (P, F, T) float32 -> section_embedding (P, D_S), attribute_embedding
     (P, D_A), both float32. Batches of any size (the batch axis is dynamic).
     """
 
-    def __init__(self, model_path: str | Path, n_bins: int, patch_frames: int,
+    def __init__(self, model_path: str | Path, front_end: FrontEnd, patching: Patching,
                  device: str = "auto", threads: int | None = None, warm_up: bool = True) -> None:
         ort = _ort()
         self.model_path = Path(model_path)
-        self.n_bins = n_bins
-        self.patch_frames = patch_frames
+        self.front_end = front_end
+        self.patching = patching
+        self.n_bins = front_end.n_bins
+        self.patch_frames = patching.patch_frames
         requested = resolve_providers(device)
         options = ort.SessionOptions()
         options.log_severity_level = 3
@@ -91,7 +94,7 @@ class OnnxEmbedder:
         self._check_signature()
         self.latency_s = 0.0
         if warm_up:
-            self.embed(np.zeros((1, n_bins, patch_frames), dtype=np.float32))
+            self.embed(np.zeros((1, self.n_bins, self.patch_frames), dtype=np.float32))
 
     def _check_signature(self) -> None:
         inputs = {i.name: i for i in self.session.get_inputs()}

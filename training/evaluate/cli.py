@@ -8,8 +8,9 @@
 ``stats`` and ``bandenergy`` need no trained model; ``autoencoder`` trains the DCASE 2022
 baseline on the training clips first (``--epochs``). ``--bundle`` scores through the deployed
 path (the edge front end, ONNX Runtime, the bundle's scorers and ensemble) and decides with the
-bundle's own thresholds; the bundle fixes variant, backend and pooling. torch is imported only
-inside ``run``.
+bundle's own thresholds; the bundle fixes variant, backend and pooling. A run of ``--objective
+anp`` is scored by ANP-Boot (``--partitions``, ``--seed``; see training/anp.py). torch is
+imported only inside ``run``.
 """
 
 from __future__ import annotations
@@ -46,7 +47,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quantile", type=float, default=0.9,
                         help="gamma quantile, or 1 - false-alarm rate for 'quantile'")
     parser.add_argument("--epochs", type=int, default=100, help="autoencoder epochs")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0,
+                        help="autoencoder seed; the ANP's partitions")
+    parser.add_argument("--partitions", type=int, default=8,
+                        help="ANP runs: random context/target partitions per patch (Boot)")
     parser.add_argument("--explain", action="store_true",
                         help="add explanations of every test clip to results.json")
     parser.add_argument("--explain-clip", metavar="NAME",
@@ -60,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
     from training.evaluate.report import write_report
     from training.evaluate.systems import score_embedder, score_spectral
 
+    if args.partitions < 1:
+        raise BadInput(f"--partitions {args.partitions}: give at least 1")
     if not 0.0 < args.quantile < 1.0:
         raise BadInput(f"--quantile {args.quantile} must lie strictly between 0 and 1")
     dataset = scan(args.data)
@@ -79,9 +85,13 @@ def run(args: argparse.Namespace) -> int:
         extra.update(bundle=str(args.bundle), thresholds={
             "from": "bundle", "sections": bundle.manifest.get("sections", {})})
     elif args.run:
+        from training.anp import is_anp_checkpoint, load_anp_run
+        from training.checkpoint import load_checkpoint
+        from training.evaluate.systems import score_anp
         from training.infer import load_run
 
-        loaded = load_run(args.run)
+        anp = is_anp_checkpoint(load_checkpoint(args.run))
+        loaded = load_anp_run(args.run) if anp else load_run(args.run)
         known = list(loaded.machines)
         usable = [m for m in machines if m in known]
         if not usable:
@@ -92,7 +102,12 @@ def run(args: argparse.Namespace) -> int:
         if skipped and args.machines != "all":
             raise BadInput(f"run {args.run} was not trained on {', '.join(skipped)} (it knows "
                            f"{', '.join(known)}); drop them from --machines")
-        for machine in usable:
+        if anp:
+            logger.info("%s is an ANP run: --variant, --backend, --pooling do not apply",
+                        args.run)
+            results += [score_anp(dataset, machine, loaded, "run:anp", args.partitions,
+                                  args.seed) for machine in usable]
+        for machine in usable if not anp else []:
             results.append(score_embedder(
                 dataset, machine, loaded, f"run:{args.variant}", variant=args.variant,
                 weight=args.weight, backend=args.backend, pooling=args.pooling,

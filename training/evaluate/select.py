@@ -12,6 +12,8 @@
    system, so an ensemble that only fits the development half shows.
 3. A run contributes its inference variants as separate systems, the Weighted variant at
    w = 0, 0.25, ..., 1: the disentanglement weight w is searched with the ensemble weights.
+   An attentive neural process run (``--objective anp``) contributes one system,
+   ``<label>:anp`` (ANP-Boot, training/anp.py).
 
 Writes ``selection.json`` (the choice per machine type with its weights and per-section
 standardisation, which export ships) and ``selection.md``.
@@ -153,8 +155,16 @@ def collect_systems(dataset: Dataset, machine: str, systems: list[str],
             raise BadInput(f"system {name!r} unknown; use stats, bandenergy, autoencoder "
                            "(and --run NAME=RUN for trained runs)")
     for label, run_dir in runs.items():
+        from training.anp import is_anp_checkpoint, load_anp_run
+        from training.checkpoint import load_checkpoint
         from training.infer import load_run
 
+        if is_anp_checkpoint(load_checkpoint(run_dir)):  # one candidate: ANP-Boot
+            from training.evaluate.systems import score_anp
+
+            out.append(score_anp(dataset, machine, load_anp_run(run_dir), f"{label}:anp",
+                                 seed=seed))
+            continue
         loaded = load_run(run_dir)
         if machine not in loaded.machines:
             raise BadInput(f"run {run_dir} was trained on {', '.join(loaded.machines)}, not "

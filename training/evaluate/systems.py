@@ -222,3 +222,58 @@ def score_bundle(dataset: Dataset, bundle) -> MachineScores:
         thresholds={s: t.threshold for s, t in system.thresholds.items()})
     result.front_end = system.front_end
     return result
+
+
+def score_anp(dataset: Dataset, machine: str, run, system: str = "anp", partitions: int = 8,
+              seed: int = 0) -> MachineScores:
+    """The attentive neural process (ANP-Boot) of ``run`` (``training.anp.LoadedAnp``).
+
+    A clip's score is its mean target NLL over ``partitions`` random context/target
+    partitions (``LoadedAnp.boot_clip``); the spread over partitions is reported in
+    ``settings["boot_spread"]``. Calibration scores are those of the normal clips the run
+    held out of training; a section with fewer than 2 of them falls back to its training
+    clips (in-sample, named in ``settings["calibration"]``).
+    """
+    if machine not in run.machines:
+        raise BadInput(f"run {run.run_dir} was trained on {', '.join(run.machines)}, not "
+                       f"{machine}; give runs of the data set's machine types")
+    train, test = split_clips(dataset, machine)
+    boot = {}
+
+    def clip_boot(clip: Clip) -> np.ndarray:
+        if clip.path not in boot:
+            boot[clip.path] = run.boot_clip(read_audio(clip.path), partitions, seed)
+        return boot[clip.path]
+
+    test_boot = np.stack([clip_boot(c) for c in test])  # (N, partitions)
+    short = [c.name for c, row in zip(test, test_boot, strict=True) if not np.isfinite(row).all()]
+    if short:
+        raise BadInput(f"{machine}: {len(short)} test clip(s) shorter than one patch (e.g. "
+                       f"{short[0]}); the ANP needs at least one {run.patching.patch_frames}-"
+                       "frame patch per clip")
+    held = set(run.validation_clips)
+    calibration, in_sample = {}, []
+    for section in sorted({c.section for c in train}):
+        members = [c for c in train if c.section == section]
+        chosen = [c for c in members if f"{c.machine}/{c.name}" in held]
+        if len(chosen) < 2:
+            chosen = members
+            in_sample.append(f"{section:02d}")
+        calibration[section] = np.array([clip_boot(c).mean() for c in chosen])
+    if in_sample:
+        logger.warning("%s section(s) %s: fewer than 2 held-out normal clips; thresholds and "
+                       "standardisation use training clips (raise --val-fraction)", machine,
+                       ", ".join(in_sample))
+    scores, spread = test_boot.mean(1), test_boot.std(1)
+    settings = {
+        "objective": "anp", "run": str(run.run_dir), "partitions": partitions, "seed": seed,
+        "checkpoint_weights": run.weights,
+        "boot_spread": {"mean": float(spread.mean()), "median": float(np.median(spread)),
+                        "max": float(spread.max()),
+                        "relative_to_score_spread": float(spread.mean()
+                                                          / max(scores.std(), 1e-12))},
+        "calibration": {"from": "held-out normal clips", "in_sample_sections": in_sample},
+    }
+    result = MachineScores(system, machine, list(test), scores, calibration, settings)
+    result.front_end = run.front_end
+    return result
