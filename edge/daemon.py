@@ -27,6 +27,7 @@ import numpy as np
 from edge.alarms.rule import AlarmRule, AlarmRuleConfig, StreamKey, Transition
 from edge.audio import SAMPLE_RATE
 from edge.bundle.load import Bundle, load_bundle
+from edge.capture import open_source
 from edge.capture.base import AudioBlock, AudioSource
 from edge.config import EdgeConfig, StreamConfig
 from edge.errors import AsdEdgeError
@@ -41,21 +42,6 @@ from edge.streaming import StreamingWindows, Window, hop_patches_for, window_pat
 logger = logging.getLogger(__name__)
 
 QUEUE_BLOCKS = 64
-
-
-def open_source(config: StreamConfig, stop: threading.Event) -> AudioSource:
-    """The configured source of a stream (a file, or a microphone through sounddevice)."""
-    source = config.source
-    if source.type == "file":
-        from edge.capture.file import FileSource
-
-        return FileSource(source.path, speed=source.speed, block_seconds=source.block_seconds,
-                          channel=source.channel, stop_event=stop)
-    from edge.capture.mic import MicSource
-
-    return MicSource(source.device, channel=source.channel, block_seconds=source.block_seconds,
-                     queue_blocks=source.queue_blocks, sample_rate=source.sample_rate,
-                     stop_event=stop)
 
 
 @dataclass
@@ -222,7 +208,7 @@ class Daemon:
                 node=runner.key.node, machine=runner.key.machine, section=runner.key.section,
                 state="ok", id=None, time=now, score=None, threshold=runner.rule.threshold))
         for index, runner in enumerate(self.runners):
-            source = open_source(runner.config, self.stop)
+            source = open_source(runner.config.source, self.stop)
             self._sources.append(source)
             thread = threading.Thread(target=self._capture, args=(index, source),
                                       name=f"capture-{runner.name}", daemon=True)
