@@ -123,3 +123,27 @@ def test_cuda_is_a_clear_error_and_auto_says_cpu(setup, tmp_path) -> None:
     assert result.returncode == 2
     assert "--device cuda" in result.stderr and "onnxruntime-gpu" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_events_raised_while_the_broker_is_down_arrive_at_the_next_start(setup, tmp_path):
+    """Broker down during a whole replay: the events wait in the outbox (the daemon exits 0
+    and says so), and the next start of the daemon delivers them first."""
+    broker = Broker(tmp_path / "broker")  # configured, not started: nothing listens yet
+    state = tmp_path / "state"
+    argv = ["run", "--file", str(setup.stream), "--machine", MACHINE, "--models",
+            str(setup.models), "--speed", "max", "--mqtt", broker.url, "--node", "test",
+            "--state-dir", str(state), "--no-metrics"]
+    assert main(argv) == 0
+    first = read_journal(state / "journal.jsonl")
+    assert [e.type for e in first] == ["raise", "clear"]
+    broker.start()
+    subscriber = Subscriber(broker.port, [ALARM_TOPIC])
+    try:
+        subscriber.wait_subscribed()
+        assert main(argv) == 0  # the second replay raises its own episode too
+        received = subscriber.wait_for(lambda ms: len(ms) >= 4, what="both episodes")
+        ids = [AlarmEvent.from_json(m.payload).event_id for m in received]
+        assert ids[:2] == [e.event_id for e in first]  # the waiting ones went first
+    finally:
+        subscriber.close()
+        broker.kill()
