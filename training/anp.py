@@ -39,6 +39,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -49,6 +50,9 @@ from edge.errors import BadInput
 from edge.features import DEFAULT_PATCHING, FrontEnd, Patching, patches, spectrogram
 
 logger = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    from training.train import TrainConfig
 
 OBJECTIVE = "anp"
 MODES = ("frames", "bands")
@@ -352,7 +356,7 @@ def validation_nll(model: AttentiveNeuralProcess, cache, indices: list[int],
     return value
 
 
-def train_anp(config, args: AnpArgs | None = None, draws_per_clip: int = 8) -> Path:
+def train_anp(config: TrainConfig, args: AnpArgs | None = None, draws_per_clip: int = 8) -> Path:
     """``asd-edge train --objective anp``: train (or resume) an ANP run; returns the checkpoint.
 
     ``config`` is the loop's ``TrainConfig`` (data, machines, out, epochs, batch size, lr,
@@ -378,6 +382,7 @@ def train_anp(config, args: AnpArgs | None = None, draws_per_clip: int = 8) -> P
         averaging_window,
         default_cache_dir,
         learning_rate,
+        resumed_position,
         select_device,
         training_clips,
     )
@@ -441,11 +446,8 @@ def train_anp(config, args: AnpArgs | None = None, draws_per_clip: int = 8) -> P
     start_epoch, step, snapshots, averaged_epochs = 1, 0, [], []
     if resume_payload:
         optimizer.load_state_dict(resume_payload["optimizer"])
-        start_epoch, step = resume_payload["epoch"] + 1, resume_payload["step"]
-        kept = [(e, s) for e, s in zip(resume_payload["averaged_epochs"],
-                                       resume_payload["average_snapshots"], strict=True)
-                if e > config.epochs - window]
-        averaged_epochs, snapshots = [e for e, _ in kept], [s for _, s in kept]
+        start_epoch, step, averaged_epochs, snapshots = resumed_position(
+            resume_payload, config.epochs, window)
         if start_epoch > config.epochs:
             logger.info("%s: already trained for %d epoch(s); raise --epochs to continue",
                         out, resume_payload["epoch"])

@@ -119,6 +119,19 @@ def select_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def resumed_position(payload: dict, epochs: int, window: int
+                     ) -> tuple[int, int, list[int], list[dict]]:
+    """Where a resumed run continues: (start epoch, step, averaged epochs, their snapshots).
+
+    Keeps the saved weight snapshots that fall in this run's averaging window (``--epochs``
+    may have grown since the checkpoint was written).
+    """
+    kept = [(e, s) for e, s in zip(payload["averaged_epochs"], payload["average_snapshots"],
+                                   strict=True) if e > epochs - window]
+    return (payload["epoch"] + 1, payload["step"], [e for e, _ in kept],
+            [s for _, s in kept])
+
+
 def _distributed() -> tuple[int, int, int]:
     """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) without it."""
     return (int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
@@ -422,12 +435,8 @@ def train(config: TrainConfig) -> Path:
         optimizer.load_state_dict(resume_payload["optimizer"])
         if use_amp and resume_payload.get("scaler"):
             scaler.load_state_dict(resume_payload["scaler"])
-        start_epoch, step = resume_payload["epoch"] + 1, resume_payload["step"]
-        # keep the saved snapshots that fall in this run's window (--epochs may have grown)
-        kept = [(e, s) for e, s in zip(resume_payload["averaged_epochs"],
-                                       resume_payload["average_snapshots"], strict=True)
-                if e > config.epochs - window]
-        averaged_epochs, snapshots = [e for e, _ in kept], [s for _, s in kept]
+        start_epoch, step, averaged_epochs, snapshots = resumed_position(
+            resume_payload, config.epochs, window)
         if start_epoch > config.epochs:
             logger.info("%s: already trained for %d epoch(s); raise --epochs to continue",
                         out, resume_payload["epoch"])
