@@ -35,7 +35,7 @@ from edge.evidence import EvidenceRecorder
 from edge.explain import explain_window
 from edge.health import Health
 from edge.inference.onnx_runtime import resolve_providers
-from edge.outputs import Output
+from edge.outputs import FanOut, Output
 from edge.outputs.events import EventWindow, ScoreMessage, StreamState, make_event
 from edge.streaming import StreamingWindows, Window, hop_patches_for, window_patches_for
 
@@ -129,13 +129,13 @@ def alarm_rule_for(config: StreamConfig, key: StreamKey, bundle: Bundle) -> Alar
 class Daemon:
     """Runs every stream of a config until its sources end (files) or ``stop`` is set."""
 
-    def __init__(self, config: EdgeConfig, outputs: Output, health: Health | None = None,
+    def __init__(self, config: EdgeConfig, health: Health | None = None,
                  stop: threading.Event | None = None,
                  bundles: dict[str, Bundle] | None = None,
                  max_seconds: float | None = None) -> None:
         self.config = config
         self.max_samples = None if max_seconds is None else int(max_seconds * SAMPLE_RATE)
-        self.outputs = outputs
+        self.outputs: Output = FanOut([])  # set by run(); loading bundles needs no outputs
         self.health = health or Health(config.node, mqtt_configured=config.mqtt is not None)
         self.stop = stop or threading.Event()
         self.bundles = bundles if bundles is not None else {}
@@ -201,7 +201,8 @@ class Daemon:
                 if self.stop.is_set():
                     return
 
-    def start(self) -> None:
+    def start(self, outputs: Output) -> None:
+        self.outputs = outputs
         now = datetime.now(UTC)
         for runner in self.runners:
             self.outputs.publish_state(StreamState(
@@ -219,9 +220,11 @@ class Daemon:
 
     # -- scoring -------------------------------------------------------------------------------
 
-    def run(self) -> int:
-        """Start, score until the sources end or ``stop`` is set, shut down. Returns 0."""
-        self.start()
+    def run(self, outputs: Output) -> int:
+        """Start, score until the sources end or ``stop`` is set, shut down. Returns 0.
+
+        ``outputs`` get every state, score and event; closing them is the caller's."""
+        self.start(outputs)
         live = set(range(len(self.runners)))
         try:
             while live and not self.stop.is_set():

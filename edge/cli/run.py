@@ -98,12 +98,11 @@ def run(args: argparse.Namespace) -> int:
     config.state_dir.mkdir(parents=True, exist_ok=True)
     stop = threading.Event()
     health = Health(config.node, mqtt_configured=config.mqtt is not None)
-    daemon = Daemon(config, outputs=None, health=health, stop=stop,  # type: ignore[arg-type]
-                    max_seconds=args.max_seconds)
-    outputs = build_outputs(config)
-    daemon.outputs = outputs
+    daemon = Daemon(config, health=health, stop=stop, max_seconds=args.max_seconds)
+    # metrics first: a port in use is a BadInput before anything connects
     server = MetricsServer(health, config.metrics.host, config.metrics.port).start() \
         if config.metrics.enabled else None
+    outputs = build_outputs(config)  # after the bundles loaded: a bad one stops us first
     heartbeat = Heartbeat(health, config.metrics.heartbeat_seconds).start()
 
     def on_signal(signum: int, _frame) -> None:
@@ -112,14 +111,14 @@ def run(args: argparse.Namespace) -> int:
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        daemon.run()
+        daemon.run(outputs)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
         heartbeat.stop()
+        outputs.close()
         if server is not None:
             server.stop()
-        outputs.close()
     print(f"asd-edge run: {daemon.windows_scored} windows scored, {daemon.events_sent} alarm "
           f"events; journal {config.state_dir / 'journal.jsonl'}")
     return 0
