@@ -42,17 +42,21 @@ EXTRA_HINT = {
 }
 
 
+def _missing_package(name: str, err: ModuleNotFoundError) -> BadInput:
+    """A missing optional dependency (torch, onnx, ...) as a one-line error with the fix."""
+    missing = err.name or "?"
+    if missing.split(".")[0] in ("edge", "training", "export"):
+        raise err  # our own module missing is a bug, not a user's mistake
+    hint = EXTRA_HINT.get(COMMANDS[name][2] or "", f"pip install {missing}")
+    return BadInput(f"'asd-edge {name}' needs the Python package {missing!r}, which is not "
+                    f"installed: {hint}")
+
+
 def _load(name: str):
-    module_name, _, extra = COMMANDS[name]
     try:
-        return importlib.import_module(module_name)
+        return importlib.import_module(COMMANDS[name][0])
     except ModuleNotFoundError as err:
-        missing = err.name or "?"
-        if missing.split(".")[0] in ("edge", "training", "export"):
-            raise
-        hint = EXTRA_HINT.get(extra or "", f"pip install {missing}")
-        raise BadInput(f"'asd-edge {name}' needs the Python package {missing!r}, which is not "
-                       f"installed: {hint}") from err
+        raise _missing_package(name, err) from err
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,7 +89,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         module.add_arguments(sub)
         args = sub.parse_args(rest)
         args.debug = known.debug
-        return int(module.run(args) or 0)
+        try:
+            return int(module.run(args) or 0)
+        except ModuleNotFoundError as err:  # optional packages are imported where used
+            raise _missing_package(known.command, err) from err
     except AsdEdgeError as err:
         if known.debug:
             raise
