@@ -95,3 +95,27 @@ def test_enrolling_a_new_unit_adds_a_section(setup, tmp_path, capsys) -> None:
     assert main(["enroll", "--dir", str(empty), "--machine", MACHINE, "--section", "0",
                  "--models", str(bundle.parent)]) == 2
     assert "no WAV or FLAC files" in capsys.readouterr().err
+
+
+def test_real_sample_clips_pass_enrollment_scoring_and_streaming(sample_dir, tmp_path) -> None:
+    """The 28 real DCASE clips (10 s and 12 s) through enrollment, offline and streamed
+    scoring: every machine type gets a bundle from its two normal clips and scores its tests."""
+    from edge.streaming import window_patches_for
+
+    for machine_dir in sorted(p for p in sample_dir.iterdir() if p.is_dir()):
+        machine = machine_dir.name
+        assert main(["enroll", "--dir", str(machine_dir / "train"), "--machine", machine,
+                     "--section", "0", "--models", str(tmp_path), "--domain", "source"]) == 0
+        system = load_bundle(tmp_path, machine).system
+        for test in sorted((machine_dir / "test").glob("*.wav")):
+            wave = read_audio(test)
+            score = system.score_clip(wave, 0)[0]
+            assert np.isfinite(score)
+            stream = system.stream(window_patches_for(10.0, system.front_end,
+                                                      system.patching), 4)
+            for start in range(0, wave.size, 8000):
+                stream.push(wave[start:start + 8000])
+                for window in stream.accept(None, None):
+                    offline = system.score_clip(wave[window.start_sample:window.end_sample], 0)
+                    assert system.score_window(window, 0)[0] == pytest.approx(offline[0],
+                                                                             rel=1e-5)
