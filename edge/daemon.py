@@ -256,11 +256,17 @@ class Daemon:
                        if (p := r.take_patches()) is not None and p.shape[0]]
             if not pending:
                 continue
+            system = bundle.system
             section_emb = attribute_emb = None
-            if bundle.system.embeds:
+            outputs: dict[str, np.ndarray] = {}
+            patch_models = system.patch_models  # e.g. the ANP: one score per new patch
+            if system.embeds or patch_models:
                 batch = np.concatenate([p for _, p in pending])
                 started = time.perf_counter()
-                section_emb, attribute_emb = bundle.system.embedder.embed(batch)
+                if system.embeds:
+                    section_emb, attribute_emb = system.embedder.embed(batch)
+                outputs = {name: model.score_patches(batch)
+                           for name, model in patch_models.items()}
                 self.health.inference(time.perf_counter() - started)
             row = 0
             for runner, patches in pending:
@@ -268,7 +274,8 @@ class Daemon:
                 row += patches.shape[0]
                 windows = runner.windows.accept(
                     None if section_emb is None else section_emb[rows],
-                    None if attribute_emb is None else attribute_emb[rows])
+                    None if attribute_emb is None else attribute_emb[rows],
+                    {name: out[rows] for name, out in outputs.items()})
                 for window in windows:
                     self._score(runner, window)
 

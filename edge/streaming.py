@@ -10,13 +10,16 @@ frames, hence the same score to float tolerance. Every ``hop_patches`` new patch
 
 Each new patch is embedded once (``pending`` -> the caller's batched embedder -> ``accept``), so a
 hop costs one patch's inference per stream, and the daemon can batch patches of many streams
-into one ONNX Runtime call.
+into one ONNX Runtime call. Other per-patch models (the ANP's per-patch scores) ride along the
+same way: ``accept`` takes their outputs by name and the window carries the last
+``window_patches`` of each.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -50,7 +53,9 @@ class Window:
     ``section_embeddings`` (P, D_S) and ``attribute_embeddings`` (P, D_A) are per patch (None
     without a model); ``spectrogram`` (F, T) the model front end's frames of the window;
     ``extra_frames`` the frames (F_x, T) of each extra front end (e.g. the spectral-statistics
-    detector's log-mel), by name. Samples are counted from the start of the stream.
+    detector's log-mel), by name; ``patch_outputs`` the per-patch outputs (P, K) of each other
+    patch model (e.g. the ANP's per-partition NLL), by member name. Samples are counted from the
+    start of the stream.
     """
 
     index: int
@@ -60,6 +65,7 @@ class Window:
     attribute_embeddings: np.ndarray | None
     spectrogram: np.ndarray
     extra_frames: dict[str, np.ndarray]
+    patch_outputs: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 class StreamingWindows:
@@ -67,7 +73,8 @@ class StreamingWindows:
 
     def __init__(self, front_end: FrontEnd, patching: Patching, window_patches: int,
                  hop_patches: int = 1, embeds: bool = True,
-                 extra_front_ends: dict[str, FrontEnd] | None = None) -> None:
+                 extra_front_ends: dict[str, FrontEnd] | None = None,
+                 patch_models: Sequence[str] = ()) -> None:
         extra_front_ends = dict(extra_front_ends or {})
         for name, extra in extra_front_ends.items():
             if (extra.n_fft, extra.hop_length) != (front_end.n_fft, front_end.hop_length):
@@ -90,6 +97,8 @@ class StreamingWindows:
         self._pending_ids: list[int] = []
         self._section: deque[np.ndarray] = deque(maxlen=window_patches)
         self._attribute: deque[np.ndarray] = deque(maxlen=window_patches)
+        self._outputs: dict[str, deque[np.ndarray]] = {
+            name: deque(maxlen=window_patches) for name in patch_models}
         self.windows_emitted = 0
 
     @property
@@ -101,7 +110,7 @@ class StreamingWindows:
         """Add 16 kHz samples (n,); return the new patches to embed, (P_new, F, patch_frames).
 
         Call ``accept`` with their embeddings (or with ``None, None`` when ``embeds`` is
-        False) to get the windows they complete.
+        False) and the outputs of the ``patch_models`` to get the windows they complete.
         """
         self._frames = np.concatenate([self._frames, self._spec.push(samples)], axis=1)
         for name, stream in self._extra.items():
@@ -118,9 +127,14 @@ class StreamingWindows:
             return np.zeros((0, self.front_end.n_bins, width), np.float32)
         return np.stack(cut).astype(np.float32)
 
-    def accept(self, section: np.ndarray | None,
-               attribute: np.ndarray | None) -> list[Window]:
-        """Take the embeddings (P_new, D) of the patches ``push`` returned; return new windows."""
+    def accept(self, section: np.ndarray | None, attribute: np.ndarray | None,
+               outputs: dict[str, np.ndarray] | None = None) -> list[Window]:
+        """Take the embeddings (P_new, D) of the patches ``push`` returned, and each patch
+        model's outputs (P_new, K) by name; return the new windows."""
+        outputs = outputs or {}
+        if set(outputs) != set(self._outputs):
+            raise ValueError(f"outputs of {sorted(outputs)} given, the stream carries "
+                             f"{sorted(self._outputs)}")
         ids, self._pending_ids = self._pending_ids, []
         windows = []
         for row, patch_id in enumerate(ids):
@@ -128,6 +142,8 @@ class StreamingWindows:
                 assert section is not None and attribute is not None
                 self._section.append(section[row])
                 self._attribute.append(attribute[row])
+            for name, kept in self._outputs.items():
+                kept.append(outputs[name][row])
             count = patch_id + 1
             if count >= self.window_patches and not (count - self.window_patches) % \
                     self.hop_patches:
@@ -156,6 +172,7 @@ class StreamingWindows:
             attribute_embeddings=np.stack(self._attribute) if self.embeds else None,
             spectrogram=self._frames[:, span].copy(),
             extra_frames={name: frames[:, span].copy()
-                          for name, frames in self._extra_frames.items()})
+                          for name, frames in self._extra_frames.items()},
+            patch_outputs={name: np.stack(kept) for name, kept in self._outputs.items()})
         self.windows_emitted += 1
         return window

@@ -6,9 +6,12 @@ The system shipped is the one machine-specific selection chose for the machine t
 to bundle members: ``stats`` and ``bandenergy`` -> the model-free spectral members of that name;
 ``<label>:<variant>`` (a variant of the run ``--run label=RUN`` of the selection; ``concat``,
 ``attributes``, ``sections``, ``weighted@<w>``) -> an embedding member ``embedding-<variant>``
-of the exported network. Several variants of the run may be members at once; the ensemble
-weights are the selection's. ``--system embedding|stats|bandenergy|a+b`` overrides it
-(members ``embedding`` etc., equal weights); with neither, the network alone (concat, mean).
+of the exported network; ``<label>:anp`` (an attentive neural process run) -> the member
+``anp``, its own ONNX model (export/anp_onnx.py) from the run the selection scored (recorded in
+its settings; ``--anp-run RUN`` overrides), with the selection's partitions and seed. Several
+variants of the run may be members at once; the ensemble weights are the selection's.
+``--system embedding|stats|bandenergy|anp|a+b`` overrides it (members ``embedding`` etc., equal
+weights; ``anp`` needs ``--anp-run``); with neither, the network alone (concat, mean).
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ logger = logging.getLogger(__name__)
 SELECTION_FILE = "selection.json"
 SELECTION_VERSION = 1
 VARIANTS = ("concat", "attributes", "sections", "weighted")
+ANP_PARTITIONS = 8  # evaluate's default
+ANP_MEMBER = "anp"
 
 
 @dataclass
@@ -41,13 +46,16 @@ class MemberChoice:
     """One member to ship: what the selection (or ``--system``) named and how to build it."""
 
     name: str                 # member name in the bundle (also its folder: filesystem-safe)
-    kind: str                 # "embedding" | "spectral"
+    kind: str                 # "embedding" | "spectral" | "anp"
     system: str               # the selected system's name, e.g. "tone:weighted@0.25", "stats"
     weight: float = 1.0
     variant: str = "concat"
     variant_weight: float = 0.5
     pooling: str = "mean"
     scorer: ScorerConfig | None = None  # None: the default of the member's kind
+    run: str | None = None    # kind "anp": its run folder
+    partitions: int = ANP_PARTITIONS  # kind "anp": ANP-Boot partitions, drawn from seed
+    seed: int = 0
 
 
 @dataclass
@@ -90,8 +98,10 @@ def read_selection(path: Path, machine: str) -> dict[str, Any]:
     return entry
 
 
-def choice_from_selection(entry: dict[str, Any], path: Path, machine: str) -> Choice:
-    """Map a selection entry's chosen systems and weights to bundle members."""
+def choice_from_selection(entry: dict[str, Any], path: Path, machine: str,
+                          anp_run: str | None = None) -> Choice:
+    """Map a selection entry's chosen systems and weights to bundle members; an ANP member's
+    run is ``anp_run`` (``--anp-run``) when given, else the one the selection scored."""
     chosen = entry.get("chosen", {})
     systems, weights = list(chosen.get("systems", [])), list(chosen.get("weights", []))
     where = f"{path} ({machine})"
@@ -101,18 +111,17 @@ def choice_from_selection(entry: dict[str, Any], path: Path, machine: str) -> Ch
     settings = entry.get("settings", {})
     anp = [n for n in systems
            if n.endswith(":anp") or settings.get(n, {}).get("objective") == "anp"]
-    if anp:
-        raise BadInput(f"{where}: the chosen system {' + '.join(systems)} includes the "
-                       f"attentive neural process {anp[0]!r}, which export cannot ship yet (no "
-                       f"ONNX export of the ANP); re-run the selection without --run "
-                       f"{anp[0].split(':', 1)[0]}=RUN or pass --system "
-                       "embedding|stats|bandenergy|a+b")
+    if len(anp) > 1:
+        raise BadInput(f"{where}: the chosen system combines the attentive neural processes "
+                       f"{', '.join(anp)}, but a bundle holds one; re-run the selection with one "
+                       "ANP run or pass --system")
     if "autoencoder" in systems:
         raise BadInput(f"{where}: the chosen system {' + '.join(systems)} includes the "
                        "autoencoder, which a bundle cannot ship (the edge has no autoencoder); "
                        "re-run the selection without it (--systems stats,bandenergy) or pass "
                        "--system embedding|stats|bandenergy|a+b")
-    labels = sorted({name.split(":", 1)[0] for name in systems if ":" in name})
+    labels = sorted({name.split(":", 1)[0] for name in systems if ":" in name
+                     and name not in anp})
     if len(labels) > 1:
         raise BadInput(f"{where}: the chosen system combines the runs {', '.join(labels)}, but "
                        "a bundle holds one network; re-run the selection with one --run or "
@@ -123,6 +132,13 @@ def choice_from_selection(entry: dict[str, Any], path: Path, machine: str) -> Ch
         scorer = ScorerConfig.model_validate(scorer) if scorer else None
         if name in SPECTRAL_SYSTEMS:
             members.append(MemberChoice(name, "spectral", name, float(weight), scorer=scorer))
+            continue
+        if name in anp:
+            anp_settings = settings.get(name, {})
+            members.append(MemberChoice(
+                ANP_MEMBER, "anp", name, float(weight), run=anp_settings.get("run"),
+                partitions=int(anp_settings.get("partitions", ANP_PARTITIONS)),
+                seed=int(anp_settings.get("seed", 0))))
             continue
         if ":" not in name:
             raise BadInput(f"{where}: chosen system {name!r} unknown; a bundle ships "
@@ -144,48 +160,83 @@ def choice_from_selection(entry: dict[str, Any], path: Path, machine: str) -> Ch
     record = {"selection": str(path), "systems": systems, "weights": weights,
               "members": {m.name: m.system for m in members},
               "dev": entry.get("dev"), "heldout": entry.get("heldout")}
-    return Choice(members, f"{path} (development split)", True, record)
+    return with_anp_run(Choice(members, f"{path} (development split)", True, record), anp_run)
+
+
+def with_anp_run(choice: Choice, anp_run: str | None) -> Choice:
+    """Give the choice's ANP member its run (``anp_run`` first); BadInput when it has none,
+    or when ``anp_run`` is given for a choice without an ANP."""
+    anp = [m for m in choice.members if m.kind == "anp"]
+    if anp_run and not anp:
+        raise BadInput(f"--anp-run {anp_run}: the system shipped "
+                       f"({' + '.join(m.system for m in choice.members)}) has no ANP member; "
+                       "drop --anp-run or pass --system with anp in it")
+    for member in anp:
+        member.run = anp_run or member.run
+        if not member.run:
+            raise BadInput(f"{choice.chosen_by}: the system includes the attentive neural "
+                           f"process {member.system!r} but names no run for it; pass "
+                           "--anp-run RUN (or re-run the selection with --run "
+                           f"{member.system.split(':', 1)[0]}=RUN), or another --system")
+    return choice
 
 
 def choice_from_system(system: str, variant: str, pooling: str) -> Choice:
-    """``--system embedding|stats|bandenergy|a+b``: those members, equal weights."""
+    """``--system embedding|stats|bandenergy|anp|a+b``: those members, equal weights."""
     names = system.split("+")
-    unknown = [m for m in names if m != "embedding" and m not in SPECTRAL_SYSTEMS]
+    unknown = [m for m in names if m not in ("embedding", ANP_MEMBER)
+               and m not in SPECTRAL_SYSTEMS]
     if unknown or len(set(names)) != len(names):
         raise BadInput(f"--system {system}: unknown or repeated member(s) "
                        f"{', '.join(unknown) or system}; use embedding, "
-                       f"{', '.join(SPECTRAL_SYSTEMS)} or a '+' ensemble of different ones")
-    members = [MemberChoice(n, "embedding" if n == "embedding" else "spectral", n,
-                            variant=variant, pooling=pooling) for n in names]
+                       f"{', '.join(SPECTRAL_SYSTEMS)}, {ANP_MEMBER} or a '+' ensemble of "
+                       "different ones")
+    kinds = {"embedding": "embedding", ANP_MEMBER: "anp"}
+    members = [MemberChoice(n, kinds.get(n, "spectral"), n, variant=variant, pooling=pooling)
+               for n in names]
     return Choice(members, "--system")
 
 
 def read_choice(args) -> Choice:
-    """What to ship for ``args.machine``: ``--system``, else the selection, else embedding."""
+    """What to ship for ``args.machine``: ``--system``, else the selection, else embedding;
+    an ``anp`` member's run is ``--anp-run`` when given, else the selection's."""
+    anp_run = getattr(args, "anp_run", None)
     if args.system:
-        return choice_from_system(args.system, args.variant or "concat", args.pooling or "mean")
+        return with_anp_run(choice_from_system(args.system, args.variant or "concat",
+                                               args.pooling or "mean"), anp_run)
     path = selection_file(Path(args.run), getattr(args, "selection", None))
     if path is None:
         choice = choice_from_system("embedding", args.variant or "concat",
                                     args.pooling or "mean")
         choice.chosen_by = "default (no selection.json)"
-        return choice
+        return with_anp_run(choice, anp_run)
     if args.variant or args.pooling:
         raise BadInput(f"--variant/--pooling apply with --system; {path} fixes them for "
                        f"{args.machine}: pass --system embedding with them to override")
-    choice = choice_from_selection(read_selection(path, args.machine), path, args.machine)
+    choice = choice_from_selection(read_selection(path, args.machine), path, args.machine,
+                                   anp_run)
     logger.info("shipping %s for %s, chosen by %s", " + ".join(
         f"{m.weight:g} {m.system}" for m in choice.members), args.machine, path)
     return choice
 
 
-def system_for(choice: Choice, loaded, embedder, backend: str | None
+def system_for(choice: Choice, loaded, embedder, backend: str | None, anp=None
                ) -> tuple[ScoringSystem, dict[str, ScorerConfig], dict[str, list[float]]]:
     """Unfitted members of the chosen system, with their scorer configs and part weights.
 
-    ``backend`` (knn|gmm), when given, replaces the embedding members' backend."""
+    ``backend`` (knn|gmm), when given, replaces the embedding members' backend; ``anp`` (an
+    ``export.anp_onnx.AnpExport``) is the exported ANP of an ``anp`` member."""
     members, configs, part_weights = [], {}, {}
     for spec in choice.members:
+        if spec.kind == "anp":
+            if anp is None:
+                raise ValueError("an anp member needs its exported model")
+            members.append(placeholder_member(
+                spec.name, "anp", weight=spec.weight, patch_model=anp.session,
+                model=anp.manifest, model_path=anp.path))
+            configs[spec.name] = ScorerConfig()  # unused: the member scores directly
+            part_weights[spec.name] = [1.0]
+            continue
         if spec.kind == "embedding":
             variant = spec.variant
             if loaded.attribute_dim == 0 and variant != "sections":
@@ -216,9 +267,10 @@ def system_for(choice: Choice, loaded, embedder, backend: str | None
 
 
 def build_bundle(loaded, args, dataset, onnx_path: Path, embedder, parity,
-                 choice: Choice) -> Path:
-    """Fit and write ``args.out/<machine>`` for ``choice`` (``read_choice``); returns it."""
-    system, configs, part_weights = system_for(choice, loaded, embedder, args.backend)
+                 choice: Choice, anp=None) -> Path:
+    """Fit and write ``args.out/<machine>`` for ``choice`` (``read_choice``); returns it.
+    ``anp``: the exported ANP (``export.anp_onnx.AnpExport``) when the choice has one."""
+    system, configs, part_weights = system_for(choice, loaded, embedder, args.backend, anp)
     references = References()
     clips = dataset.select(machine=args.machine, split="train", label="normal")
     for clip in clips:
@@ -242,7 +294,8 @@ def build_bundle(loaded, args, dataset, onnx_path: Path, embedder, parity,
                    "attributes": {k: list(v) for k, v in loaded.attribute_labels.items()}},
         "provenance": {"run": str(Path(args.run).resolve()), "data": str(Path(args.data)),
                        "machines_trained": list(loaded.machines),
-                       "checkpoint": getattr(loaded, "provenance", {})},
+                       "checkpoint": getattr(loaded, "provenance", {}),
+                       **({"anp_run": anp.manifest["run"]} if anp is not None else {})},
     }
     uses_model = any(m.kind == "embedding" for m in system.members)
     return write_bundle(Path(args.out) / args.machine, args.machine, system, references,

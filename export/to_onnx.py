@@ -11,7 +11,10 @@ Steps, and nothing is written to MODELS unless all of them pass:
 2. parity: PyTorch and ONNX Runtime embed patches of real clips of the data set; the largest
    absolute difference must stay under ``--max-abs-diff`` (1e-4) and the smallest cosine
    similarity over ``--min-cosine`` (0.99999); a failing export says by how much;
-3. the bundle (export/build.py): references, thresholds and manifest, computed through ONNX
+3. when the system shipped has an ``anp`` member (the attentive neural process, from the
+   selection or ``--system ...+anp`` with ``--anp-run RUN``): the ANP run -> ``anp.onnx`` with
+   its ANP-Boot partitions baked in, and its own parity (export/anp_onnx.py);
+4. the bundle (export/build.py): references, thresholds and manifest, computed through ONNX
    Runtime and the edge's own front end.
 """
 
@@ -119,9 +122,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "folder): ships the system it chose for --machine; default "
                              "RUN/selection.json when present")
     parser.add_argument("--system", default=None,
-                        help="override the selection: embedding, stats, bandenergy, or an "
-                             "ensemble like embedding+stats (equal weights); without a "
+                        help="override the selection: embedding, stats, bandenergy, anp, or "
+                             "an ensemble like embedding+stats (equal weights); without a "
                              "selection the default is embedding")
+    parser.add_argument("--anp-run", default=None, metavar="RUN",
+                        help="run folder of the attentive neural process (asd-edge train "
+                             "--objective anp) for an anp member; default: the run the "
+                             "selection scored it from")
     parser.add_argument("--variant", default=None,
                         choices=("concat", "weighted", "sections", "attributes"),
                         help="with --system embedding (default concat)")
@@ -136,6 +143,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--opset", type=int, default=OPSET)
     parser.add_argument("--max-abs-diff", type=float, default=MAX_ABS_DIFF)
     parser.add_argument("--min-cosine", type=float, default=MIN_COSINE)
+    parser.add_argument("--anp-max-abs-diff", type=float, default=1e-3,
+                        help="ANP parity limit on the per-partition NLL, nats")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -170,7 +179,17 @@ def run(args: argparse.Namespace) -> int:
                 f"ONNX parity failed: max |diff| {parity.max_abs_diff:.2e} vs limit "
                 f"{args.max_abs_diff:.0e}, min cosine {parity.min_cosine:.7f} vs limit "
                 f"{args.min_cosine}; nothing was written")
-        bundle = build_bundle(loaded, args, dataset, onnx_path, embedder, parity, choice)
+        anp = None
+        anp_member = next((m for m in choice.members if m.kind == "anp"), None)
+        if anp_member is not None:
+            from export.anp_onnx import export_anp_member
+
+            assert anp_member.run is not None  # read_choice made sure
+            anp = export_anp_member(anp_member.run, args.machine, loaded.front_end,
+                                    loaded.patching, parity_patches(loaded, clips), Path(tmp),
+                                    anp_member.partitions, anp_member.seed, args.weights,
+                                    args.opset, args.anp_max_abs_diff)
+        bundle = build_bundle(loaded, args, dataset, onnx_path, embedder, parity, choice, anp)
     elapsed = time.perf_counter() - started
     size = sum(p.stat().st_size for p in bundle.rglob("*") if p.is_file())
     print(f"bundle {bundle} written in {elapsed:.1f} s ({size / 1e6:.2f} MB); check it with "

@@ -70,7 +70,7 @@ def test_evaluate_an_anp_run_writes_the_dcase_files(anp_run, tmp_path):
     assert results["summary"]["official"] > 0.8
 
 
-def test_select_makes_the_anp_a_candidate_and_export_refuses_it(anp_run, tmp_path):
+def test_select_makes_the_anp_a_candidate_and_export_maps_it(anp_run, tmp_path):
     from export.build import choice_from_selection
 
     data, run = anp_run
@@ -81,9 +81,15 @@ def test_select_makes_the_anp_a_candidate_and_export_refuses_it(anp_run, tmp_pat
     entry = selection["machines"]["fan"]
     assert set(entry["candidates"]) == {"stats", "anp:anp"}
     assert "heldout" in entry["candidates"]["anp:anp"]
-    # whatever was chosen here, a choice with the ANP in it cannot be shipped
+    # an ensemble with the ANP in it becomes an "anp" member of the bundle, its run recorded
     entry["chosen"] = {"systems": ["stats", "anp:anp"], "weights": [0.5, 0.5]}
-    with pytest.raises(BadInput, match="anp:anp.*--run anp=RUN.*--system"):
+    entry["settings"].setdefault("anp:anp", {})["run"] = str(run)
+    choice = choice_from_selection(entry, out / "selection.json", "fan")
+    kinds = {m.kind: m for m in choice.members}
+    assert set(kinds) == {"spectral", "anp"} and kinds["anp"].run == str(run)
+    # without a recorded run and no --anp-run, export says what to give
+    del entry["settings"]["anp:anp"]["run"]
+    with pytest.raises(BadInput, match="anp"):
         choice_from_selection(entry, out / "selection.json", "fan")
 
 

@@ -243,6 +243,16 @@ def draw_partitions(rng: np.random.Generator, batch: int, args: AnpArgs,
     return context.astype(np.int64), target.astype(np.int64)
 
 
+def boot_partitions(args: AnpArgs, partitions: int, seed: int
+                    ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """ANP-Boot's ``partitions`` context (1, Nc) / target (1, Nt) index pairs, drawn from
+    ``seed`` (alternately frame blocks and bands); the ONNX export bakes in the same ones."""
+    if partitions < 1:
+        raise BadInput(f"partitions {partitions}: give at least 1")
+    rng = np.random.default_rng(seed)
+    return [draw_partitions(rng, 1, args, MODES[r % 2]) for r in range(partitions)]
+
+
 def partition_nll(model: AttentiveNeuralProcess, values: torch.Tensor, context: np.ndarray,
                   target: np.ndarray) -> torch.Tensor:
     """Grid values (B, N), partitions (B, Nc) / (B, Nt) -> mean target NLL per patch (B,)."""
@@ -260,10 +270,7 @@ def boot_nll(model: AttentiveNeuralProcess, patch_batch: np.ndarray, partitions:
     The partitions alternate frame blocks and bands and are drawn once from ``seed``, the
     same for every patch: a clip's scores are deterministic and comparable across clips.
     """
-    if partitions < 1:
-        raise BadInput(f"partitions {partitions}: give at least 1")
-    rng = np.random.default_rng(seed)
-    draws = [draw_partitions(rng, 1, model.args, MODES[r % 2]) for r in range(partitions)]
+    draws = boot_partitions(model.args, partitions, seed)
     device = next(model.parameters()).device
     out = np.empty((len(patch_batch), partitions), dtype=np.float64)
     for start in range(0, len(patch_batch), batch_size):

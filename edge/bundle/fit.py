@@ -25,7 +25,13 @@ import numpy as np
 
 from edge import __version__
 from edge.bundle.manifest import write_manifest
-from edge.bundle.system import Member, ScoringSystem, SectionThreshold, member_to_manifest
+from edge.bundle.system import (
+    DirectScorer,
+    Member,
+    ScoringSystem,
+    SectionThreshold,
+    member_to_manifest,
+)
 from edge.errors import BadInput
 from edge.scoring.scorer import ScorerConfig, SectionScorer, cross_fit_scores
 from edge.scoring.thresholds import ThresholdConfig, calibrate_threshold
@@ -118,6 +124,11 @@ def fit_system(system: ScoringSystem, references: References,
     for member in system.members:
         parts = references.stacked(member.name)
         config, weights = scorer_configs[member.name], part_weights[member.name]
+        if member.scores_directly:
+            # a clip's score does not depend on the references: out of sample as it stands
+            member.scorer = DirectScorer().fit(parts, sections, references.domains)
+            oos[member.name] = member.scorer.score(parts, sections)
+            continue
         oos[member.name] = cross_fit_scores(config, weights, parts, sections,
                                             references.domains)
         member.scorer = SectionScorer(config, weights).fit(parts, sections, references.domains)
@@ -169,6 +180,8 @@ def write_bundle(out_dir: Path, machine: str, system: ScoringSystem, references:
             folder = staging / member.name
             member.scorer.save(folder)
             references.save(folder, member.name)
+            if member.model_path is not None:  # a member's own model (the ANP's ONNX)
+                shutil.copyfile(member.model_path, folder / member.model["file"])
             entry = member_to_manifest(member, member.name)
             entry["scorer_config"] = scorer_configs[member.name].model_dump()
             members.append(entry)
@@ -193,6 +206,9 @@ def write_bundle(out_dir: Path, machine: str, system: ScoringSystem, references:
             out_dir.rename(old)
         staging.rename(out_dir)
         shutil.rmtree(old, ignore_errors=True)
+        for member in system.members:  # the copies in the bundle are the ones to keep
+            if member.model_path is not None:
+                member.model_path = out_dir / member.name / member.model["file"]
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -14,6 +14,7 @@ from edge.bundle.manifest import bundle_dir_for, read_manifest
 from edge.bundle.system import ScoringSystem, SectionThreshold, member_from_manifest
 from edge.errors import BadInput
 from edge.features import FrontEnd, Patching
+from edge.inference.anp import OnnxAnp
 from edge.inference.onnx_runtime import OnnxEmbedder
 
 logger = logging.getLogger(__name__)
@@ -33,8 +34,9 @@ class Bundle:
 
     @property
     def provider(self) -> str:
-        embedder = self.system.embedder
-        return embedder.provider if embedder is not None else "none (no network)"
+        sessions = [self.system.embedder, *self.system.patch_models.values()]
+        providers = sorted({s.provider for s in sessions if s is not None})
+        return ", ".join(providers) or "none (no network)"
 
     def reference(self, index: int) -> dict[str, Any]:
         return self.manifest["references"][index]
@@ -74,6 +76,12 @@ def load_bundle(models: str | Path, machine: str | None = None, device: str = "a
                 raise BadInput(f"{path / model['file']}: output {name} has shape "
                                f"{got[0] if got else None}, bundle.json says {shape}; "
                                "re-export the bundle")
+    for member in members:
+        if member.kind == "anp":
+            assert member.model_path is not None
+            member.patch_model = OnnxAnp(member.model_path, front_end, patching,
+                                         int(member.model["partitions"]), device=device,
+                                         threads=threads)
     system = ScoringSystem(front_end, patching, members, thresholds, embedder)
     system.profiles = load_profiles(path)
     return Bundle(path, manifest, system)

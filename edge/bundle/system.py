@@ -7,29 +7,100 @@ against the section's normal references:
   the window's patches -> inference ``variant`` -> the member's ``SectionScorer`` (knn or gmm).
 - ``spectral``: clip statistics of an extra front end (the spectral-statistics detector or the
   band-energy baseline) -> its ``SectionScorer``.
+- ``anp``: the attentive neural process (ANP-Boot): its own ONNX model (``patch_model``) gives
+  each patch its target NLL under the partitions fixed at export (P, R); the window's score is
+  the mean over patches and partitions. That already is an anomaly score, so the member scores
+  directly (``DirectScorer``: no references searched); in an ensemble it is standardised like
+  every member, with its normal references' scores (they do not depend on the other
+  references, so they are out of sample for the scorer as they stand; the ANP network itself
+  saw those clips in training, as the embedding network did).
 
-With several members, each member's score is standardised per section with the mean and
-standard deviation of its out-of-sample normal scores (``norm``) and the results are summed
-with the ensemble ``weights``. The same ``score_window`` serves the daemon's streamed windows
-and offline scoring of whole clips (``score_clip``), so the two agree by construction.
+Per-patch models (the embedder, each ``anp`` member's ``patch_model``) run once per new patch;
+a window carries their per-patch outputs (``Window.section_embeddings`` etc. and
+``Window.patch_outputs`` by member name). With several members, each member's score is
+standardised per section with the mean and standard deviation of its out-of-sample normal
+scores (``norm``) and the results are summed with the ensemble ``weights``. The same
+``score_window`` serves the daemon's streamed windows and offline scoring of whole clips
+(``score_clip``), so the two agree by construction.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from edge.errors import BadInput
 from edge.features import FrontEnd, Patching, patches, spectrogram
-from edge.scoring.scorer import SectionScorer, pool, variant_parts
+from edge.scoring.scorer import (
+    SCORER_FILE,
+    ScorerConfig,
+    SectionScorer,
+    _SectionModel,
+    pool,
+    variant_parts,
+)
 from edge.scoring.spectral import SpectralFeatures, clip_statistics
 from edge.streaming import StreamingWindows, Window
 
 logger = logging.getLogger(__name__)
+
+DIRECT_SCORER_VERSION = 1
+
+
+class PatchScorer(Protocol):
+    """A per-patch model of a member (``edge.inference.OnnxAnp`` on the edge)."""
+
+    def score_patches(self, patches: np.ndarray) -> np.ndarray:
+        """(P, F, T) float32 patches -> (P, K) per-patch outputs."""
+        ...
+
+
+class DirectScorer(SectionScorer):
+    """The scorer of a member whose feature already is an anomaly score (kind ``anp``).
+
+    Its one part (Q, 1) is the score; fitting only records which sections have normal
+    references. Saved as a ``scorer.json`` of type ``direct``.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(ScorerConfig(), [1.0])
+
+    def fit(self, parts: Sequence[np.ndarray], sections: np.ndarray,
+            domains: Sequence[str]) -> DirectScorer:
+        # no references are kept: an empty model per section says the section is known
+        self.sections = {int(s): _SectionModel([], [], []) for s in np.unique(sections)}
+        return self
+
+    def score(self, parts: Sequence[np.ndarray], sections: np.ndarray) -> np.ndarray:
+        for section in np.unique(sections):
+            self._model(int(section))  # BadInput for a section without references
+        return np.asarray(parts[0], np.float64)[:, 0]
+
+    def save(self, folder: str | Path) -> Path:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / SCORER_FILE).write_text(json.dumps(
+            {"version": DIRECT_SCORER_VERSION, "type": "direct",
+             "sections": sorted(self.sections)}, indent=2))
+        return folder / SCORER_FILE
+
+    @classmethod
+    def load(cls, folder: str | Path) -> DirectScorer:
+        path = Path(folder) / SCORER_FILE
+        try:
+            manifest = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise BadInput(f"{path}: not readable ({err}); re-export the bundle") from err
+        if manifest.get("type") != "direct" or manifest.get("version") != DIRECT_SCORER_VERSION:
+            raise BadInput(f"{path}: not a direct scorer of version {DIRECT_SCORER_VERSION}; "
+                           "re-export the bundle")
+        return cls().fit([], np.array(manifest["sections"], dtype=int), [])
 
 
 @dataclass
@@ -37,7 +108,7 @@ class Member:
     """One scoring system inside a bundle (see the module docstring)."""
 
     name: str
-    kind: str  # "embedding" | "spectral"
+    kind: str  # "embedding" | "spectral" | "anp"
     scorer: SectionScorer
     weight: float = 1.0
     pooling: str = "mean"
@@ -45,9 +116,23 @@ class Member:
     variant_weight: float = 0.5
     features: SpectralFeatures | None = None
     norm: dict[int, tuple[float, float]] = field(default_factory=dict)
+    # kind "anp": the per-patch model (OnnxAnp), its entry in bundle.json ("file" in the
+    # member's folder, "partitions", "seed", "parity", ...) and where write_bundle copies it from
+    patch_model: PatchScorer | None = None
+    model: dict[str, Any] = field(default_factory=dict)
+    model_path: Path | None = None
+
+    @property
+    def scores_directly(self) -> bool:
+        return self.kind == "anp"
 
     def parts(self, window: Window) -> list[np.ndarray]:
         """The member's feature parts [(1, D_i)] of one window."""
+        if self.kind == "anp":
+            per_patch = window.patch_outputs.get(self.name)
+            if per_patch is None:
+                raise ValueError(f"member {self.name!r} needs a window with its patch outputs")
+            return [np.array([[pool(per_patch, "mean").mean()]])]  # patches, then partitions
         if self.kind == "embedding":
             if window.section_embeddings is None or window.attribute_embeddings is None:
                 raise ValueError("an embedding member needs a window with embeddings")
@@ -92,6 +177,17 @@ class ScoringSystem:
         return any(m.kind == "embedding" for m in self.members)
 
     @property
+    def patch_models(self) -> dict[str, PatchScorer]:
+        """Per-patch models other than the embedder, by member name."""
+        out = {}
+        for m in self.members:
+            if m.kind == "anp":
+                if m.patch_model is None:
+                    raise ValueError(f"member {m.name!r} has no patch model loaded")
+                out[m.name] = m.patch_model
+        return out
+
+    @property
     def extra_front_ends(self) -> dict[str, FrontEnd]:
         return {m.name: m.features.front_end for m in self.members
                 if m.kind == "spectral" and m.features is not None}
@@ -126,18 +222,24 @@ class ScoringSystem:
         """A whole clip (N,) as one window: all its patches and frames."""
         spec = spectrogram(waveform, self.front_end)
         section = attribute = None
-        if self.embeds:
+        patch_models = self.patch_models
+        outputs = {}
+        if self.embeds or patch_models:
             clip_patches = patches(spec, self.patching.patch_frames, self.patching.patch_hop)
             if clip_patches.shape[0] == 0:
                 raise BadInput(f"audio of {waveform.shape[0] / self.front_end.sample_rate:.2f} s "
                                "is shorter than one patch; give at least "
                                f"{self.patch_seconds:.2f} s")
-            section, attribute = self.embedder.embed(clip_patches)
+            if self.embeds:
+                section, attribute = self.embedder.embed(clip_patches)
+            outputs = {name: model.score_patches(clip_patches)
+                       for name, model in patch_models.items()}
         return Window(index=0, start_sample=0, end_sample=int(waveform.shape[0]),
                       section_embeddings=section, attribute_embeddings=attribute,
                       spectrogram=spec,
                       extra_frames={name: spectrogram(waveform, fe)
-                                    for name, fe in self.extra_front_ends.items()})
+                                    for name, fe in self.extra_front_ends.items()},
+                      patch_outputs=outputs)
 
     def score_clip(self, waveform: np.ndarray, section: int) -> tuple[float, dict[str, float]]:
         """Offline score of a whole 16 kHz clip (N,) of ``section``."""
@@ -152,7 +254,8 @@ class ScoringSystem:
     def stream(self, window_patches: int, hop_patches: int) -> StreamingWindows:
         """A fresh incremental windower for one stream of this system."""
         return StreamingWindows(self.front_end, self.patching, window_patches, hop_patches,
-                                embeds=self.embeds, extra_front_ends=self.extra_front_ends)
+                                embeds=self.embeds, extra_front_ends=self.extra_front_ends,
+                                patch_models=tuple(self.patch_models))
 
 
 def member_to_manifest(member: Member, folder: str) -> dict[str, Any]:
@@ -163,6 +266,8 @@ def member_to_manifest(member: Member, folder: str) -> dict[str, Any]:
     if member.kind == "embedding":
         entry.update(pooling=member.pooling, variant=member.variant,
                      variant_weight=member.variant_weight)
+    elif member.kind == "anp":
+        entry["model"] = member.model
     else:
         assert member.features is not None
         entry["features"] = member.features.model_dump()
@@ -170,8 +275,15 @@ def member_to_manifest(member: Member, folder: str) -> dict[str, Any]:
 
 
 def member_from_manifest(entry: dict[str, Any], bundle_dir: Path) -> Member:
-    scorer = SectionScorer.load(bundle_dir / entry["scorer"])
+    """A member of bundle.json; an ``anp`` member's ``patch_model`` is loaded by the caller
+    (``edge.bundle.load``, which knows the device)."""
     norm = {int(s): (float(v[0]), float(v[1])) for s, v in entry.get("norm", {}).items()}
+    if entry["kind"] == "anp":
+        model = {**entry["model"], "partitions": int(entry["model"]["partitions"])}
+        return Member(entry["name"], "anp", DirectScorer.load(bundle_dir / entry["scorer"]),
+                      float(entry["weight"]), norm=norm, model=model,
+                      model_path=bundle_dir / entry["scorer"] / model["file"])
+    scorer = SectionScorer.load(bundle_dir / entry["scorer"])
     if entry["kind"] == "embedding":
         return Member(entry["name"], "embedding", scorer, float(entry["weight"]),
                       entry["pooling"], entry["variant"], float(entry["variant_weight"]),

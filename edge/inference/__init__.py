@@ -1,5 +1,6 @@
-"""Running the exported embedding model: ONNX Runtime on CUDA or CPU."""
+"""Running the exported models: ONNX Runtime on CUDA or CPU."""
 
-from edge.inference.onnx_runtime import OnnxEmbedder, resolve_providers
+from edge.inference.anp import OnnxAnp
+from edge.inference.onnx_runtime import OnnxEmbedder, PatchSession, resolve_providers
 
-__all__ = ["OnnxEmbedder", "resolve_providers"]
+__all__ = ["OnnxAnp", "OnnxEmbedder", "PatchSession", "resolve_providers"]

@@ -54,15 +54,18 @@ def resolve_providers(device: str) -> list[str]:
     return [CPU]
 
 
-class OnnxEmbedder:
-    """Embed spectrogram patches with an exported model (an ``edge.scoring`` ``Embedder``).
+class PatchSession:
+    """An ONNX Runtime session over spectrogram patches: the provider logic, thread counts,
+    signature checks and input checks every exported patch model shares.
 
-    ``embed(patches)``: (P, F, T) float32 -> section_embedding (P, D_S), attribute_embedding
-    (P, D_A), both float32. Batches of any size (the batch axis is dynamic).
+    ``run(patches, outputs)``: (P, F, T) float32 -> the named outputs, each (P, ...). Subclasses
+    name their ``outputs`` and check their shapes; the batch axis is dynamic.
     """
 
+    outputs: tuple[str, ...] = ()
+
     def __init__(self, model_path: str | Path, front_end: FrontEnd, patching: Patching,
-                 device: str = "auto", threads: int | None = None, warm_up: bool = True) -> None:
+                 device: str = "auto", threads: int | None = None) -> None:
         ort = _ort()
         self.model_path = Path(model_path)
         self.front_end = front_end
@@ -90,24 +93,24 @@ class OnnxEmbedder:
         if device == "auto" and CUDA in requested and self.provider != CUDA:
             logger.warning("CUDA was available to onnxruntime but the session runs on %s",
                            self.provider)
-        logger.info("ONNX Runtime %s on %s", ort.__version__, self.provider)
+        logger.info("ONNX Runtime %s on %s (%s)", ort.__version__, self.provider,
+                    self.model_path.name)
         self._check_signature()
         self.latency_s = 0.0
-        if warm_up:
-            self.embed(np.zeros((1, self.n_bins, self.patch_frames), dtype=np.float32))
 
     def _check_signature(self) -> None:
         inputs = {i.name: i for i in self.session.get_inputs()}
         outputs = [o.name for o in self.session.get_outputs()]
-        if INPUT_NAME not in inputs or not set(OUTPUT_NAMES) <= set(outputs):
+        if INPUT_NAME not in inputs or not set(self.outputs) <= set(outputs):
             raise BadInput(f"{self.model_path}: expected input {INPUT_NAME!r} and outputs "
-                           f"{OUTPUT_NAMES}, found {list(inputs)} -> {outputs}; re-export it")
+                           f"{self.outputs}, found {list(inputs)} -> {outputs}; re-export it")
         shape = inputs[INPUT_NAME].shape
         if len(shape) != 3 or shape[1:] != [self.n_bins, self.patch_frames]:
             raise BadInput(f"{self.model_path}: input shape {shape} does not match the bundle's "
                            f"front end (batch, {self.n_bins}, {self.patch_frames}); re-export")
 
-    def embed(self, patches: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def run(self, patches: np.ndarray) -> list[np.ndarray]:
+        """(P, F, T) patches -> ``self.outputs`` in order, each (P, ...)."""
         patches = np.ascontiguousarray(patches, dtype=np.float32)
         if patches.ndim != 3 or patches.shape[1:] != (self.n_bins, self.patch_frames):
             raise ValueError(f"patches of shape {patches.shape}, expected "
@@ -115,6 +118,29 @@ class OnnxEmbedder:
         if patches.shape[0] == 0:
             raise ValueError("no patches: the audio is shorter than one patch")
         start = time.perf_counter()
-        section, attribute = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: patches})
+        results = self.session.run(list(self.outputs), {INPUT_NAME: patches})
         self.latency_s = time.perf_counter() - start
+        return results
+
+    def warm_up(self) -> None:
+        self.run(np.zeros((1, self.n_bins, self.patch_frames), dtype=np.float32))
+
+
+class OnnxEmbedder(PatchSession):
+    """Embed spectrogram patches with an exported model (an ``edge.scoring`` ``Embedder``).
+
+    ``embed(patches)``: (P, F, T) float32 -> section_embedding (P, D_S), attribute_embedding
+    (P, D_A), both float32. Batches of any size (the batch axis is dynamic).
+    """
+
+    outputs = OUTPUT_NAMES
+
+    def __init__(self, model_path: str | Path, front_end: FrontEnd, patching: Patching,
+                 device: str = "auto", threads: int | None = None, warm_up: bool = True) -> None:
+        super().__init__(model_path, front_end, patching, device, threads)
+        if warm_up:
+            self.warm_up()
+
+    def embed(self, patches: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        section, attribute = self.run(patches)
         return section, attribute
