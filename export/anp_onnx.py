@@ -15,7 +15,6 @@ NLL (nats); a failing parity writes nothing.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,20 +85,11 @@ def export_anp(loaded, path: Path, partitions: int, seed: int, opset: int = OPSE
     """Write ``loaded``'s ANP (a ``training.anp.LoadedAnp``) with its ANP-Boot partitions to
     ``path`` as one ONNX file: input ``spectrogram`` (batch, F, T), output ``partition_nll``
     (batch, partitions)."""
-    import onnx
+    from export.to_onnx import export_patch_model
 
-    module = AnpBoot(loaded.model.cpu().eval(), partitions, seed).eval()
-    example = torch.zeros(2, loaded.front_end.n_bins, loaded.patching.patch_frames)
-    batch = torch.export.Dim("batch", min=1, max=65536)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(module, (example,), str(path), input_names=[INPUT_NAME],
-                          output_names=[ANP_OUTPUT], opset_version=opset, dynamo=True,
-                          external_data=False, verbose=False,
-                          dynamic_shapes={"x": {0: batch}})
-    onnx.checker.check_model(onnx.load(str(path)), full_check=True)
-    return path
+    return export_patch_model(AnpBoot(loaded.model.cpu().eval(), partitions, seed),
+                              loaded.front_end.n_bins, loaded.patching.patch_frames,
+                              [ANP_OUTPUT], path, opset)
 
 
 def check_anp_parity(loaded, session: OnnxAnp, clip_patches: np.ndarray, partitions: int,

@@ -61,25 +61,36 @@ class Parity:
                 "limits": {"max_abs_diff": MAX_ABS_DIFF, "min_cosine": MIN_COSINE}}
 
 
-def export_model(run, path: Path, opset: int = OPSET) -> Path:
-    """Write the run's embedding network (``run.model``) to ``path`` as one ONNX file."""
+def export_patch_model(module, n_bins: int, patch_frames: int, output_names: list[str],
+                       path: Path, opset: int = OPSET) -> Path:
+    """Write a torch ``module`` over patches (batch, F, T) to ``path`` as one ONNX file: input
+    ``spectrogram`` with a dynamic batch axis, the named outputs, weights inside the file,
+    ``onnx.checker`` passed."""
+    import inspect
+
     import onnx
     import torch
 
-    from training.model import EmbeddingModel
-
-    module = EmbeddingModel(run.model).eval().cpu()
-    example = torch.zeros(2, run.front_end.n_bins, run.patching.patch_frames)
+    example = torch.zeros(2, n_bins, patch_frames)
     batch = torch.export.Dim("batch", min=1, max=65536)
+    argument = next(iter(inspect.signature(module.forward).parameters))
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, (example,), str(path), input_names=[INPUT_NAME],
-                          output_names=list(OUTPUT_NAMES), opset_version=opset, dynamo=True,
+        torch.onnx.export(module.eval().cpu(), (example,), str(path), input_names=[INPUT_NAME],
+                          output_names=output_names, opset_version=opset, dynamo=True,
                           external_data=False, verbose=False,
-                          dynamic_shapes={"spectrogram": {0: batch}})
+                          dynamic_shapes={argument: {0: batch}})
     onnx.checker.check_model(onnx.load(str(path)), full_check=True)
     return path
+
+
+def export_model(run, path: Path, opset: int = OPSET) -> Path:
+    """Write the run's embedding network (``run.model``) to ``path`` as one ONNX file."""
+    from training.model import EmbeddingModel
+
+    return export_patch_model(EmbeddingModel(run.model), run.front_end.n_bins,
+                              run.patching.patch_frames, list(OUTPUT_NAMES), path, opset)
 
 
 def check_parity(run, embedder: OnnxEmbedder, clip_patches: np.ndarray) -> Parity:
