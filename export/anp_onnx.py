@@ -24,9 +24,9 @@ from torch import nn
 
 from edge.inference.anp import ANP_OUTPUT, OnnxAnp
 from edge.inference.onnx_runtime import INPUT_NAME
+from export.to_onnx import OPSET, export_patch_model
 from training.anp import AttentiveNeuralProcess, boot_nll, boot_partitions, gaussian_nll
 
-OPSET = 18
 MAX_ABS_DIFF = 1e-3  # nats; the NLL divides by variances down to min_std ** 2
 
 
@@ -85,8 +85,6 @@ def export_anp(loaded, path: Path, partitions: int, seed: int, opset: int = OPSE
     """Write ``loaded``'s ANP (a ``training.anp.LoadedAnp``) with its ANP-Boot partitions to
     ``path`` as one ONNX file: input ``spectrogram`` (batch, F, T), output ``partition_nll``
     (batch, partitions)."""
-    from export.to_onnx import export_patch_model
-
     return export_patch_model(AnpBoot(loaded.model.cpu().eval(), partitions, seed),
                               loaded.front_end.n_bins, loaded.patching.patch_frames,
                               [ANP_OUTPUT], path, opset)
