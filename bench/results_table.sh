@@ -17,6 +17,7 @@ TRAIN=${TRAIN:-48}                 # source-domain normal training clips per sec
 TARGET_TRAIN=${TARGET_TRAIN:-6}    # target-domain normal training clips per section
 TEST=${TEST:-8}                    # test clips per section, domain and label
 EPOCHS=${EPOCHS:-4}                # surrogate-task training epochs
+FRONT_END=${FRONT_END:-log-linear} # or log-mel (use another WORK: runs are reused by name)
 AE_EPOCHS=${AE_EPOCHS:-20}         # DCASE autoencoder epochs
 OBJECTIVES=${OBJECTIVES:-"disentangled mtl arcface sections"}
 THREADS=${THREADS:-2}
@@ -39,7 +40,7 @@ for seed in $SEEDS; do
             resume=(); [ -f "$run/checkpoint.pt" ] && resume=(--resume)
             "$PY" -m edge.cli train --data "$data" --machines "$MACHINES" --out "$run" \
                 --objective "$objective" --epochs "$EPOCHS" --seed "$seed" --threads "$THREADS" \
-                --cache-dir "$WORK/cache" --no-progress "${resume[@]}"
+                --front-end "$FRONT_END" --cache-dir "$WORK/cache" --no-progress "${resume[@]}"
             touch "$run/.done"
         fi
     done
