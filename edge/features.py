@@ -6,15 +6,17 @@ daemon see, so train and serve cannot drift:
     waveform (N,) float32, 16 kHz
       -> frames: n_fft-sample Hann windows every hop_length samples, no centre padding
       -> |rfft| scaled so a full-scale sinusoid has magnitude 1
-      -> linear bins in [f_min, f_max]           (n_mels is None: "log-linear", the default)
+      -> linear bins in [f_min, f_max]           (n_mels is None: "log-linear")
          or an HTK mel filterbank of n_mels bands (n_mels set: "log-mel")
       -> log(max(magnitude, log_floor))          a fixed floor; no per-clip normalisation
     spectrogram (F, T) float32, T = 1 + (N - n_fft) // hop_length
 
 Frame ``t`` covers samples ``[t * hop_length, t * hop_length + n_fft)``; with no centre padding
 and no per-clip scaling, a stream cut into chunks gives the same frames as the whole clip
-(``StreamingSpectrogram``). The default is log-linear, n_fft 1024, hop 512, 200 Hz-8 kHz: in
-plant noise it beat a 128-band log-mel front end for the CNN (docs/FRONTEND.md).
+(``StreamingSpectrogram``). ``DEFAULT_FRONT_END`` is log-linear (n_fft 1024, hop 512,
+200 Hz-8 kHz, 500 bins); ``LOG_MEL_FRONT_END`` (128 bands, the same frame grid) is what the
+statistics detector uses and what ``asd-edge train`` gives the network by default, because it
+scored best here (docs/FRONTEND.md, docs/RESULTS.md). A bundle records the one it uses.
 """
 
 from __future__ import annotations

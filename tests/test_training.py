@@ -27,8 +27,10 @@ from training.infer import load_run
 from training.losses import IGNORE, masked_cross_entropy
 
 REPO = Path(__file__).resolve().parents[1]
+# the tone set puts its attribute tones 700-900 Hz apart at 2.5-7.2 kHz: linear bins keep them
+# apart at this size (log-mel, the default, reaches 0.70 attribute accuracy in 4 epochs)
 FAST = ["--batch-size", "16", "--lr", "3e-3", "--val-fraction", "0.2", "--threads", "1",
-        "--no-progress"]
+        "--no-progress", "--front-end", "log-linear"]
 
 
 @pytest.fixture(scope="module")

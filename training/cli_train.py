@@ -44,7 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--attribute-dim", type=int, default=64, help="D_A (disentangled)")
     parser.add_argument("--arcface-scale", type=float, default=16.0)
     parser.add_argument("--arcface-margin", type=float, default=0.2, help="radians")
-    parser.add_argument("--front-end", default="log-linear", choices=("log-linear", "log-mel"))
+    parser.add_argument("--front-end", default="log-mel", choices=("log-linear", "log-mel"),
+                        help="the network's spectrogram: log-mel, 128 bands (default; best on "
+                             "the synthetic sets, docs/RESULTS.md) or log-linear, 500 bins")
     parser.add_argument("--allow-no-target", action="store_true",
                         help="train even where a section has no target-domain clips")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")

@@ -81,7 +81,7 @@ class TrainConfig(BaseModel):
     attribute_dim: int = Field(64, ge=2)
     arcface_scale: float = Field(16.0, gt=0)
     arcface_margin: float = Field(0.2, ge=0)
-    front_end: str = Field("log-linear", description=f"one of {list(FRONT_ENDS)}")
+    front_end: str = Field("log-mel", description=f"one of {list(FRONT_ENDS)}")
     allow_no_target: bool = False
     val_patches_per_clip: int = Field(4, ge=1)
     bn_clips: int = Field(2048, ge=2, description="clips for batch-norm recalibration")
