@@ -87,7 +87,9 @@ class StreamingWindows:
         self.embeds = embeds
         self.window_frames = (window_patches - 1) * patching.patch_hop + patching.patch_frames
         self._spec = StreamingSpectrogram(front_end)
-        self._extra = {name: StreamingSpectrogram(fe) for name, fe in extra_front_ends.items()}
+        # an extra front end equal to the model's reuses its frames instead of computing them
+        self._extra = {name: StreamingSpectrogram(fe) for name, fe in extra_front_ends.items()
+                       if fe != front_end}
         # frames kept from absolute frame index _first_frame on (one grid for all front ends)
         self._frames = np.zeros((front_end.n_bins, 0), np.float32)
         self._extra_frames = {name: np.zeros((fe.n_bins, 0), np.float32)
@@ -112,10 +114,11 @@ class StreamingWindows:
         Call ``accept`` with their embeddings (or with ``None, None`` when ``embeds`` is
         False) and the outputs of the ``patch_models`` to get the windows they complete.
         """
-        self._frames = np.concatenate([self._frames, self._spec.push(samples)], axis=1)
-        for name, stream in self._extra.items():
-            self._extra_frames[name] = np.concatenate(
-                [self._extra_frames[name], stream.push(samples)], axis=1)
+        new = self._spec.push(samples)
+        self._frames = np.concatenate([self._frames, new], axis=1)
+        for name in self._extra_frames:
+            frames = self._extra[name].push(samples) if name in self._extra else new
+            self._extra_frames[name] = np.concatenate([self._extra_frames[name], frames], axis=1)
         cut = []
         hop, width = self.patching.patch_hop, self.patching.patch_frames
         while self._next_patch * hop + width <= self.frame_count:

@@ -60,3 +60,19 @@ def test_hop_sets_how_often_windows_come() -> None:
         counts[hop] = n
     # 20 s gives 1 + (624 - 64) // 16 = 36 patches, the first window at patch 16
     assert counts == {1: 21, 2: 11, 4: 6}
+
+
+def test_an_extra_front_end_equal_to_the_model_one_gets_the_same_frames() -> None:
+    wave = np.random.default_rng(2).standard_normal(16000 * 14).astype(np.float32) * 0.1
+    stream = StreamingWindows(LOG_MEL_FRONT_END, DEFAULT_PATCHING, 16, hop_patches=2,
+                              embeds=False, extra_front_ends={"stats": LOG_MEL_FRONT_END})
+    windows = []
+    for chunk in np.array_split(wave, 23):
+        stream.push(chunk)
+        windows += stream.accept(None, None)
+    assert windows
+    for window in windows:
+        clip = wave[window.start_sample:window.end_sample]
+        np.testing.assert_allclose(window.extra_frames["stats"],
+                                   spectrogram(clip, LOG_MEL_FRONT_END), atol=1e-5)
+        np.testing.assert_array_equal(window.extra_frames["stats"], window.spectrogram)

@@ -237,7 +237,8 @@ class ScoringSystem:
         return Window(index=0, start_sample=0, end_sample=int(waveform.shape[0]),
                       section_embeddings=section, attribute_embeddings=attribute,
                       spectrogram=spec,
-                      extra_frames={name: spectrogram(waveform, fe)
+                      extra_frames={name: spec if fe == self.front_end
+                                    else spectrogram(waveform, fe)
                                     for name, fe in self.extra_front_ends.items()},
                       patch_outputs=outputs)
 
