@@ -109,3 +109,21 @@ def test_the_comparison_table_spans_data_sets_with_a_spread(tmp_path):
     result = json.loads(out.with_suffix(".json").read_text())
     assert len(result["systems"]["stats"]["all"]) == 2
     assert len(result["selection"]["fan"]) == 2
+
+
+def test_an_ensemble_must_earn_its_members_on_the_development_half():
+    """A pure-noise member that wins 0.017 on the development half is dropped by the margin."""
+    rng = np.random.default_rng(0)
+    test = clips(8)
+    anomaly = np.array([c.is_anomaly for c in test], dtype=float)
+    good = anomaly * 1.5 + rng.normal(size=len(test))
+    noise = rng.normal(size=len(test))
+    calibration = {0: rng.normal(size=50), 1: rng.normal(size=50)}
+    systems = [system("stats", test, good, calibration),
+               system("noise", test, noise, calibration)]
+    free = select_machine(systems, steps=4, margin=0.0)
+    assert free["chosen"]["systems"] == ["stats", "noise"]  # the grid search alone takes it
+    assert 0 < free["dev"] - free["candidates"]["stats"]["dev"] < 0.02
+    kept = select_machine(systems, steps=4)  # the default margin, 0.02
+    assert kept["chosen"] == {"systems": ["stats"], "weights": [1.0]}
+    assert kept["margin"] == 0.02
