@@ -24,5 +24,6 @@ def test_demo_raises_inside_the_fault_and_clears_after(tmp_path, capsys) -> None
     assert [e.type for e in events] == ["raise", "clear"]
     assert fault["start_s"] < events[0].window.end_s <= fault["end_s"]
     assert events[1].window.start_s >= fault["end_s"] - 1.0
-    assert (out / "run" / "selection.json").is_file()
+    manifest = json.loads((out / "models" / "gearbox" / "bundle.json").read_text())
+    assert {m["kind"] for m in manifest["system"]["members"]} == {"embedding", "spectral"}
     assert main(["bundle", "verify", str(out / "models" / "gearbox")]) == 0

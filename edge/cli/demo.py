@@ -1,7 +1,7 @@
 """``asd-edge demo``: the whole pipeline on what ships with the project, in a few minutes.
 
-synth (a small data set of one machine type) -> train -> select (the network's variants and the
-spectral-statistics detector, on a development split) -> export -> bundle verify -> synth a
+synth (a small data set of one machine type) -> train -> export (the network and the
+spectral-statistics detector as one ensemble) -> bundle verify -> synth a
 recording with a fault -> the daemon replays it -> alarms arrive over MQTT (a Mosquitto broker
 started for the demo when the binary is installed) or in the local journal. Each step is the
 command a user would run, printed before it runs.
@@ -115,11 +115,12 @@ def run(args: argparse.Namespace) -> int:
            "--seed", str(args.seed)])
     _step(["train", "--data", str(data), "--machines", args.machine, "--out", str(run_dir),
            "--epochs", str(args.epochs), "--seed", str(args.seed)])
-    # per machine type the project ships the best system or ensemble on a development split
-    _step(["select", "--data", str(data), "--systems", "stats", "--run", f"demo={run_dir}",
-           "--out", str(run_dir)])
+    # A site chooses per machine type with 'asd-edge select' on a development split; the
+    # demo's 8 test clips per group are too few for that choice to be trusted (it flips with
+    # the seed), so the demo ships a choice fixed in advance: the standardised ensemble of the
+    # network and the spectral-statistics detector.
     _step(["export", "--run", str(run_dir), "--machine", args.machine, "--data", str(data),
-           "--out", str(models)])
+           "--out", str(models), "--system", "embedding+stats"])
     _step(["bundle", "verify", str(models / args.machine)])
     _step(["synth", str(stream), "--stream", "--machine", args.machine, "--section", "0",
            "--seconds", "80", "--fault-start", "35", "--fault-seconds", "20",
