@@ -58,3 +58,18 @@ def make_dataset(root: Path, machines=("fan",), sections=(0, 1), n_train: int = 
                     wave = machine_clip(rng, section, speed, label == "anomaly", seconds)
                     write_audio(root / machine / split / name, wave)
     return root
+
+
+def train_tiny_run(root: Path, n_test: int) -> tuple[Path, Path]:
+    """A fan data set (2 sections, 3 s clips) under ``root`` and a one-epoch run on it:
+    (data, run). Small enough for the evaluation tests; torch is imported here only."""
+    import torch
+
+    from training.train import TrainConfig, train
+
+    torch.set_num_threads(2)
+    data = make_dataset(root / "data", sections=(0, 1), n_train=8, n_target_train=2,
+                        n_test=n_test, seconds=3.0)
+    train(TrainConfig(data=str(data), machines=["fan"], out=str(root / "run"), epochs=1,
+                      progress=False, bn_clips=8, section_dim=8, attribute_dim=8))
+    return data, root / "run"

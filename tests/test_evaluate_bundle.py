@@ -12,7 +12,7 @@ import json
 
 import numpy as np
 import pytest
-from _evaluate_data import make_dataset
+from _evaluate_data import make_dataset, train_tiny_run
 
 from edge.audio import read_audio
 from edge.bundle.load import load_bundle
@@ -22,21 +22,13 @@ from edge.dataset import scan
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    import torch
-
-    from training.train import TrainConfig, train
-
-    torch.set_num_threads(2)
     root = tmp_path_factory.mktemp("bundle-eval")
-    data = make_dataset(root / "data", sections=(0, 1), n_train=8, n_target_train=2,
-                        n_test=3, seconds=3.0)
-    train(TrainConfig(data=str(data), machines=["fan"], out=str(root / "run"), epochs=1,
-                      progress=False, bn_clips=8, section_dim=8, attribute_dim=8))
+    data, run = train_tiny_run(root, n_test=3)
     models = root / "models"
     # a threshold quantile other than evaluate's default, so the bundle's thresholds show
-    assert main(["export", "--run", str(root / "run"), "--machine", "fan", "--data", str(data),
+    assert main(["export", "--run", str(run), "--machine", "fan", "--data", str(data),
                  "--out", str(models), "--threshold-quantile", "0.6"]) == 0
-    return data, root / "run", models / "fan"
+    return data, run, models / "fan"
 
 
 def read_csv(path):

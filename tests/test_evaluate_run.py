@@ -7,24 +7,14 @@ import json
 
 import numpy as np
 import pytest
-from _evaluate_data import make_dataset
+from _evaluate_data import make_dataset, train_tiny_run
 
 from edge.cli import main
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    import torch
-
-    from training.train import TrainConfig, train
-
-    torch.set_num_threads(2)
-    root = tmp_path_factory.mktemp("run")
-    data = make_dataset(root / "data", sections=(0, 1), n_train=8, n_target_train=2,
-                        n_test=2, seconds=3.0)
-    train(TrainConfig(data=str(data), machines=["fan"], out=str(root / "run"), epochs=1,
-                      progress=False, bn_clips=8, section_dim=8, attribute_dim=8))
-    return data, root / "run"
+    return train_tiny_run(tmp_path_factory.mktemp("run"), n_test=2)
 
 
 def read_scores(out, section="00"):
