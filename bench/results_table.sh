@@ -2,7 +2,7 @@
 # The comparison table of docs/RESULTS.md: synthetic data per seed, the four trained objectives
 # per seed, then every system side by side (python -m training.evaluate.compare).
 #
-#   bench/results_table.sh            # WORK=/tmp/results-work SEEDS="0 1" EPOCHS=4 ...
+#   bench/results_table.sh            # WORK=/tmp/results-work SEEDS="0 1 2" EPOCHS=12 ...
 #
 # Every step is skipped when its output exists (a data folder, a finished run), so an
 # interrupted run continues. Sizes and seeds are environment variables; the defaults are the
@@ -10,17 +10,18 @@
 set -euo pipefail
 
 WORK=${WORK:-/tmp/results-work}
-SEEDS=${SEEDS:-"0 1"}
+SEEDS=${SEEDS:-"0 1 2"}
 MACHINES=${MACHINES:-fan,gearbox,valve}
 SECTIONS=${SECTIONS:-3}
 TRAIN=${TRAIN:-48}                 # source-domain normal training clips per section
 TARGET_TRAIN=${TARGET_TRAIN:-6}    # target-domain normal training clips per section
-TEST=${TEST:-8}                    # test clips per section, domain and label
-EPOCHS=${EPOCHS:-4}                # surrogate-task training epochs
-FRONT_END=${FRONT_END:-log-linear} # or log-mel (use another WORK: runs are reused by name)
+TEST=${TEST:-30}                   # test clips per section, domain and label
+EPOCHS=${EPOCHS:-12}               # surrogate-task training epochs
+FRONT_END=${FRONT_END:-log-mel}    # or log-linear (use another WORK: runs are reused by name)
 AE_EPOCHS=${AE_EPOCHS:-20}         # DCASE autoencoder epochs
 OBJECTIVES=${OBJECTIVES:-"disentangled mtl arcface sections"}
 THREADS=${THREADS:-2}
+SPLITS=${SPLITS:-5}                # development/held-out splits per data set (selection check)
 PY=${PY:-"$(cd "$(dirname "$0")/.." && pwd)/.venv/bin/python"}
 
 cd "$(dirname "$0")/.."
@@ -51,4 +52,4 @@ for objective in $OBJECTIVES; do
     run_args+=(--run "$objective=$WORK/runs/${objective}_{i}")
 done
 "$PY" -m training.evaluate.compare "${data_args[@]}" --systems stats,bandenergy,autoencoder \
-    "${run_args[@]}" --epochs "$AE_EPOCHS" --out "$WORK/results.md"
+    "${run_args[@]}" --epochs "$AE_EPOCHS" --splits "$SPLITS" --out "$WORK/results.md"

@@ -14,6 +14,7 @@ from edge.errors import BadInput
 from training.evaluate.select import (
     development_mask,
     main,
+    paired_bootstrap,
     select_machine,
     simplex_grid,
     standardized,
@@ -109,6 +110,36 @@ def test_the_comparison_table_spans_data_sets_with_a_spread(tmp_path):
     result = json.loads(out.with_suffix(".json").read_text())
     assert len(result["systems"]["stats"]["all"]) == 2
     assert len(result["selection"]["fan"]) == 2
+
+
+def test_the_selection_check_repeats_splits_and_reports_intervals(tmp_path):
+    from training.evaluate.compare import main as compare_main
+
+    data = make_dataset(tmp_path / "d", sections=(0,), n_train=6, n_target_train=2, n_test=4)
+    out = tmp_path / "RESULTS.md"
+    assert compare_main(["--data", str(data), "--systems", "stats,bandenergy", "--splits", "3",
+                         "--bootstrap", "50", "--out", str(out)]) == 0
+    rows = json.loads(out.with_suffix(".json").read_text())["selection"]["fan"]
+    assert [r["split"] for r in rows] == [0, 1, 2]
+    for row in rows:
+        for key in ("vs_hindsight", "vs_best_on_dev", "vs_stats"):
+            assert row[key]["low"] <= row[key]["delta"] <= row[key]["high"]
+        # the hindsight best is the best single system on the held-out half
+        assert row["best_single_heldout"] >= row["vs_stats"]["heldout"]
+    assert "| all | 3 |" in out.read_text()
+
+
+def test_a_paired_bootstrap_separates_a_real_difference_from_none():
+    rng = np.random.default_rng(1)
+    test = clips(10)
+    anomaly = np.array([c.is_anomaly for c in test], dtype=float)
+    good = 3.0 * anomaly + rng.normal(size=len(test))
+    poor = 0.3 * anomaly + rng.normal(size=len(test))
+    everything = np.ones(len(test), dtype=bool)
+    better = paired_bootstrap(test, good, poor, everything, n_boot=100)
+    assert better["delta"] > 0.2 and better["low"] > 0
+    same = paired_bootstrap(test, good, good, everything, n_boot=20)
+    assert same == {"delta": 0.0, "low": 0.0, "high": 0.0}
 
 
 def test_an_ensemble_must_earn_its_members_on_the_development_half():

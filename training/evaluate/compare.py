@@ -26,7 +26,14 @@ import numpy as np
 from edge.dataset import scan
 from edge.errors import AsdEdgeError
 from training.evaluate.metrics import official_score, summary
-from training.evaluate.select import collect_systems, select_machine
+from training.evaluate.select import (
+    collect_systems,
+    development_mask,
+    paired_bootstrap,
+    select_machine,
+    standardized,
+)
+from training.evaluate.systems import MachineScores
 
 logger = logging.getLogger(__name__)
 
@@ -43,11 +50,15 @@ def _cell(values: list[float]) -> str:
 
 
 def compare(data_sets: list[str], systems: list[str], runs: dict[str, str], epochs: int = 100,
-            steps: int = 4, seed: int = 0) -> dict:
+            steps: int = 4, seed: int = 0, splits: int = 1, n_boot: int = 200) -> dict:
     """Per data set, machine and system: official scores; plus the selection per machine.
 
     ``systems`` holds the official scores, ``domains`` the harmonic means of AUC(source) and
     AUC(target) over the same sections: {"auc_source"|"auc_target": {system: {machine: [..]}}}.
+    ``selection`` holds, per machine, one row per data set and development/held-out split
+    (``splits`` random splits, seeds 0..splits-1), each with paired-bootstrap differences of
+    the chosen system's held-out score against the best single system in hindsight, the best
+    single system on the development half, and stats.
     """
     per_system: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     per_domain = {key: defaultdict(lambda: defaultdict(list)) for key in DOMAIN_KEYS}
@@ -59,16 +70,15 @@ def compare(data_sets: list[str], systems: list[str], runs: dict[str, str], epoc
             set_runs = {name: path.format(i=i) for name, path in runs.items()}
             scores = collect_systems(dataset, machine, systems, set_runs, epochs=epochs,
                                      seed=seed)
-            selection = select_machine(scores, steps=steps, seed=seed)
-            for name, result in selection["candidates"].items():
-                per_system[name][machine].append(result["all"])
-                _add_domains(per_domain, name, machine, result["sections"])
-                overall[name] += result["sections"]
-            best_heldout = max(r["heldout"] for r in selection["candidates"].values())
-            chosen[machine].append({"data": data, "chosen": selection["chosen"],
-                                    "dev": selection["dev"], "heldout": selection["heldout"],
-                                    "best_single_heldout": best_heldout,
-                                    "best_single_on_dev": selection["best_single_on_dev"]})
+            for split in range(splits):
+                selection = select_machine(scores, steps=steps, seed=split)
+                if split == 0:  # "all" does not depend on the split
+                    for name, result in selection["candidates"].items():
+                        per_system[name][machine].append(result["all"])
+                        _add_domains(per_domain, name, machine, result["sections"])
+                        overall[name] += result["sections"]
+                chosen[machine].append({"data": data, "split": split,
+                                        **selection_check(scores, selection, split, n_boot)})
         for name, sections in overall.items():
             per_system[name]["all"].append(official_score(sections))
             _add_domains(per_domain, name, "all", sections)
@@ -76,6 +86,39 @@ def compare(data_sets: list[str], systems: list[str], runs: dict[str, str], epoc
             "domains": {key: {k: dict(v) for k, v in table.items()}
                         for key, table in per_domain.items()},
             "selection": dict(chosen)}
+
+
+def selection_check(scores: list[MachineScores], selection: dict, split: int,
+                    n_boot: int = 200) -> dict:
+    """The choice and how it fares on the held-out half against simpler choices.
+
+    Paired-bootstrap differences (official score, 0-1) of the chosen system on the held-out
+    half minus: the best single system on the held-out half (hindsight: an upper bound no
+    choice can promise, biased upward by taking a maximum), the best single system on the
+    development half (the choice without ensembles), and stats (the no-training detector).
+    """
+    names = [s.system for s in scores]
+    clips = scores[0].clips
+    z = np.stack([standardized(s) for s in scores], axis=1)  # (N, S)
+    heldout = ~development_mask(clips, split)
+    weights = dict(zip(selection["chosen"]["systems"], selection["chosen"]["weights"],
+                       strict=True))
+    ours = z @ np.array([weights.get(n, 0.0) for n in names])
+    candidates = selection["candidates"]
+    hindsight = max(candidates, key=lambda n: candidates[n]["heldout"])
+    against = {"hindsight": hindsight, "best_on_dev": selection["best_single_on_dev"]}
+    if "stats" in names:
+        against["stats"] = "stats"
+    row = {"chosen": selection["chosen"], "dev": selection["dev"],
+           "heldout": selection["heldout"], "best_single_heldout": candidates[hindsight]["heldout"],
+           "best_single_heldout_name": hindsight,
+           "best_single_on_dev": selection["best_single_on_dev"],
+           "best_single_on_dev_heldout": candidates[selection["best_single_on_dev"]]["heldout"]}
+    for key, name in against.items():
+        row[f"vs_{key}"] = paired_bootstrap(clips, ours, z[:, names.index(name)], heldout,
+                                            n_boot=n_boot, seed=split)
+        row[f"vs_{key}"]["heldout"] = candidates[name]["heldout"]
+    return row
 
 
 def _add_domains(per_domain: dict, name: str, machine: str, sections: list[dict]) -> None:
@@ -105,20 +148,64 @@ def markdown(result: dict, command: str) -> str:
             lines += ["", f"## {title}", "", f"{title} (%), harmonic mean over the sections; "
                       "mean ± standard deviation over the data sets.", ""]
             lines += _table(result["domains"][key], machines)
-    lines += ["", "## Machine-specific selection", "",
-              "Chosen on a development half of the test clips, reported on the held-out half, "
-              "beside the best single system on the held-out half (an upper bound no choice "
-              "made on the development half can promise).", "",
-              "| Machine | Data | Chosen | dev | held-out | best single, held-out |",
-              "|---|---|---|---|---|---|"]
-    for machine, rows in result["selection"].items():
+    lines += selection_markdown(result["selection"])
+    return "\n".join(lines) + "\n"
+
+
+def _delta(check: dict) -> str:
+    """A difference with its interval, in points; bold when the interval lies below zero."""
+    text = (f"{100 * check['delta']:+.1f} [{100 * check['low']:+.1f}, "
+            f"{100 * check['high']:+.1f}]")
+    return f"**{text}**" if check["high"] < 0 else text
+
+
+def _mean_heldout(rows: list[dict], key: str) -> str:
+    """Mean held-out score (%) of the chosen system (key "heldout") or of a compared one."""
+    values = [r[key]["heldout"] if isinstance(r[key], dict) else r[key] for r in rows if key in r]
+    return f"{100 * np.mean(values):.2f}" if values else "-"
+
+
+def _worse(rows: list[dict], key: str) -> str:
+    """In how many rows the chosen system is worse than the compared one beyond the interval."""
+    checks = [r[key] for r in rows if key in r]
+    return f"{sum(c['high'] < 0 for c in checks)} of {len(checks)}" if checks else "-"
+
+
+def selection_markdown(selection: dict[str, list[dict]]) -> list[str]:
+    """The per-case table (split 0) and the summary over every data set and split."""
+    lines = ["", "## Machine-specific selection", "",
+             "Chosen on a development half of the test clips, reported on the held-out half. "
+             "Differences are official-score points of the chosen system minus another, on the "
+             "held-out half, with a 95 % paired-bootstrap interval (resampling held-out clips "
+             "within section, domain and label); **bold**: the chosen system is worse beyond "
+             "the interval. \"Hindsight\" is the best single system on the held-out half: an "
+             "upper bound no choice made on the development half can promise.", "",
+             "| Machine | Data | Chosen | dev | held-out | vs hindsight best | "
+             "vs best single on dev | vs stats |", "|---|---|---|---|---|---|---|---|"]
+    for machine, rows in selection.items():
         for row in rows:
+            if row.get("split", 0) != 0:
+                continue
             chosen = " + ".join(f"{w:.2f} {n}" for n, w in zip(
                 row["chosen"]["systems"], row["chosen"]["weights"], strict=True))
+            stats = _delta(row["vs_stats"]) if "vs_stats" in row else "-"
             lines.append(f"| {machine} | {Path(row['data']).name} | {chosen} | "
                          f"{100 * row['dev']:.2f} | {100 * row['heldout']:.2f} | "
-                         f"{100 * row['best_single_heldout']:.2f} |")
-    return "\n".join(lines) + "\n"
+                         f"{_delta(row['vs_hindsight'])} ({row['best_single_heldout_name']}) | "
+                         f"{_delta(row['vs_best_on_dev'])} | {stats} |")
+    lines += ["", "Over every data set and split: mean held-out official score (%) of the chosen "
+              "system and of the alternatives, and in how many cases the chosen system is worse "
+              "beyond the interval.", "",
+              "| Machine | cases | chosen | best single on dev | stats | hindsight best | "
+              "worse than hindsight | worse than best single on dev | worse than stats |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for machine, rows in [*selection.items(), ("all", [r for v in selection.values() for r in v])]:
+        lines.append(f"| {machine} | {len(rows)} | {_mean_heldout(rows, 'heldout')} | "
+                     f"{_mean_heldout(rows, 'vs_best_on_dev')} | "
+                     f"{_mean_heldout(rows, 'vs_stats')} | "
+                     f"{_mean_heldout(rows, 'vs_hindsight')} | {_worse(rows, 'vs_hindsight')} | "
+                     f"{_worse(rows, 'vs_best_on_dev')} | {_worse(rows, 'vs_stats')} |")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,6 +218,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=100, help="autoencoder epochs")
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--splits", type=int, default=1,
+                        help="development/held-out splits per data set for the selection check")
+    parser.add_argument("--bootstrap", type=int, default=200,
+                        help="resamples for the held-out difference intervals")
     parser.add_argument("--out", required=True, help="Markdown file (JSON written beside it)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -140,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = dict(item.split("=", 1) for item in args.run)
     try:
         result = compare(args.data, [s for s in args.systems.split(",") if s], runs,
-                         args.epochs, args.steps, args.seed)
+                         args.epochs, args.steps, args.seed, args.splits, args.bootstrap)
     except AsdEdgeError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code

@@ -81,13 +81,45 @@ def subset_score(clips: list[Clip], values: np.ndarray, mask: np.ndarray) -> flo
 
 def subset_metrics(clips: list[Clip], values: np.ndarray, mask: np.ndarray) -> list[dict]:
     """Per-section AUC(source), AUC(target), pAUC of the clips where ``mask`` is True."""
+    return rows_metrics(clips, values, np.flatnonzero(mask))
+
+
+def rows_metrics(clips: list[Clip], values: np.ndarray, rows: np.ndarray) -> list[dict]:
+    """Per-section metrics of the clips at ``rows`` (M,) indices; repeats count (resampling)."""
+    sections = np.array([clips[i].section for i in rows])
     per_section = []
     for section in sorted({c.section for c in clips}):
-        rows = [i for i, c in enumerate(clips) if mask[i] and c.section == section]
+        picked = rows[sections == section]
         per_section.append(section_metrics(
-            np.array([clips[i].is_anomaly for i in rows], dtype=bool), values[rows],
-            [clips[i].domain for i in rows], where=f"section_{section:02d}"))
+            np.array([clips[i].is_anomaly for i in picked], dtype=bool), values[picked],
+            [clips[i].domain for i in picked], where=f"section_{section:02d}"))
     return per_section
+
+
+def paired_bootstrap(clips: list[Clip], a: np.ndarray, b: np.ndarray, mask: np.ndarray,
+                     n_boot: int = 200, seed: int = 0) -> dict[str, float]:
+    """Official score of scores ``a`` minus scores ``b`` (both (N,)) on the clips in ``mask``.
+
+    {"delta", "low", "high"}: the difference and its 95 % percentile interval over ``n_boot``
+    resamples of those clips, drawn with replacement within each (section, domain, label)
+    group; both systems are scored on the same resample (paired), so the interval is the
+    uncertainty of the difference, not of either score.
+    """
+    rng = np.random.default_rng(seed)
+    groups: dict[tuple, list[int]] = {}
+    for i in np.flatnonzero(mask):
+        groups.setdefault((clips[i].section, clips[i].domain, clips[i].label), []).append(i)
+    arrays = [np.array(rows) for rows in groups.values()]
+    every = np.concatenate(arrays)
+    delta = (official_score(rows_metrics(clips, a, every))
+             - official_score(rows_metrics(clips, b, every)))
+    diffs = []
+    for _ in range(n_boot):
+        rows = np.concatenate([rng.choice(g, size=g.size) for g in arrays])
+        diffs.append(official_score(rows_metrics(clips, a, rows))
+                     - official_score(rows_metrics(clips, b, rows)))
+    low, high = np.quantile(diffs, [0.025, 0.975])
+    return {"delta": float(delta), "low": float(low), "high": float(high)}
 
 
 def simplex_grid(n_systems: int, steps: int) -> np.ndarray:
