@@ -136,3 +136,22 @@ def test_an_autoencoder_choice_is_refused_and_system_overrides_it(trained, tmp_p
     bundle = load_bundle(tmp_path / "models" / "fan", device="cpu")
     assert [m.name for m in bundle.system.members] == ["stats"]
     assert bundle.manifest["system"]["chosen_by"] == "--system"
+
+
+def test_a_selection_made_with_std_pooling_ships_std_pooling(trained, tmp_path):
+    """The pooling is a per-machine setting: chosen with the system, recorded, exported."""
+    from training.evaluate.select import main as select_main
+
+    data, run, _ = trained
+    out = tmp_path / "selection"
+    assert select_main(["--data", str(data), "--systems", "", "--run", f"tiny={run}",
+                        "--pooling", "std", "--out", str(out)]) == 0
+    selection = json.loads((out / "selection.json").read_text())
+    fan = selection["machines"]["fan"]
+    assert selection["pooling"] == "std"
+    assert {s["pooling"] for s in fan["settings"].values()} == {"std"}
+    models = tmp_path / "models"
+    assert main(["export", "--run", str(run), "--machine", "fan", "--data", str(data),
+                 "--out", str(models), "--selection", str(out / "selection.json")]) == 0
+    bundle = load_bundle(models / "fan", device="cpu")
+    assert [m.pooling for m in bundle.system.members] == ["std"] * len(fan["chosen"]["systems"])

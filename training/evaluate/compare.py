@@ -50,7 +50,8 @@ def _cell(values: list[float]) -> str:
 
 
 def compare(data_sets: list[str], systems: list[str], runs: dict[str, str], epochs: int = 100,
-            steps: int = 4, seed: int = 0, splits: int = 1, n_boot: int = 200) -> dict:
+            steps: int = 4, seed: int = 0, splits: int = 1, n_boot: int = 200,
+            pooling: str = "mean") -> dict:
     """Per data set, machine and system: official scores; plus the selection per machine.
 
     ``systems`` holds the official scores, ``domains`` the harmonic means of AUC(source) and
@@ -69,7 +70,7 @@ def compare(data_sets: list[str], systems: list[str], runs: dict[str, str], epoc
         for machine in dataset.machines:
             set_runs = {name: path.format(i=i) for name, path in runs.items()}
             scores = collect_systems(dataset, machine, systems, set_runs, epochs=epochs,
-                                     seed=seed)
+                                     seed=seed, pooling=pooling)
             for split in range(splits):
                 selection = select_machine(scores, steps=steps, seed=split)
                 if split == 0:  # "all" does not depend on the split
@@ -220,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--splits", type=int, default=1,
                         help="development/held-out splits per data set for the selection check")
+    parser.add_argument("--pooling", default="mean", choices=("mean", "std", "meanstd"),
+                        help="clip pooling of the runs' patch embeddings")
     parser.add_argument("--bootstrap", type=int, default=200,
                         help="resamples for the held-out difference intervals")
     parser.add_argument("--out", required=True, help="Markdown file (JSON written beside it)")
@@ -231,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     runs = dict(item.split("=", 1) for item in args.run)
     try:
         result = compare(args.data, [s for s in args.systems.split(",") if s], runs,
-                         args.epochs, args.steps, args.seed, args.splits, args.bootstrap)
+                         args.epochs, args.steps, args.seed, args.splits, args.bootstrap,
+                         args.pooling)
     except AsdEdgeError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code

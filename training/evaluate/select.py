@@ -180,9 +180,12 @@ def select_machine(systems: list[MachineScores], steps: int = 4, seed: int = 0,
 
 def collect_systems(dataset: Dataset, machine: str, systems: list[str],
                     runs: dict[str, str], epochs: int = 100, seed: int = 0,
-                    w_grid: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
-                    ) -> list[MachineScores]:
-    """Scores of every named system (and every variant of every run) on ``machine``."""
+                    w_grid: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0),
+                    pooling: str = "mean") -> list[MachineScores]:
+    """Scores of every named system (and every variant of every run) on ``machine``.
+
+    ``pooling`` (mean, std, meanstd) turns a run's patch embeddings into clip embeddings.
+    """
     from training.evaluate.systems import SPECTRAL_NAMES, score_embedder, score_spectral
 
     out = []
@@ -220,7 +223,8 @@ def collect_systems(dataset: Dataset, machine: str, systems: list[str],
         for variant, weight in specs:
             suffix = f"weighted@{weight:g}" if variant == "weighted" else variant
             out.append(score_embedder(dataset, machine, loaded, f"{label}:{suffix}",
-                                      variant=variant, weight=weight, cache=cache))
+                                      variant=variant, weight=weight, pooling=pooling,
+                                      cache=cache))
     return out
 
 
@@ -243,14 +247,15 @@ def selection_markdown(selection: dict) -> str:
 
 def run_selection(data: str, systems: list[str], runs: dict[str, str], out: str | Path,
                   machines: list[str] | None = None, steps: int = 4, seed: int = 0,
-                  epochs: int = 100, margin: float = MARGIN) -> dict:
+                  epochs: int = 100, margin: float = MARGIN, pooling: str = "mean") -> dict:
     dataset = scan(data)
     chosen_machines = dataset.require_machines(machines or ["all"])
     selection: dict = {"version": SELECTION_VERSION, "data": str(data), "seed": seed,
                        "runs": {label: str(Path(p).resolve()) for label, p in runs.items()},
-                       "steps": steps, "machines": {}}
+                       "steps": steps, "pooling": pooling, "machines": {}}
     for machine in chosen_machines:
-        scores = collect_systems(dataset, machine, systems, runs, epochs=epochs, seed=seed)
+        scores = collect_systems(dataset, machine, systems, runs, epochs=epochs, seed=seed,
+                                 pooling=pooling)
         if not scores:
             raise BadInput("no systems given; use --systems and/or --run NAME=RUN")
         selection["machines"][machine] = select_machine(scores, steps=steps, seed=seed,
@@ -275,6 +280,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=4, help="grid steps per weight")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=100, help="autoencoder epochs")
+    parser.add_argument("--pooling", default="mean", choices=("mean", "std", "meanstd"),
+                        help="how a run's patch embeddings become a clip embedding")
     parser.add_argument("--margin", type=float, default=MARGIN,
                         help="official score (0-1) each extra ensemble member must add on the "
                              "development half (default 0.02)")
@@ -288,7 +295,7 @@ def run(args: argparse.Namespace) -> int:
     systems = [s for s in args.systems.split(",") if s]
     selection = run_selection(args.data, systems, runs, args.out,
                               args.machines.split(",") if args.machines != "all" else None,
-                              args.steps, args.seed, args.epochs, args.margin)
+                              args.steps, args.seed, args.epochs, args.margin, args.pooling)
     print(selection_markdown(selection))
     return 0
 
