@@ -213,3 +213,19 @@ def test_bad_input_exits_2_with_one_line(pretrained, data_dir, cache_dir, tmp_pa
     with pytest.raises(BadInput, match="not a readable checkpoint"):
         load_run(broken)
     assert not (tmp_path / "a").exists()
+
+
+def test_patch_length_is_a_training_choice_the_run_carries(data_dir, cache_dir, tmp_path, capsys):
+    out = tmp_path / "short"
+    assert _train(data_dir, cache_dir, out, "--machines", "fan", "--epochs", "1",
+                  "--patch-frames", "32") == 0
+    run = load_run(out)
+    assert run.patching.patch_frames == 32 and run.patching.patch_hop == 16
+    clip = next((data_dir / "fan" / "test").glob("*.wav"))  # 3 s: 92 frames
+    section_embedding, _ = run.embed_clip(read_audio(clip))
+    assert section_embedding.shape[0] == (92 - 32) // 16 + 1  # 4 patches (2 at 64 frames)
+    capsys.readouterr()
+    assert _train(data_dir, cache_dir, tmp_path / "bad", "--machines", "fan", "--epochs", "1",
+                  "--patch-frames", "8") == 2
+    err = capsys.readouterr().err.strip()
+    assert "--patch-frames 8" in err and "32" in err and len(err.splitlines()) == 1

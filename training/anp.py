@@ -402,6 +402,9 @@ def train_anp(config: TrainConfig, args: AnpArgs | None = None, draws_per_clip: 
                        "anp; train it from scratch (drop --init)")
     if config.front_end not in FRONT_ENDS:
         raise BadInput(f"--front-end {config.front_end!r}: choose one of {', '.join(FRONT_ENDS)}")
+    if config.patch_frames != DEFAULT_PATCHING.patch_frames:
+        raise BadInput(f"--patch-frames {config.patch_frames}: the ANP is built for "
+                       f"{DEFAULT_PATCHING.patch_frames}-frame patches; drop --patch-frames")
     device = select_device(config.device)
     front_end, patching = FRONT_ENDS[config.front_end], DEFAULT_PATCHING
     out = Path(config.out)

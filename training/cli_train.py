@@ -47,6 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--front-end", default="log-mel", choices=("log-linear", "log-mel"),
                         help="the network's spectrogram: log-mel, 128 bands (default; best on "
                              "the synthetic sets, docs/RESULTS.md) or log-linear, 500 bins")
+    parser.add_argument("--patch-frames", type=int, default=64,
+                        help="frames per input patch, 32-256 (default 64 = 2.05 s); the bundle "
+                             "and the edge take it from the run")
     parser.add_argument("--allow-no-target", action="store_true",
                         help="train even where a section has no target-domain clips")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
@@ -77,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
             average_last=args.average_last, section_dim=args.section_dim,
             attribute_dim=args.attribute_dim, arcface_scale=args.arcface_scale,
             arcface_margin=args.arcface_margin, front_end=args.front_end,
+            patch_frames=args.patch_frames,
             allow_no_target=args.allow_no_target, progress=not args.no_progress)
     except ValidationError as err:
         first = err.errors()[0]

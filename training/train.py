@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edge.dataset import scan
 from edge.errors import BadInput
-from edge.features import DEFAULT_FRONT_END, DEFAULT_PATCHING, LOG_MEL_FRONT_END
+from edge.features import DEFAULT_FRONT_END, DEFAULT_PATCHING, LOG_MEL_FRONT_END, Patching
 from training import data as tdata
 from training.checkpoint import (
     CHECKPOINT_NAME,
@@ -82,10 +82,17 @@ class TrainConfig(BaseModel):
     arcface_scale: float = Field(16.0, gt=0)
     arcface_margin: float = Field(0.2, ge=0)
     front_end: str = Field("log-mel", description=f"one of {list(FRONT_ENDS)}")
+    patch_frames: int = Field(DEFAULT_PATCHING.patch_frames, ge=32, le=256,
+                              description="frames per input patch (64 x 32 ms = 2.05 s)")
     allow_no_target: bool = False
     val_patches_per_clip: int = Field(4, ge=1)
     bn_clips: int = Field(2048, ge=2, description="clips for batch-norm recalibration")
     progress: bool = True
+
+
+def patching_for(config: TrainConfig) -> Patching:
+    """The run's patches: ``config.patch_frames`` long, starting every 16 frames (0.512 s)."""
+    return Patching(patch_frames=config.patch_frames, patch_hop=DEFAULT_PATCHING.patch_hop)
 
 
 def learning_rate(step: int, total_steps: int, base_lr: float, warmup_steps: int) -> float:
@@ -300,7 +307,7 @@ def evaluate(model: SurrogateTaskModel, cache: tdata.SpectrogramCache, indices: 
     """Loss and accuracies on the patches of held-out clips (patch level)."""
     if not indices:
         return {}
-    patching = DEFAULT_PATCHING
+    patching = patching_for(config)
     was_training = model.training
     model.eval()
     xs, secs, atts = [], [], []
@@ -346,7 +353,7 @@ def train(config: TrainConfig) -> Path:
     if world > 1 and device.type == "cuda":
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
-    front_end, patching = FRONT_ENDS[config.front_end], DEFAULT_PATCHING
+    front_end, patching = FRONT_ENDS[config.front_end], patching_for(config)
     out = Path(config.out)
     ckpt_file = out / CHECKPOINT_NAME
 
