@@ -127,6 +127,9 @@ def test_the_selection_check_repeats_splits_and_reports_intervals(tmp_path):
         # the hindsight best is the best single system on the held-out half
         assert row["best_single_heldout"] >= row["vs_stats"]["heldout"]
     assert "| all | 3 |" in out.read_text()
+    with np.load(tmp_path / "RESULTS_scores" / "0_fan.npz") as saved:  # for other rules
+        assert saved["systems"].tolist() == ["stats", "bandenergy"]
+        assert saved["z"].shape == (len(saved["clips"]), 2) and saved["anomaly"].any()
 
 
 def test_a_paired_bootstrap_separates_a_real_difference_from_none():

@@ -51,7 +51,7 @@ def _cell(values: list[float]) -> str:
 
 def compare(data_sets: list[str], systems: list[str], runs: dict[str, str], epochs: int = 100,
             steps: int = 4, seed: int = 0, splits: int = 1, n_boot: int = 200,
-            pooling: str = "mean") -> dict:
+            pooling: str = "mean", scores_dir: Path | None = None) -> dict:
     """Per data set, machine and system: official scores; plus the selection per machine.
 
     ``systems`` holds the official scores, ``domains`` the harmonic means of AUC(source) and
@@ -59,7 +59,10 @@ def compare(data_sets: list[str], systems: list[str], runs: dict[str, str], epoc
     ``selection`` holds, per machine, one row per data set and development/held-out split
     (``splits`` random splits, seeds 0..splits-1), each with paired-bootstrap differences of
     the chosen system's held-out score against the best single system in hindsight, the best
-    single system on the development half, and stats.
+    single system on the development half, and stats. With ``scores_dir``, every system's
+    standardised test scores are saved there per data set and machine
+    (``<i>_<machine>.npz``: systems (S,), clips (N,), sections, domains, anomaly (N,),
+    z (N, S)) so that other selection rules can be tried without scoring again.
     """
     per_system: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     per_domain = {key: defaultdict(lambda: defaultdict(list)) for key in DOMAIN_KEYS}
@@ -71,6 +74,8 @@ def compare(data_sets: list[str], systems: list[str], runs: dict[str, str], epoc
             set_runs = {name: path.format(i=i) for name, path in runs.items()}
             scores = collect_systems(dataset, machine, systems, set_runs, epochs=epochs,
                                      seed=seed, pooling=pooling)
+            if scores_dir is not None:
+                save_scores(Path(scores_dir) / f"{i}_{machine}.npz", scores)
             for split in range(splits):
                 selection = select_machine(scores, steps=steps, seed=split)
                 if split == 0:  # "all" does not depend on the split
@@ -87,6 +92,18 @@ def compare(data_sets: list[str], systems: list[str], runs: dict[str, str], epoc
             "domains": {key: {k: dict(v) for k, v in table.items()}
                         for key, table in per_domain.items()},
             "selection": dict(chosen)}
+
+
+def save_scores(path: Path, scores: list[MachineScores]) -> None:
+    """Every system's standardised test scores of one machine type, with the clips' labels."""
+    clips = scores[0].clips
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, systems=np.array([s.system for s in scores]),
+             clips=np.array([c.path.name for c in clips]),
+             sections=np.array([c.section for c in clips]),
+             domains=np.array([c.domain for c in clips]),
+             anomaly=np.array([c.is_anomaly for c in clips]),
+             z=np.stack([standardized(s) for s in scores], axis=1))
 
 
 def selection_check(scores: list[MachineScores], selection: dict, split: int,
@@ -235,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = compare(args.data, [s for s in args.systems.split(",") if s], runs,
                          args.epochs, args.steps, args.seed, args.splits, args.bootstrap,
-                         args.pooling)
+                         args.pooling, Path(args.out).with_name(Path(args.out).stem + "_scores"))
     except AsdEdgeError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code
