@@ -98,6 +98,11 @@ class StreamConfig(Strict):
                                description="trip_hops of window_hops to trip; clear and hold")
     score_messages: bool = Field(False, title="Score messages",
                                  description="publish every hop's score (QoS 0)")
+    domain: Literal["auto", "source", "target", "pooled"] = Field(
+        "auto", title="Domain",
+        description="whose thresholds a hop is compared with: 'auto' the domain of the hop's "
+                    "nearest normal reference; 'source' or 'target' pin that domain's (the "
+                    "unit's operating condition is known); 'pooled' one threshold for both")
 
     @field_validator("section", mode="before")
     @classmethod

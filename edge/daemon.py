@@ -27,9 +27,10 @@ import numpy as np
 from edge.alarms.rule import AlarmRule, AlarmRuleConfig, StreamKey, Transition
 from edge.audio import SAMPLE_RATE
 from edge.bundle.load import Bundle, load_bundle
+from edge.bundle.system import SectionThreshold
 from edge.capture import open_source
 from edge.capture.base import AudioBlock, AudioSource
-from edge.config import EdgeConfig, StreamConfig
+from edge.config import AlarmConfig, EdgeConfig, StreamConfig
 from edge.errors import AsdEdgeError
 from edge.evidence import EvidenceRecorder
 from edge.explain import explain_window
@@ -114,16 +115,43 @@ class StreamRunner:
 
 
 def alarm_rule_for(config: StreamConfig, key: StreamKey, bundle: Bundle) -> AlarmRule:
-    """The stream's rule: its thresholds from the bundle unless the config overrides them."""
+    """The stream's rule: its thresholds from the bundle unless the config overrides them.
+
+    The stream's ``domain`` picks the calibrated thresholds: ``source``/``target`` that
+    domain's, ``pooled`` the section's pooled ones, ``auto`` the pooled ones plus every
+    calibrated domain's, so that each hop is compared with the thresholds of the domain of its
+    nearest reference (``ScoringSystem.assess_window``). A domain the bundle has no thresholds
+    of (a bundle written before them, too few references of it) uses the pooled ones. A
+    threshold override in the alarm config applies to every hop.
+    """
     bundle.system.check_section(config.section)
     calibrated = bundle.system.thresholds[config.section]
     alarm = config.alarm
-    threshold = alarm.threshold if alarm.threshold is not None else calibrated.threshold
     settings = alarm.model_dump(exclude={"threshold"})
-    if alarm.clear_threshold is None and "clear_fraction" not in alarm.model_fields_set \
-            and alarm.threshold is None:
-        settings["clear_threshold"] = calibrated.clear_threshold
-    return AlarmRule(key, threshold, AlarmRuleConfig(**settings))
+    if alarm.threshold is not None:
+        return AlarmRule(key, alarm.threshold, AlarmRuleConfig(**settings))
+    pinned = None if config.domain == "auto" else config.domain
+    if pinned in ("source", "target") and pinned not in calibrated.domains:
+        logger.warning("%s: the bundle has no %s-domain thresholds for section %02d; using "
+                       "the pooled ones", config.name, pinned, config.section)
+    base = calibrated.for_domain(pinned)
+    by_domain = {}
+    if config.domain == "auto":
+        by_domain = {domain: _levels(alarm, levels)
+                     for domain, levels in calibrated.domains.items()}
+    if alarm.clear_threshold is None and "clear_fraction" not in alarm.model_fields_set:
+        settings["clear_threshold"] = base.clear_threshold
+    return AlarmRule(key, base.threshold, AlarmRuleConfig(**settings), by_domain)
+
+
+def _levels(alarm: AlarmConfig, calibrated: SectionThreshold) -> tuple[float, float]:
+    """(threshold, clear threshold) of one calibrated domain under the stream's alarm config:
+    its absolute clear_threshold, else its clear_fraction when set, else the calibrated one."""
+    if alarm.clear_threshold is not None:
+        return calibrated.threshold, alarm.clear_threshold
+    if "clear_fraction" in alarm.model_fields_set:
+        return calibrated.threshold, alarm.clear_fraction * calibrated.threshold
+    return calibrated.threshold, calibrated.clear_threshold
 
 
 class Daemon:
@@ -281,7 +309,10 @@ class Daemon:
 
     def _score(self, runner: StreamRunner, window: Window) -> None:
         section = runner.config.section
-        score, members = runner.bundle.system.score_window(window, section)
+        assessed = runner.bundle.system.assess_window(window, section)
+        score, members = assessed.score, assessed.members
+        # the hop's domain picks its thresholds (auto); a pinned domain is the rule's own
+        domain = assessed.domain if runner.config.domain == "auto" else None
         self.windows_scored += 1
         self.health.hop_scored(runner.name, score)
         event_window = runner.event_window(window)
@@ -290,8 +321,8 @@ class Daemon:
             self.outputs.publish_score(ScoreMessage(
                 node=runner.key.node, machine=runner.key.machine, section=runner.key.section,
                 time=event_window.end_utc, stream_s=stream_s, score=score,
-                threshold=runner.rule.threshold))
-        transition = runner.rule.update(stream_s, score, event_window.end_utc)
+                threshold=runner.rule.levels(domain)[0]))
+        transition = runner.rule.update(stream_s, score, event_window.end_utc, domain)
         if transition is not None:
             self._emit(runner, window, transition, event_window, members)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -49,6 +50,27 @@ def _refused(path: Path, capsys, *fragments: str) -> None:
         assert fragment in err, err
 
 
+def printed_thresholds(out: str) -> dict:
+    """Per section of ``bundle verify``'s output, its thresholds as ``pytest.approx`` of the
+    printed 4 significant digits, shaped like bundle.json's ``sections`` entries."""
+    level = r"(\S+)(?: \(([^)]*)\))?"
+    sections: dict = {}
+    for match in re.finditer(rf"section_(\d\d): threshold {level}, clear {level};", out):
+        section, threshold, domains, clear, clear_domains = match.groups()
+        by_domain = [dict(pair.split(" ") for pair in (text or "").split(", ") if pair)
+                     for text in (domains, clear_domains)]
+        assert by_domain[0].keys() == by_domain[1].keys(), match.group(0)
+
+        def approx(text: str) -> object:
+            return pytest.approx(float(text), rel=5e-4)
+
+        sections[section] = {
+            "threshold": approx(threshold), "clear_threshold": approx(clear),
+            "domains": {d: {"threshold": approx(by_domain[0][d]),
+                            "clear_threshold": approx(by_domain[1][d])} for d in by_domain[0]}}
+    return sections
+
+
 def test_tampered_or_missing_files_are_refused(setup, tmp_path, capsys) -> None:
     bundle = _copy(setup, tmp_path)
     index = bundle / "stats" / "section_00_part0.npz"
@@ -86,7 +108,19 @@ def test_enrolling_a_new_unit_adds_a_section(setup, tmp_path, capsys) -> None:
     assert system.sections == [0, 1]
     manifest = json.loads((bundle / "bundle.json").read_text())
     assert manifest["provenance"]["enrollments"][-1]["section"] == 1
+    capsys.readouterr()
     assert main(["bundle", "verify", str(bundle)]) == 0
+    # verify lists each section's pooled levels and those of every domain it calibrated: the
+    # first unit's source-domain clips, the new unit's (enrolled as target) clips
+    printed = printed_thresholds(capsys.readouterr().out)
+    assert printed == {
+        section: {"threshold": entry["threshold"], "clear_threshold": entry["clear_threshold"],
+                  "domains": {domain: {"threshold": levels["threshold"],
+                                       "clear_threshold": levels["clear_threshold"]}
+                              for domain, levels in entry["domains"].items()}}
+        for section, entry in manifest["sections"].items()}
+    assert set(printed["00"]["domains"]) == {"source"}
+    assert set(printed["01"]["domains"]) == {"target"}
     # a unit never enrolled: a clear error naming the fix
     with pytest.raises(BadInput, match="section 05 has no normal references"):
         system.check_section(5)

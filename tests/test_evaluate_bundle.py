@@ -2,7 +2,8 @@
 
 A tiny run is trained and exported; ``asd-edge evaluate --bundle`` must give the official score
 of ``evaluate --run`` (same variant, backend, pooling) within 0.005 and decide with the
-bundle's own thresholds; a ``selection.json`` choosing an ensemble ships that ensemble.
+bundle's own thresholds as the edge does (each clip with its nearest reference's domain's); a
+``selection.json`` choosing an ensemble ships that ensemble.
 """
 
 from __future__ import annotations
@@ -47,7 +48,10 @@ def test_bundle_evaluation_matches_the_run_and_uses_the_bundle_thresholds(traine
     run_report = json.loads((by_run / "results.json").read_text())
     bundle_report = json.loads((by_bundle / "results.json").read_text())
     assert abs(run_report["summary"]["official"] - bundle_report["summary"]["official"]) < 0.005
-    thresholds = load_bundle(bundle_dir, device="cpu").system.thresholds
+    system = load_bundle(bundle_dir, device="cpu").system
+    thresholds = system.thresholds
+    test_clips = {c.name: c for c in scan(data).select(machine="fan", split="test")}
+    used_domains = set()
     for section in ("00", "01"):
         stem = f"fan_section_{section}_test.csv"
         scores = read_csv(by_bundle / f"anomaly_score_{stem}")
@@ -60,8 +64,26 @@ def test_bundle_evaluation_matches_the_run_and_uses_the_bundle_thresholds(traine
         assert entry["threshold_from"] == "fixed"
         assert run_report["machines"]["fan"]["sections"][section]["threshold"] != \
             pytest.approx(threshold, rel=1e-3)
+        # each clip is decided as the edge's default (domain: auto) decides a window: with the
+        # threshold of its nearest reference's domain, the pooled one where there is none
+        assert entry["threshold_rule"] == "auto-domain"
         decisions = read_csv(by_bundle / f"decision_result_{stem}")
-        assert decisions == {name: float(value > threshold) for name, value in scores.items()}
+        expected, domains = {}, {}
+        for name, value in scores.items():
+            assessed = system.assess_clip(read_audio(test_clips[name].path), int(section))
+            assert assessed.score == pytest.approx(value, rel=1e-5)
+            levels = thresholds[int(section)]
+            expected[name] = float(value > levels.for_domain(assessed.domain).threshold)
+            domains[name] = assessed.domain if assessed.domain in levels.domains else "pooled"
+        assert decisions == expected
+        assert entry["decision_domains"] == domains
+        used_domains |= set(domains.values())
+        normal = [decisions[n] for n in decisions if "_normal_" in n]
+        assert entry["false_alarm_rate"] == pytest.approx(np.mean(normal))
+    # the tiny bundle calibrates the source domain (8 clips per section) but not the target
+    # domain (2 clips): clips nearest a target reference fall back to the pooled threshold
+    assert {d for t in thresholds.values() for d in t.domains} == {"source"}
+    assert used_domains == {"source", "pooled"}
     assert (by_bundle / "plot_fan_section_00.png").is_file()
 
 

@@ -17,6 +17,10 @@ Defaults, at the default 0.5 s hop:
   raise and clear on every other hop; it must fall 10 % below the threshold to count as normal.
 - ``hold_seconds=5.0``: ten hops below the clear threshold before the episode ends, so a fault
   that comes and goes (an intermittent bearing knock) stays one episode instead of many.
+
+Thresholds may differ per hop: with ``domain_levels`` (threshold and clear threshold per
+domain) each hop is compared with the levels of the domain ``update`` is given for it (the
+domain of its nearest normal reference); a hop of no known domain uses the rule's own.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import logging
 import math
 import uuid
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -83,7 +88,8 @@ class Transition:
 
     ``stream_s``/``utc``: when it happened (the end of the hop that decided it).
     ``episode_start_s``/``episode_start_utc``: the first hop over the threshold of the episode.
-    ``score``: the hop's score; ``threshold``: the section's (trip) threshold.
+    ``score``: the hop's score; ``threshold``/``clear_threshold``: the levels that hop was
+    compared with (its domain's where the rule has per-domain levels).
     """
 
     type: Literal["raise", "clear"]
@@ -107,7 +113,8 @@ class AlarmRule:
     """The alarm state of one stream; feed it every hop's score in order."""
 
     def __init__(self, stream: StreamKey, threshold: float,
-                 config: AlarmRuleConfig | None = None) -> None:
+                 config: AlarmRuleConfig | None = None,
+                 domain_levels: Mapping[str, tuple[float, float]] | None = None) -> None:
         self.stream = stream
         self.config = config or AlarmRuleConfig()
         self.threshold = float(threshold)
@@ -123,6 +130,13 @@ class AlarmRule:
             raise BadInput(f"clear_threshold={self.clear_threshold} is above the threshold "
                            f"{self.threshold} of {stream.machine} section {stream.section}: "
                            "set it at or below the threshold")
+        self.domain_levels = {domain: (float(t), float(c))
+                              for domain, (t, c) in (domain_levels or {}).items()}
+        for domain, (level, clear) in self.domain_levels.items():
+            if clear > level:
+                raise BadInput(f"clear_threshold={clear} is above the {domain} threshold "
+                               f"{level} of {stream.machine} section {stream.section}: set it "
+                               "at or below the threshold")
         # (stream_s, utc) of each of the last window_hops hops that was over the threshold,
         # or None for one that was not.
         self._recent: deque[tuple[float, datetime] | None] = deque(maxlen=self.config.window_hops)
@@ -138,8 +152,17 @@ class AlarmRule:
     def episode_id(self) -> str | None:
         return self._episode[0] if self._episode else None
 
-    def update(self, stream_s: float, score: float, utc: datetime) -> Transition | None:
-        """Take one hop's score; return the raise or clear it causes, if any.
+    def levels(self, domain: str | None = None) -> tuple[float, float]:
+        """(threshold, clear threshold) a hop of ``domain`` is compared with: the domain's own
+        levels when the rule has them, else the rule's."""
+        if domain is not None and domain in self.domain_levels:
+            return self.domain_levels[domain]
+        return self.threshold, self.clear_threshold
+
+    def update(self, stream_s: float, score: float, utc: datetime,
+               domain: str | None = None) -> Transition | None:
+        """Take one hop's score (of ``domain``, see ``levels``); return the raise or clear it
+        causes, if any.
 
         A score that is not a finite number (NaN, inf) carries no information: it is logged
         and leaves the state as it is.
@@ -148,12 +171,14 @@ class AlarmRule:
             logger.warning("%s/%s: score %r at %.2f s ignored by the alarm rule",
                            self.stream.machine, self.stream.section, score, stream_s)
             return None
+        threshold, clear_threshold = self.levels(domain)
         if self._episode is None:
-            return self._update_idle(stream_s, score, utc)
-        return self._update_active(stream_s, score, utc)
+            return self._update_idle(stream_s, score, utc, threshold, clear_threshold)
+        return self._update_active(stream_s, score, utc, threshold, clear_threshold)
 
-    def _update_idle(self, stream_s: float, score: float, utc: datetime) -> Transition | None:
-        self._recent.append((stream_s, utc) if score > self.threshold else None)
+    def _update_idle(self, stream_s: float, score: float, utc: datetime, threshold: float,
+                     clear_threshold: float) -> Transition | None:
+        self._recent.append((stream_s, utc) if score > threshold else None)
         over = [hop for hop in self._recent if hop is not None]
         if len(over) < self.config.trip_hops:
             return None
@@ -162,19 +187,21 @@ class AlarmRule:
         self._episode = (new_id, start_s, start_utc)
         self._below_since_s = None
         logger.info("%s/%s: alarm raised at %.2f s (score %.4g > %.4g), episode %s",
-                    self.stream.machine, self.stream.section, stream_s, score, self.threshold,
+                    self.stream.machine, self.stream.section, stream_s, score, threshold,
                     new_id)
-        return self._transition("raise", stream_s, score, utc)
+        return self._transition("raise", stream_s, score, utc, threshold, clear_threshold)
 
-    def _update_active(self, stream_s: float, score: float, utc: datetime) -> Transition | None:
-        if score >= self.clear_threshold:
+    def _update_active(self, stream_s: float, score: float, utc: datetime, threshold: float,
+                       clear_threshold: float) -> Transition | None:
+        if score >= clear_threshold:
             self._below_since_s = None
             return None
         if self._below_since_s is None:
             self._below_since_s = stream_s
         if stream_s - self._below_since_s < self.config.hold_seconds:
             return None
-        transition = self._transition("clear", stream_s, score, utc)
+        transition = self._transition("clear", stream_s, score, utc, threshold,
+                                      clear_threshold)
         logger.info("%s/%s: alarm cleared at %.2f s, episode %s", self.stream.machine,
                     self.stream.section, stream_s, transition.episode_id)
         self._episode = None
@@ -183,9 +210,9 @@ class AlarmRule:
         return transition
 
     def _transition(self, kind: Literal["raise", "clear"], stream_s: float, score: float,
-                    utc: datetime) -> Transition:
+                    utc: datetime, threshold: float, clear_threshold: float) -> Transition:
         assert self._episode is not None
         episode, start_s, start_utc = self._episode
         return Transition(type=kind, episode_id=episode, stream_s=stream_s, utc=utc,
                           episode_start_s=start_s, episode_start_utc=start_utc, score=score,
-                          threshold=self.threshold, clear_threshold=self.clear_threshold)
+                          threshold=threshold, clear_threshold=clear_threshold)

@@ -26,6 +26,7 @@ import numpy as np
 from edge import __version__
 from edge.bundle.manifest import write_manifest
 from edge.bundle.system import (
+    DOMAINS,
     DirectScorer,
     Member,
     ScoringSystem,
@@ -40,6 +41,7 @@ logger = logging.getLogger(__name__)
 
 REFERENCES_FILE = "references.npz"
 PROFILES_FILE = "profiles.npz"
+MIN_DOMAIN_CLIPS = 3  # fewer normal references of a domain: it uses the pooled thresholds
 
 
 def spectral_profiles(spectra: np.ndarray, sections: np.ndarray
@@ -116,10 +118,17 @@ def fit_system(system: ScoringSystem, references: References,
     score is back among ordinary normal values. (The median was too strict: half of all
     normal windows lie above it, so a recovered machine rarely stayed below it for the hold
     time and episodes never closed.)
+
+    Besides the pooled thresholds, each domain with at least ``MIN_DOMAIN_CLIPS`` normal
+    references gets its own, calibrated on its clips' out-of-sample scores alone: the few
+    target clips score differently out of sample from the many source clips (far higher when
+    they have few close neighbours, so the pooled quantile sits near the target level and
+    would miss faults of a source-domain unit).
     """
     sections = references.sections
     if sections.size == 0:
         raise BadInput("no normal reference clips: a bundle needs some for every section")
+    domains = np.array(references.domains)
     oos: dict[str, np.ndarray] = {}
     for member in system.members:
         parts = references.stacked(member.name)
@@ -146,20 +155,45 @@ def fit_system(system: ScoringSystem, references: References,
             system.combine({m.name: float(oos[m.name][row]) for m in system.members},
                            int(section))
             for row in np.flatnonzero(rows)])
-        combined = combined[np.isfinite(combined)]
+        finite = np.isfinite(combined)
+        section_domains = domains[rows][finite]
+        combined = combined[finite]
         if combined.size == 0:
             raise BadInput(f"section {int(section):02d} has a single normal reference clip: "
                            "thresholds need at least two; add more normal clips")
-        value = calibrate_threshold(combined, threshold)
-        clear = calibrate_threshold(combined, ThresholdConfig(
-            method=threshold.method, quantile=clear_quantile))
-        system.thresholds[int(section)] = SectionThreshold(
-            value, min(clear, value),
-            {"method": threshold.method, "quantile": threshold.quantile,
-             "clear_quantile": clear_quantile, "normal_clips": int(combined.size),
-             "out_of_sample": "5-fold per section (leave-one-out below 5 clips)"})
+        pooled = _calibrate(combined, threshold, clear_quantile)
+        for domain in DOMAINS:
+            scores = combined[section_domains == domain]
+            if scores.size >= MIN_DOMAIN_CLIPS:
+                pooled.domains[domain] = _calibrate(scores, threshold, clear_quantile)
+        system.thresholds[int(section)] = pooled
         combined_by_section[int(section)] = combined
     return combined_by_section
+
+
+def _calibrate(scores: np.ndarray, threshold: ThresholdConfig,
+               clear_quantile: float) -> SectionThreshold:
+    """Threshold and clear threshold from (N,) out-of-sample normal scores."""
+    value = calibrate_threshold(scores, threshold)
+    clear = calibrate_threshold(scores, ThresholdConfig(method=threshold.method,
+                                                        quantile=clear_quantile))
+    return SectionThreshold(
+        value, min(clear, value),
+        {"method": threshold.method, "quantile": threshold.quantile,
+         "clear_quantile": clear_quantile, "normal_clips": int(scores.size),
+         "out_of_sample": "5-fold per section (leave-one-out below 5 clips)"})
+
+
+def thresholds_to_manifest(thresholds: dict[int, SectionThreshold]) -> dict[str, Any]:
+    """bundle.json's ``sections``: per section the pooled thresholds and, under ``domains``,
+    each calibrated domain's (a domain missing there uses the pooled ones)."""
+    return {f"{s:02d}": {"threshold": t.threshold, "clear_threshold": t.clear_threshold,
+                         "calibration": t.calibration,
+                         "domains": {d: {"threshold": dt.threshold,
+                                         "clear_threshold": dt.clear_threshold,
+                                         "normal_clips": dt.calibration.get("normal_clips")}
+                                     for d, dt in sorted(t.domains.items())}}
+            for s, t in sorted(thresholds.items())}
 
 
 def write_bundle(out_dir: Path, machine: str, system: ScoringSystem, references: References,
@@ -193,10 +227,7 @@ def write_bundle(out_dir: Path, machine: str, system: ScoringSystem, references:
             "patching": system.patching.model_dump(),
             **extra,
             "system": {**extra.get("system", {}), "members": members},
-            "sections": {f"{s:02d}": {"threshold": t.threshold,
-                                      "clear_threshold": t.clear_threshold,
-                                      "calibration": t.calibration}
-                         for s, t in sorted(system.thresholds.items())},
+            "sections": thresholds_to_manifest(system.thresholds),
             "references": references.meta,
         }
         write_manifest(staging, json.loads(json.dumps(manifest)))

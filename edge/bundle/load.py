@@ -11,7 +11,7 @@ import numpy as np
 
 from edge.bundle.fit import PROFILES_FILE, spectral_profiles
 from edge.bundle.manifest import bundle_dir_for, read_manifest
-from edge.bundle.system import ScoringSystem, SectionThreshold, member_from_manifest
+from edge.bundle.system import DOMAINS, ScoringSystem, SectionThreshold, member_from_manifest
 from edge.errors import BadInput
 from edge.features import FrontEnd, Patching
 from edge.inference.anp import OnnxAnp
@@ -56,10 +56,7 @@ def load_bundle(models: str | Path, machine: str | None = None, device: str = "a
         front_end = FrontEnd(**manifest["front_end"])
         patching = Patching(**manifest["patching"])
         members = [member_from_manifest(entry, path) for entry in manifest["system"]["members"]]
-        thresholds = {int(s): SectionThreshold(float(v["threshold"]),
-                                               float(v["clear_threshold"]),
-                                               dict(v.get("calibration", {})))
-                      for s, v in manifest["sections"].items()}
+        thresholds = {int(s): section_threshold(v) for s, v in manifest["sections"].items()}
     except (KeyError, TypeError, ValueError) as err:
         raise BadInput(f"{where}: malformed ({type(err).__name__}: {err}); re-export the "
                        "bundle") from err
@@ -85,6 +82,19 @@ def load_bundle(models: str | Path, machine: str | None = None, device: str = "a
     system = ScoringSystem(front_end, patching, members, thresholds, embedder)
     system.profiles = load_profiles(path)
     return Bundle(path, manifest, system)
+
+
+def section_threshold(entry: dict[str, Any]) -> SectionThreshold:
+    """A section's entry of bundle.json: pooled thresholds plus, when the bundle has them,
+    per-domain ones (bundles written before per-domain thresholds use the pooled ones)."""
+    domains = {str(domain): SectionThreshold(float(v["threshold"]), float(v["clear_threshold"]),
+                                             {"normal_clips": v.get("normal_clips")})
+               for domain, v in entry.get("domains", {}).items()}
+    unknown = set(domains) - set(DOMAINS)
+    if unknown:
+        raise ValueError(f"unknown domain(s) {', '.join(sorted(unknown))} in the thresholds")
+    return SectionThreshold(float(entry["threshold"]), float(entry["clear_threshold"]),
+                            dict(entry.get("calibration", {})), domains)
 
 
 def load_profiles(path: Path) -> dict[int, tuple[np.ndarray, np.ndarray]]:

@@ -18,6 +18,10 @@ from typing import Any
 from edge.errors import BadInput
 
 FORMAT = "asd-edge-bundle"
+# Raised only for a change an older reader would misread. Additive keys that an older reader
+# may ignore without scoring differently from before keep it (per-domain thresholds:
+# ``sections.SS.domains``; the scorer's ``reference_domains``), and a reader treats their
+# absence as the behaviour before them (pooled thresholds).
 FORMAT_VERSION = 1
 MANIFEST = "bundle.json"
 

@@ -22,6 +22,14 @@ standardised per section with the mean and standard deviation of its out-of-samp
 scores (``norm``) and the results are summed with the ensemble ``weights``. The same
 ``score_window`` serves the daemon's streamed windows and offline scoring of whole clips
 (``score_clip``), so the two agree by construction.
+
+Thresholds are per section, and within a section per domain where the references allow: the
+few target-domain references score differently out of sample from the many source ones (higher
+when they have few close neighbours), so one threshold over both can sit near the target level
+and miss a source-domain unit's faults, or the other way round.
+``assess_window`` also says which domain a window looks like: the domain of its nearest
+reference in the first nearest-neighbour member (``domain_member``); the alarm rule compares
+the score with that domain's threshold (``SectionThreshold.for_domain``).
 """
 
 from __future__ import annotations
@@ -146,18 +154,47 @@ class Member:
     def score(self, window: Window, section: int) -> float:
         return float(self.scorer.score(self.parts(window), np.array([section]))[0])
 
+    def score_nearest(self, window: Window, section: int) -> tuple[float, str | None]:
+        """The window's score and the domain of its nearest reference (None: not known)."""
+        scores, domains = self.scorer.score_nearest(self.parts(window), section)
+        return float(scores[0]), domains[0]
+
     def standardise(self, score: float, section: int) -> float:
         mean, std = self.norm.get(section, (0.0, 1.0))
         return (score - mean) / std
 
 
+DOMAINS = ("source", "target")
+
+
 @dataclass
 class SectionThreshold:
-    """Decision threshold of one section, and the lower level at which an alarm may clear."""
+    """Decision threshold of one section, and the lower level at which an alarm may clear.
+
+    ``threshold``/``clear_threshold`` are calibrated on all the section's normal references
+    (pooled); ``domains`` holds the same calibrated on one domain's references alone, for each
+    domain with enough of them (bundles written before per-domain thresholds have none).
+    """
 
     threshold: float
     clear_threshold: float
     calibration: dict[str, Any] = field(default_factory=dict)
+    domains: dict[str, SectionThreshold] = field(default_factory=dict)
+
+    def for_domain(self, domain: str | None) -> SectionThreshold:
+        """The thresholds of ``domain``; the pooled ones for None, "pooled" or a domain
+        without its own calibration."""
+        return self.domains.get(domain or "pooled", self)
+
+
+@dataclass(frozen=True)
+class WindowScore:
+    """What scoring one window gives: the combined score, each member's raw score, and the
+    domain ("source"/"target") of the nearest reference (None when no member can tell)."""
+
+    score: float
+    members: dict[str, float]
+    domain: str | None
 
 
 @dataclass
@@ -206,6 +243,14 @@ class ScoringSystem:
     def member_scores(self, window: Window, section: int) -> dict[str, float]:
         return {m.name: m.score(window, section) for m in self.members}
 
+    @property
+    def domain_member(self) -> Member | None:
+        """The first member whose scorer finds nearest references with known domains."""
+        for member in self.members:
+            if not member.scores_directly and member.scorer.finds_nearest:
+                return member
+        return None
+
     def combine(self, member_scores: dict[str, float], section: int) -> float:
         """One member: its raw score. Several: the weighted sum of standardised scores."""
         if len(self.members) == 1:
@@ -215,8 +260,20 @@ class ScoringSystem:
 
     def score_window(self, window: Window, section: int) -> tuple[float, dict[str, float]]:
         """(score, member scores) of a window of ``section``."""
-        members = self.member_scores(window, section)
-        return self.combine(members, section), members
+        assessed = self.assess_window(window, section)
+        return assessed.score, assessed.members
+
+    def assess_window(self, window: Window, section: int) -> WindowScore:
+        """Score a window of ``section`` and name the domain of its nearest reference (the
+        ``domain_member``'s search, made once with its score)."""
+        nearest = self.domain_member
+        members, domain = {}, None
+        for member in self.members:
+            if member is nearest:
+                members[member.name], domain = member.score_nearest(window, section)
+            else:
+                members[member.name] = member.score(window, section)
+        return WindowScore(self.combine(members, section), members, domain)
 
     def clip_window(self, waveform: np.ndarray) -> Window:
         """A whole clip (N,) as one window: all its patches and frames."""
@@ -245,6 +302,10 @@ class ScoringSystem:
     def score_clip(self, waveform: np.ndarray, section: int) -> tuple[float, dict[str, float]]:
         """Offline score of a whole 16 kHz clip (N,) of ``section``."""
         return self.score_window(self.clip_window(waveform), section)
+
+    def assess_clip(self, waveform: np.ndarray, section: int) -> WindowScore:
+        """``assess_window`` of a whole 16 kHz clip (N,) of ``section``."""
+        return self.assess_window(self.clip_window(waveform), section)
 
     @property
     def patch_seconds(self) -> float:

@@ -7,6 +7,7 @@ import argparse
 import numpy as np
 
 from edge.bundle.load import load_bundle
+from edge.bundle.system import SectionThreshold
 from edge.errors import BadInput
 
 
@@ -37,7 +38,18 @@ def run(args: argparse.Namespace) -> int:
     print(f"  references: {len(manifest['references'])} normal clips")
     for section in system.sections:
         t = system.thresholds.get(section)
-        limit = f"threshold {t.threshold:.4g}, clear {t.clear_threshold:.4g}" if t else \
-            "no threshold"
+        limit = describe_thresholds(t) if t else "no threshold"
         print(f"  section_{section:02d}: {limit}; test score {scores[section]:.4g}")
     return 0
+
+
+def describe_thresholds(levels: SectionThreshold) -> str:
+    """``threshold P (source S, target T), clear ...``: the pooled levels and, in brackets,
+    each domain's own (only those the bundle calibrated; none for older bundles)."""
+    def by_domain(level: str) -> str:
+        own = ", ".join(f"{domain} {getattr(levels.domains[domain], level):.4g}"
+                        for domain in sorted(levels.domains))
+        return f" ({own})" if own else ""
+
+    return (f"threshold {levels.threshold:.4g}{by_domain('threshold')}, "
+            f"clear {levels.clear_threshold:.4g}{by_domain('clear_threshold')}")

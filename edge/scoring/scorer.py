@@ -19,7 +19,10 @@ One code path serves every system that scores by distance to normal clips:
 
 References are per section. With ``source_centres`` set, the many source-domain clips are
 replaced by that many k-means centres while every target-domain clip is kept, so the few
-target clips are not drowned; the nearer reference counts.
+target clips are not drowned; the nearer reference counts. Each section remembers the domain
+of every reference row (a centre is a source reference), so a query can be told which domain
+its nearest reference belongs to (``SectionScorer.score_nearest``): the domain whose
+threshold applies to it (``edge.bundle.system.SectionThreshold``).
 """
 
 from __future__ import annotations
@@ -136,6 +139,9 @@ class _SectionModel:
     backends: list[KnnBackend | GmmBackend]
     means: list[np.ndarray]
     stds: list[np.ndarray]
+    # per reference row of the backends: True for a target-domain clip (the rows are the same
+    # for every part); None for a scorer saved before domains were kept
+    target_rows: np.ndarray | None = None
 
 
 @dataclass
@@ -163,22 +169,33 @@ class SectionScorer:
                        else np.ones(x.shape[1]))
                 models.means.append(mean)
                 models.stds.append(std)
-                refs = self._references((x - mean) / std, domains_arr[rows])
+                refs, models.target_rows = self._references((x - mean) / std,
+                                                            domains_arr[rows])
                 models.backends.append(fit_backend(self.config.backend, refs))
             self.sections[int(section)] = models
         return self
 
-    def _references(self, x: np.ndarray, domains: np.ndarray) -> np.ndarray:
+    def _references(self, x: np.ndarray, domains: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The reference rows (R, D) of one part and which of them are target clips (R,)."""
         n_centres = self.config.source_centres
         source = domains != "target"
         if n_centres is None or source.sum() <= n_centres:
-            return x
+            return x, ~source
         metric = getattr(self.config.backend, "metric", "euclidean")
         src = x[source]
         if metric == "cosine":  # spherical k-means: centres of directions
             src = src / np.maximum(np.linalg.norm(src, axis=1, keepdims=True), 1e-12)
         centres = kmeans(src, n_centres, seed=self.config.seed)
-        return np.concatenate([centres, x[~source]], axis=0)
+        target_rows = np.concatenate([np.zeros(centres.shape[0], bool),
+                                      np.ones(int((~source).sum()), bool)])
+        return np.concatenate([centres, x[~source]], axis=0), target_rows
+
+    @property
+    def finds_nearest(self) -> bool:
+        """True when every section searches neighbours and knows its references' domains."""
+        return bool(self.sections) and all(
+            isinstance(m.backends[0], KnnBackend) and m.target_rows is not None
+            for m in self.sections.values())
 
     def transform(self, parts: Sequence[np.ndarray], section: int) -> list[np.ndarray]:
         """Standardise parts [(Q, D_i)] with ``section``'s statistics."""
@@ -188,10 +205,24 @@ class SectionScorer:
 
     def score_parts(self, parts: Sequence[np.ndarray], section: int) -> np.ndarray:
         """Parts [(Q, D_i)] of clips of ``section`` -> (Q, n_parts) unweighted part scores."""
+        return self._score_parts(parts, section)[0]
+
+    def _score_parts(self, parts: Sequence[np.ndarray], section: int
+                     ) -> tuple[np.ndarray, np.ndarray | None]:
+        """(Q, n_parts) part scores and, for a knn scorer that knows its references' domains,
+        whether each query's nearest reference in the first part is a target clip (Q,)."""
         model = self._model(section)
         transformed = self.transform(parts, section)
-        return np.stack([b.score(x) for b, x in zip(model.backends, transformed, strict=True)],
-                        axis=1)
+        columns, nearest_target = [], None
+        for i, (backend, x) in enumerate(zip(model.backends, transformed, strict=True)):
+            if i == 0 and isinstance(backend, KnnBackend) and model.target_rows is not None:
+                # the same search the backend's score makes, keeping the nearest row
+                indices, distances = backend.neighbours(x)
+                columns.append(distances.mean(axis=1))
+                nearest_target = model.target_rows[indices[:, 0]]
+            else:
+                columns.append(backend.score(x))
+        return np.stack(columns, axis=1), nearest_target
 
     def score(self, parts: Sequence[np.ndarray], sections: np.ndarray) -> np.ndarray:
         """Parts [(Q, D_i)] with sections (Q,) -> (Q,) anomaly scores."""
@@ -203,6 +234,18 @@ class SectionScorer:
             out[rows] = self.score_parts([np.asarray(p)[rows] for p in parts], int(section)) \
                 @ weights
         return out
+
+    def score_nearest(self, parts: Sequence[np.ndarray], section: int
+                      ) -> tuple[np.ndarray, list[str | None]]:
+        """Parts [(Q, D_i)] of clips of ``section`` -> (Q,) scores and, per clip, the domain
+        ("source" or "target") of its nearest reference in the first part; None per clip when
+        this scorer does not search neighbours (gmm) or predates stored domains."""
+        part_scores, nearest_target = self._score_parts(
+            [np.atleast_2d(np.asarray(p)) for p in parts], section)
+        scores = part_scores @ np.asarray(self.weights)
+        if nearest_target is None:
+            return scores, [None] * scores.shape[0]
+        return scores, ["target" if t else "source" for t in nearest_target]
 
     def _model(self, section: int) -> _SectionModel:
         if section not in self.sections:
@@ -216,8 +259,13 @@ class SectionScorer:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         manifest: dict = {"version": SCORER_VERSION, "config": self.config.model_dump(),
-                          "weights": list(self.weights), "sections": {}}
+                          "weights": list(self.weights), "sections": {},
+                          "reference_domains": {}}
         for section, model in self.sections.items():
+            if model.target_rows is not None:
+                name = f"section_{section:02d}_domains.npz"
+                np.savez(folder / name, target=np.asarray(model.target_rows, bool))
+                manifest["reference_domains"][f"{section:02d}"] = name
             entries = []
             for i, backend in enumerate(model.backends):
                 stem = f"section_{section:02d}_part{i}"
@@ -248,6 +296,10 @@ class SectionScorer:
                     model.means.append(data["mean"])
                     model.stds.append(data["std"])
                 model.backends.append(load_backend(entry["backend"], folder))
+            domains_file = manifest.get("reference_domains", {}).get(key)
+            if domains_file is not None:  # absent in scorers saved before domains were kept
+                with np.load(folder / domains_file, allow_pickle=False) as data:
+                    model.target_rows = data["target"].astype(bool)
             scorer.sections[int(key)] = model
         return scorer
 

@@ -25,6 +25,9 @@ def machine_results(scores: MachineScores, thresholds: ThresholdConfig) -> dict:
 
     The threshold is the section's fixed one in ``scores.thresholds`` (a bundle's own) when
     given, else calibrated from the section's out-of-sample normal scores with ``thresholds``.
+    With ``scores.decision_thresholds`` each clip is decided with its own instead
+    (``threshold_rule`` "auto-domain": a bundle's threshold of the domain of the clip's nearest
+    reference, as the edge decides), and ``decision_domains`` names whose, per clip.
     """
     sections = {}
     for section in scores.sections:
@@ -37,10 +40,11 @@ def machine_results(scores: MachineScores, thresholds: ThresholdConfig) -> dict:
         fixed = section in scores.thresholds
         threshold = (float(scores.thresholds[section]) if fixed
                      else calibrate_threshold(scores.calibration[section], thresholds))
-        decisions = values > threshold
+        decisions = values > _decision_thresholds(scores, rows, threshold)
         metrics.update({
             "threshold": threshold,
             "threshold_from": "fixed" if fixed else "calibration",
+            **_decision_rule(scores, rows),
             "n_test": int(rows.sum()),
             "n_references": int(scores.calibration[section].size)
             if section in scores.calibration else None,
@@ -51,6 +55,26 @@ def machine_results(scores: MachineScores, thresholds: ThresholdConfig) -> dict:
         })
         sections[f"{section:02d}"] = metrics
     return {"sections": sections, "summary": summary(sections)}
+
+
+def _decision_thresholds(scores: MachineScores, rows: np.ndarray, threshold: float
+                         ) -> np.ndarray:
+    """(n,) threshold of each test clip in ``rows`` (a mask or indices): the clip's own when
+    ``scores`` has them, else the section's ``threshold``."""
+    if scores.decision_thresholds is None:
+        return np.full(scores.scores[rows].shape, threshold)
+    return scores.decision_thresholds[rows]
+
+
+def _decision_rule(scores: MachineScores, rows: np.ndarray) -> dict:
+    """results.json's record of how a section's clips were decided."""
+    if scores.decision_thresholds is None:
+        return {"threshold_rule": "pooled"}
+    indices = np.flatnonzero(rows)
+    used = {scores.decision_domains[i]: float(scores.decision_thresholds[i]) for i in indices}
+    return {"threshold_rule": "auto-domain", "decision_thresholds": dict(sorted(used.items())),
+            "decision_domains": {scores.clips[i].name: scores.decision_domains[i]
+                                 for i in indices}}
 
 
 def write_report(out: str | Path, results: list[MachineScores],
@@ -101,10 +125,11 @@ def _write_csvs(out: Path, scores: MachineScores, machine: dict) -> None:
             writer = csv.writer(handle)
             for i in rows:
                 writer.writerow([scores.clips[i].name, repr(float(scores.scores[i]))])
+        limits = _decision_thresholds(scores, rows, threshold)
         with (out / f"decision_result_{stem}").open("w", newline="") as handle:
             writer = csv.writer(handle)
-            for i in rows:
-                writer.writerow([scores.clips[i].name, int(scores.scores[i] > threshold)])
+            for i, limit in zip(rows, limits, strict=True):
+                writer.writerow([scores.clips[i].name, int(scores.scores[i] > limit)])
 
 
 def _fmt(value: float) -> str:

@@ -48,6 +48,11 @@ class MachineScores:
     settings: dict = field(default_factory=dict)
     # section -> a fixed decision threshold (a bundle's own); else calibrated from calibration
     thresholds: dict[int, float] = field(default_factory=dict)
+    # (N,) the threshold each test clip is decided with, when it is the clip's own rather than
+    # its section's (a bundle: the domain of the nearest reference), and whose it is per clip
+    # ("source", "target" or "pooled")
+    decision_thresholds: np.ndarray | None = None
+    decision_domains: list[str] = field(default_factory=list)
     explanations: dict[str, dict] = field(default_factory=dict)
     nearest: dict[str, Clip] = field(default_factory=dict)   # test clip -> nearest normal clip
     subspaces: dict[str, dict] = field(default_factory=dict)  # test clip -> subspace_shares
@@ -197,9 +202,12 @@ def score_embedder(dataset: Dataset, machine: str, embedder: Embedder, system: s
 
 
 def score_bundle(dataset: Dataset, bundle) -> MachineScores:
-    """The deployed path on the bundle's machine type: ``bundle.system.score_clip`` per test
-    clip (the edge front end, ONNX Runtime, the bundle's scorers and ensemble), decided with
-    the bundle's own per-section thresholds. ``bundle``: an ``edge.bundle.load.Bundle``."""
+    """The deployed path on the bundle's machine type: ``bundle.system.assess_clip`` per test
+    clip (the edge front end, ONNX Runtime, the bundle's scorers and ensemble), decided as the
+    edge's default ``domain: auto`` decides: each clip against its section's threshold of the
+    domain of its nearest reference, the pooled one where the bundle cannot tell or has none
+    for that domain. ``thresholds`` keeps the pooled ones. ``bundle``: an
+    ``edge.bundle.load.Bundle``."""
     machine, system = bundle.machine, bundle.system
     if machine not in dataset.machines:
         raise BadInput(f"bundle {bundle.path} is for machine type {machine} but {dataset.root} "
@@ -208,7 +216,12 @@ def score_bundle(dataset: Dataset, bundle) -> MachineScores:
     test = labelled_test_clips(dataset, machine)
     for section in sorted({c.section for c in test}):
         system.check_section(section)
-    scores = np.array([system.score_clip(read_audio(c.path), c.section)[0] for c in test])
+    assessed = [system.assess_clip(read_audio(c.path), c.section) for c in test]
+    scores = np.array([a.score for a in assessed])
+    decided = [system.thresholds[c.section].for_domain(a.domain)
+               for c, a in zip(test, assessed, strict=True)]
+    domains = [a.domain if a.domain in system.thresholds[c.section].domains else "pooled"
+               for c, a in zip(test, assessed, strict=True)]
     counts = Counter(f"{int(r['section']):02d}" for r in bundle.manifest.get("references", []))
     members = [{"name": m.name, "kind": m.kind, "weight": m.weight,
                 **({"variant": m.variant, "variant_weight": m.variant_weight,
@@ -218,8 +231,11 @@ def score_bundle(dataset: Dataset, bundle) -> MachineScores:
         f"bundle:{'+'.join(m.name for m in system.members)}", machine, test, scores, {},
         {"bundle": str(bundle.path), "members": members, "provider": bundle.provider,
          "chosen_by": bundle.manifest.get("system", {}).get("chosen_by"),
-         "references": dict(sorted(counts.items()))},
-        thresholds={s: t.threshold for s, t in system.thresholds.items()})
+         "references": dict(sorted(counts.items())),
+         "domain_member": system.domain_member.name if system.domain_member else None},
+        thresholds={s: t.threshold for s, t in system.thresholds.items()},
+        decision_thresholds=np.array([t.threshold for t in decided]),
+        decision_domains=domains)
     result.front_end = system.front_end
     return result
 
