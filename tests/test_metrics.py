@@ -48,3 +48,32 @@ def test_a_perfect_and_an_inverted_detector():
 def test_a_section_without_anomalies_is_refused_with_the_fix():
     with pytest.raises(BadInput, match="both normal and anomalous"):
         section_metrics(np.zeros(4, bool), np.arange(4.0), ["source"] * 4)
+
+
+def test_the_numpy_auc_equals_sklearn_with_ties_and_partial_areas():
+    """roc_auc is the fast path of every selection; it must be sklearn's number exactly."""
+    from sklearn.metrics import roc_auc_score
+
+    from training.evaluate.metrics import roc_auc
+
+    rng = np.random.default_rng(0)
+    for trial in range(300):
+        n = int(rng.integers(4, 60))
+        y = rng.random(n) < rng.uniform(0.2, 0.8)
+        if y.all() or not y.any():
+            continue
+        s = rng.normal(size=n) if trial % 2 else rng.integers(0, 5, n).astype(float)  # ties
+        for max_fpr in (None, 0.1, 0.05, 0.5):
+            assert roc_auc(y, s, max_fpr) == pytest.approx(
+                roc_auc_score(y, s, max_fpr=max_fpr), abs=1e-12)
+
+
+def test_the_weight_grid_is_every_composition_in_lexicographic_order():
+    import itertools
+
+    from training.evaluate.select import simplex_grid
+
+    for n, steps in ((1, 3), (3, 4), (5, 2)):
+        expected = [c for c in itertools.product(range(steps + 1), repeat=n) if sum(c) == steps]
+        np.testing.assert_array_equal(simplex_grid(n, steps) * steps, expected)
+    assert simplex_grid(12, 4).shape == (1365, 12)  # C(15, 4): no 5^12 enumeration

@@ -8,6 +8,11 @@ Per section (of one machine type):
   the section (sklearn standardises the partial area with the McClish correction, as the
   evaluator, which calls exactly this, reports it).
 
+``roc_auc`` computes both as sklearn does (same ROC points, same interpolation at max_fpr,
+same McClish correction; equal to it within 1e-12, tested) in plain numpy, without
+sklearn's input checks, which cost ~1 ms a call: the selection's weight grid scores
+thousands of candidate ensembles.
+
 The official score is the harmonic mean (``scipy.stats.hmean``) of every AUC(source),
 AUC(target) and pAUC value, over all sections (and machine types) pooled.
 """
@@ -18,11 +23,32 @@ from collections.abc import Iterable
 
 import numpy as np
 from scipy.stats import hmean
-from sklearn.metrics import roc_auc_score
 
 from edge.errors import BadInput
 
 MAX_FPR = 0.1
+
+
+def roc_auc(is_anomaly: np.ndarray, scores: np.ndarray, max_fpr: float | None = None) -> float:
+    """ROC AUC of (N,) bool labels and (N,) scores; with ``max_fpr`` the McClish-standardised
+    partial AUC, both as ``sklearn.metrics.roc_auc_score`` computes them. Needs both labels."""
+    y = np.asarray(is_anomaly, dtype=bool)
+    s = np.asarray(scores, dtype=np.float64)
+    order = np.argsort(-s, kind="mergesort")
+    s, y = s[order], y[order]
+    last = np.r_[np.flatnonzero(np.diff(s)), y.size - 1]  # the last clip of each distinct score
+    tps = np.cumsum(y)[last]
+    fps = last + 1 - tps
+    tpr = np.r_[0.0, tps] / tps[-1]
+    fpr = np.r_[0.0, fps] / fps[-1]
+    if max_fpr is None or max_fpr == 1:
+        return float(np.trapezoid(tpr, fpr))
+    stop = int(np.searchsorted(fpr, max_fpr, "right"))
+    tpr = np.append(tpr[:stop], np.interp(max_fpr, fpr[stop - 1:stop + 1], tpr[stop - 1:stop + 1]))
+    fpr = np.append(fpr[:stop], max_fpr)
+    partial = float(np.trapezoid(tpr, fpr))
+    min_area, max_area = 0.5 * max_fpr ** 2, max_fpr
+    return 0.5 * (1 + (partial - min_area) / (max_area - min_area))
 
 
 def section_metrics(is_anomaly: np.ndarray, scores: np.ndarray, domains: Iterable[str],
@@ -42,8 +68,8 @@ def section_metrics(is_anomaly: np.ndarray, scores: np.ndarray, domains: Iterabl
     for domain in ("source", "target"):
         rows = y | (d == domain)
         has_normal = bool((~y & (d == domain)).any())
-        out[f"auc_{domain}"] = float(roc_auc_score(y[rows], s[rows])) if has_normal else np.nan
-    out["pauc"] = float(roc_auc_score(y, s, max_fpr=MAX_FPR))
+        out[f"auc_{domain}"] = roc_auc(y[rows], s[rows]) if has_normal else np.nan
+    out["pauc"] = roc_auc(y, s, max_fpr=MAX_FPR)
     return out
 
 

@@ -124,9 +124,14 @@ def paired_bootstrap(clips: list[Clip], a: np.ndarray, b: np.ndarray, mask: np.n
 
 def simplex_grid(n_systems: int, steps: int) -> np.ndarray:
     """(G, n_systems) non-negative weights summing to 1, in steps of 1 / ``steps``."""
-    rows = [combo for combo in itertools.product(range(steps + 1), repeat=n_systems)
-            if sum(combo) == steps]
-    return np.array(rows, dtype=np.float64) / steps
+    # stars and bars: ``steps`` units into ``n_systems`` bins, C(steps + n - 1, n - 1) rows;
+    # in the lexicographic order of the counts (ties in the selection keep the first row)
+    rows = []
+    for bars in itertools.combinations(range(steps + n_systems - 1), n_systems - 1):
+        edges = (-1, *bars, steps + n_systems - 1)
+        rows.append([edges[i + 1] - edges[i] - 1 for i in range(n_systems)])
+    grid = np.array(rows, dtype=np.float64).reshape(-1, n_systems)
+    return grid[np.lexsort(grid.T[::-1])] / steps
 
 
 MARGIN = 0.02  # official score a member must add on the development half to be kept
