@@ -11,7 +11,11 @@ a paired-bootstrap 95 % interval, with the best single system on the held-out ha
 and with stats. Rules:
 
 - ``grid``: the weight grid, no margin (the selection before the margin rule);
-- ``grid+margin``: today's ``asd-edge select`` (each extra member must earn 0.02 on dev);
+- ``grid+margin``: each extra member must earn 0.02 on dev (the fixed margin of session 1);
+- ``grid+margin 0.01``: the same with half the margin;
+- ``grid+scaled margin``: the margin scaled with the development half's noise,
+  0.04 / sqrt(n) for n clips in its smallest (section, domain, label) group (0.02 at n = 4,
+  the size the fixed margin was measured on; ``training.evaluate.select.noise_margin``);
 - ``best single``: the best single system on the development half;
 - ``stats unless beaten``: stats, replaced by the grid+margin choice only where that choice
   beats stats on the development half beyond its own 95 % bootstrap interval.
@@ -38,7 +42,8 @@ from training.evaluate.select import (
 )
 from training.evaluate.systems import MachineScores
 
-RULES = ("grid", "grid+margin", "best single", "stats unless beaten")
+RULES = ("grid", "grid+margin", "grid+margin 0.01", "grid+scaled margin", "best single",
+         "stats unless beaten")
 UNIT = {0: np.array([-1.0, 1.0])}  # calibration of mean 0, std 1: z-scores stay as they are
 
 
@@ -69,6 +74,8 @@ def choices(clips: list[Clip], names: list[str], z: np.ndarray, split: int,
     out = {"grid": weights(select_machine(systems, seed=split, margin=0.0))}
     margin = select_machine(systems, seed=split, margin=MARGIN)
     out["grid+margin"] = weights(margin)
+    out["grid+margin 0.01"] = weights(select_machine(systems, seed=split, margin=0.01))
+    out["grid+scaled margin"] = weights(select_machine(systems, seed=split, margin=None))
     out["best single"] = np.eye(len(names))[names.index(margin["best_single_on_dev"])]
     stats = np.eye(len(names))[names.index("stats")]
     dev = development_mask(clips, split)

@@ -161,3 +161,26 @@ def test_an_ensemble_must_earn_its_members_on_the_development_half():
     kept = select_machine(systems, steps=4)  # the default margin, 0.02
     assert kept["chosen"] == {"systems": ["stats"], "weights": [1.0]}
     assert kept["margin"] == 0.02
+
+
+def test_the_margin_shrinks_as_the_development_half_grows():
+    from training.evaluate.select import noise_margin
+
+    small, large = clips(8), clips(32)  # 4 and 16 clips per group in the development half
+    assert noise_margin(small, development_mask(small)) == pytest.approx(0.02)
+    assert noise_margin(large, development_mask(large)) == pytest.approx(0.01)
+    rng = np.random.default_rng(0)
+    calibration = {0: rng.normal(size=50), 1: rng.normal(size=50)}
+    anomaly = np.array([c.is_anomaly for c in large], dtype=float)
+    systems = [system(n, large, anomaly + rng.normal(size=len(large)), calibration)
+               for n in ("stats", "other")]
+    assert select_machine(systems)["margin"] == pytest.approx(0.01)
+    assert select_machine(systems, margin=0.05)["margin"] == 0.05
+
+
+def test_a_bad_margin_is_refused_with_the_fix(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--data", str(tmp_path), "--systems", "stats", "--margin", "lots",
+              "--out", str(tmp_path / "sel")])
+    assert exit_info.value.code == 2
+    assert "'lots' is not a number; give auto or e.g. 0.02" in capsys.readouterr().err

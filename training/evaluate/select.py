@@ -134,17 +134,30 @@ def simplex_grid(n_systems: int, steps: int) -> np.ndarray:
     return grid[np.lexsort(grid.T[::-1])] / steps
 
 
-MARGIN = 0.02  # official score a member must add on the development half to be kept
+MARGIN = 0.02  # official score a member must add on a development half of 4 clips per group
+MARGIN_GROUP = 4  # the group size MARGIN was measured at (docs/RESULTS.md)
+
+
+def noise_margin(clips: list[Clip], dev: np.ndarray) -> float:
+    """The margin for a development half: MARGIN scaled like the noise of an AUC, 1/sqrt(n),
+    for n clips in the half's smallest (section, domain, label) group."""
+    counts: dict[tuple, int] = {}
+    for clip in (c for c, d in zip(clips, dev, strict=True) if d):
+        key = (clip.section, clip.domain, clip.label)
+        counts[key] = counts.get(key, 0) + 1
+    return MARGIN * float(np.sqrt(MARGIN_GROUP / min(counts.values())))
 
 
 def select_machine(systems: list[MachineScores], steps: int = 4, seed: int = 0,
-                   margin: float = MARGIN) -> dict:
+                   margin: float | None = None) -> dict:
     """Choose the best single system or weighted ensemble of one machine type on a dev half.
 
     Each member beyond the first must earn ``margin`` (official score, 0-1) on the development
     half: a grid point's score counts ``margin * (members - 1)`` less. Without it the grid
-    search rewards ensembles whose edge on a small development half is noise; on
-    docs/RESULTS.md's sets such ensembles lost to the best single system on the held-out half.
+    search rewards ensembles whose edge on a small development half is noise (on
+    docs/RESULTS.md's sets of 4 clips per group such ensembles lost to the best single system
+    on the held-out half). ``None``: ``noise_margin``, 0.02 at 4 clips per group and smaller as
+    the development half grows.
     """
     clips = systems[0].clips
     names = [s.system for s in systems]
@@ -153,6 +166,8 @@ def select_machine(systems: list[MachineScores], steps: int = 4, seed: int = 0,
             raise ValueError(f"{other.system} scored other clips than {names[0]}")
     z = np.stack([standardized(s) for s in systems], axis=1)  # (N, S)
     dev = development_mask(clips, seed)
+    if margin is None:
+        margin = noise_margin(clips, dev)
     grid = simplex_grid(len(systems), steps)
     dev_scores = np.array([subset_score(clips, z @ w, dev) for w in grid])
     # Ties go to fewer members, then to the system listed first (list the simpler first):
@@ -252,7 +267,8 @@ def selection_markdown(selection: dict) -> str:
 
 def run_selection(data: str, systems: list[str], runs: dict[str, str], out: str | Path,
                   machines: list[str] | None = None, steps: int = 4, seed: int = 0,
-                  epochs: int = 100, margin: float = MARGIN, pooling: str = "mean") -> dict:
+                  epochs: int = 100, margin: float | None = None, pooling: str = "mean"
+                  ) -> dict:
     dataset = scan(data)
     chosen_machines = dataset.require_machines(machines or ["all"])
     selection: dict = {"version": SELECTION_VERSION, "data": str(data), "seed": seed,
@@ -272,6 +288,19 @@ def run_selection(data: str, systems: list[str], runs: dict[str, str], out: str 
     return selection
 
 
+def _margin(text: str) -> float | None:
+    if text == "auto":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number; give auto or e.g. 0.02") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"{value} is outside [0, 1); give auto or e.g. 0.02")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="data set in the DCASE layout")
     parser.add_argument("--systems", default="stats,bandenergy",
@@ -287,9 +316,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=100, help="autoencoder epochs")
     parser.add_argument("--pooling", default="mean", choices=("mean", "std", "meanstd"),
                         help="how a run's patch embeddings become a clip embedding")
-    parser.add_argument("--margin", type=float, default=MARGIN,
+    parser.add_argument("--margin", type=_margin, default=None, metavar="auto|M",
                         help="official score (0-1) each extra ensemble member must add on the "
-                             "development half (default 0.02)")
+                             "development half; auto (default): 0.04 / sqrt(n) for n clips in "
+                             "the half's smallest section/domain/label group (0.02 at n = 4)")
 
 
 def run(args: argparse.Namespace) -> int:
