@@ -157,7 +157,13 @@ class KnnBackend:
         return order, np.take_along_axis(distances, order, axis=1)
 
     def score(self, queries: np.ndarray) -> np.ndarray:
-        return self.neighbours(queries)[1].mean(axis=1)
+        return self.score_nearest(queries)[0]
+
+    def score_nearest(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(Q, D) -> (Q,) anomaly scores (mean distance to the k nearest) and (Q,) the index
+        of each query's nearest reference, from one search."""
+        indices, distances = self.neighbours(queries)
+        return distances.mean(axis=1), indices[:, 0]
 
     def state(self) -> tuple[dict, dict[str, np.ndarray]]:
         n, dim = self.references.shape

@@ -216,10 +216,9 @@ class SectionScorer:
         columns, nearest_target = [], None
         for i, (backend, x) in enumerate(zip(model.backends, transformed, strict=True)):
             if i == 0 and isinstance(backend, KnnBackend) and model.target_rows is not None:
-                # the same search the backend's score makes, keeping the nearest row
-                indices, distances = backend.neighbours(x)
-                columns.append(distances.mean(axis=1))
-                nearest_target = model.target_rows[indices[:, 0]]
+                scores, nearest = backend.score_nearest(x)  # the score's own search
+                columns.append(scores)
+                nearest_target = model.target_rows[nearest]
             else:
                 columns.append(backend.score(x))
         return np.stack(columns, axis=1), nearest_target

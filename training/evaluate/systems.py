@@ -218,10 +218,11 @@ def score_bundle(dataset: Dataset, bundle) -> MachineScores:
         system.check_section(section)
     assessed = [system.assess_clip(read_audio(c.path), c.section) for c in test]
     scores = np.array([a.score for a in assessed])
-    decided = [system.thresholds[c.section].for_domain(a.domain)
-               for c, a in zip(test, assessed, strict=True)]
-    domains = [a.domain if a.domain in system.thresholds[c.section].domains else "pooled"
-               for c, a in zip(test, assessed, strict=True)]
+    decided, domains = [], []  # per clip: the thresholds used, and whose
+    for clip, result in zip(test, assessed, strict=True):
+        pooled = system.thresholds[clip.section]
+        decided.append(pooled.for_domain(result.domain))
+        domains.append("pooled" if decided[-1] is pooled else str(result.domain))
     counts = Counter(f"{int(r['section']):02d}" for r in bundle.manifest.get("references", []))
     members = [{"name": m.name, "kind": m.kind, "weight": m.weight,
                 **({"variant": m.variant, "variant_weight": m.variant_weight,
