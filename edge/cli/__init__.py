@@ -3,7 +3,9 @@
 Each command is a module with ``add_arguments(parser)`` and ``run(args) -> int``, imported only
 when it is used (so ``edge`` never imports torch: the training commands live in ``training`` and
 ``export`` and import torch inside ``run``). Errors: ``BadInput`` -> one line, exit 2;
-``RuntimeFailure`` -> one line, exit 1; no traceback unless ``--debug``.
+``RuntimeFailure`` -> one line, exit 1; no traceback unless ``--debug``. The global flags
+(``-v``/``--verbose``, ``--debug``) go before or after the command; ``--version`` prints the
+installed package's version.
 """
 
 from __future__ import annotations
@@ -64,12 +66,21 @@ def build_parser() -> argparse.ArgumentParser:
         prog="asd-edge",
         description="Anomalous sound detection for machines: train, export, run on the edge.")
     parser.add_argument("--version", action="version", version=f"asd-edge {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    _add_global_flags(parser, default=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_module, help_text, _extra) in COMMANDS.items():
-        sub.add_parser(name, help=help_text, add_help=False)
+        # The global flags also after the command (`asd-edge devices -v`); SUPPRESS keeps a
+        # flag given before the command from being reset by the command's default.
+        _add_global_flags(sub.add_parser(name, help=help_text, add_help=False,
+                                         allow_abbrev=False), default=argparse.SUPPRESS)
     return parser
+
+
+def _add_global_flags(parser: argparse.ArgumentParser, default: object) -> None:
+    parser.add_argument("-v", "--verbose", action="store_true", default=default,
+                        help="debug logging")
+    parser.add_argument("--debug", action="store_true", default=default,
+                        help="show tracebacks on errors")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -85,7 +96,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         module = _load(known.command)
         sub = argparse.ArgumentParser(prog=f"asd-edge {known.command}",
-                                      description=COMMANDS[known.command][1])
+                                      description=COMMANDS[known.command][1],
+                                      epilog="global options, before or after the command: "
+                                             "-v/--verbose (debug logging), --debug "
+                                             "(tracebacks on errors)")
         module.add_arguments(sub)
         args = sub.parse_args(rest)
         args.debug = known.debug

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
+from typing import Any
 
 import numpy as np
 
-from edge.bundle.load import load_bundle
+from edge.bundle.load import Bundle, load_bundle
 from edge.bundle.system import SectionThreshold
 from edge.errors import BadInput
 
@@ -15,6 +17,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=("verify",), help="what to do with the bundle")
     parser.add_argument("path", help="bundle folder (MODELS/<machine>)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--json", action="store_true",
+                        help="print the same facts as one JSON document (for scripts); "
+                             "same exit codes")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -30,6 +35,9 @@ def run(args: argparse.Namespace) -> int:
         np.float32)
     window = system.clip_window(noise)
     scores = {s: system.score_window(window, s)[0] for s in system.sections}
+    if args.json:
+        print(json.dumps(verify_facts(bundle, scores), indent=2))
+        return 0
     members = ", ".join(f"{m.name} (x{m.weight:g})" for m in system.members)
     print(f"{bundle.path}: OK - asd-edge bundle format {manifest['format_version']}, "
           f"machine {bundle.machine}")
@@ -41,6 +49,30 @@ def run(args: argparse.Namespace) -> int:
         limit = describe_thresholds(t) if t else "no threshold"
         print(f"  section_{section:02d}: {limit}; test score {scores[section]:.4g}")
     return 0
+
+
+def verify_facts(bundle: Bundle, scores: dict[int, float]) -> dict[str, Any]:
+    """``bundle verify --json``: the facts of the text output as one JSON-able dict."""
+    system, manifest = bundle.system, bundle.manifest
+
+    def levels(t: SectionThreshold) -> dict[str, Any]:
+        return {"threshold": float(t.threshold), "clear_threshold": float(t.clear_threshold),
+                "domains": {d: {"threshold": float(own.threshold),
+                                "clear_threshold": float(own.clear_threshold)}
+                            for d, own in sorted(t.domains.items())}}
+
+    sections: dict[str, Any] = {}
+    for section in system.sections:
+        t = system.thresholds.get(section)
+        sections[f"section_{section:02d}"] = {"section": section,
+                                              "test_score": float(scores[section]),
+                                              **(levels(t) if t else {"threshold": None})}
+    return {"path": str(bundle.path), "ok": True,
+            "format_version": manifest["format_version"], "machine": bundle.machine,
+            "members": [{"name": m.name, "weight": float(m.weight)} for m in system.members],
+            "chosen_by": manifest["system"].get("chosen_by"), "provider": bundle.provider,
+            "files": len(manifest["files"]), "sha256_checked": True,
+            "references": len(manifest["references"]), "sections": sections}
 
 
 def describe_thresholds(levels: SectionThreshold) -> str:
