@@ -16,3 +16,17 @@ def sample_dir() -> Path:
         pytest.fail(f"real sample clips not found at {SAMPLE_DIR}: they ship with the "
                     "repository (tests/data/dcase2023_sample/)")
     return SAMPLE_DIR
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "real_clips: uses the real DCASE sample clips (set by "
+                                       "conftest on every test that asks for sample_dir)")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test of the real sample clips ``real_clips`` (before ``-m`` selects), so that
+    a run from a plain copy of the checkout can take them all: ``-m "not slow or real_clips"``."""
+    for item in items:
+        if "sample_dir" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.real_clips)

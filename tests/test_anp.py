@@ -15,6 +15,8 @@ from edge.cli import main
 from edge.dataset import scan
 from edge.errors import BadInput
 
+pytestmark = pytest.mark.slow  # trains ANP runs
+
 
 @pytest.fixture(scope="module")
 def anp_run(tmp_path_factory):

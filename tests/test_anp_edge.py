@@ -17,6 +17,8 @@ from edge.cli import main
 from edge.dataset import scan
 from edge.inference.anp import ANP_OUTPUT, OnnxAnp
 
+pytestmark = pytest.mark.slow  # trains and exports ANP runs
+
 PARTITIONS, SEED = 8, 0  # export's defaults for --system ...+anp
 
 

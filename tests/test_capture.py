@@ -179,6 +179,7 @@ print(json.dumps({"errors": errors_at_1_5s, "crashed": crashed, "alive": worker.
 """
 
 
+@pytest.mark.slow  # waits out the retries, in a subprocess
 def test_missing_microphone_is_retried_with_backoff_and_reported_not_a_crash(tmp_path):
     env = virtual_mic_env(tmp_path, write_infile(tmp_path / "mic.raw", noise(0.5)))
     result = run_python(MIC_MISSING, env)
@@ -191,6 +192,7 @@ def test_missing_microphone_is_retried_with_backoff_and_reported_not_a_crash(tmp
     assert "retrying in" in result.stderr
 
 
+@pytest.mark.slow  # PortAudio with the virtual microphone, in a subprocess
 def test_devices_command_lists_the_virtual_microphone(tmp_path):
     env = virtual_mic_env(tmp_path, write_infile(tmp_path / "mic.raw", noise(0.5)))
     listed = run_cli(["devices"], env)

@@ -70,6 +70,7 @@ def test_file_replay_raises_once_in_the_fault_and_clears_after(setup, tmp_path) 
         broker.kill()
 
 
+@pytest.mark.slow  # the daemon on a virtual microphone, in a subprocess
 def test_microphone_path_gives_the_same_episode(setup, tmp_path) -> None:
     """The recording played through the virtual ALSA capture device (sounddevice, PortAudio)."""
     wave = read_audio(setup.stream)
@@ -114,6 +115,7 @@ def test_streamed_windows_score_as_the_same_audio_offline(setup) -> None:
     assert checked > 10
 
 
+@pytest.mark.slow  # starts the daemon twice
 def test_cuda_is_a_clear_error_and_auto_says_cpu(setup, tmp_path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "edge.cli", "run", "--file", str(setup.stream), "--machine",

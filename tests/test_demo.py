@@ -11,6 +11,8 @@ import pytest
 from edge.cli import main
 from edge.outputs.journal import read_journal
 
+pytestmark = pytest.mark.slow  # the whole demo: trains a model
+
 
 def test_demo_raises_inside_the_fault_and_clears_after(tmp_path, capsys) -> None:
     if shutil.which("mosquitto") is None and shutil.which("/usr/sbin/mosquitto") is None:

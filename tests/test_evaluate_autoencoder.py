@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from _evaluate_data import make_dataset
 
 from edge.cli import main
@@ -27,6 +28,7 @@ def test_vectors_stack_five_consecutive_frames():
     np.testing.assert_array_equal(vectors[1], log_mel[:, 1:6].T.reshape(-1))
 
 
+@pytest.mark.slow  # trains the autoencoder
 def test_evaluate_autoencoder_scores_anomalies_above_normals(tmp_path):
     import torch
 

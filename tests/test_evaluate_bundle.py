@@ -20,6 +20,8 @@ from edge.bundle.load import load_bundle
 from edge.cli import main
 from edge.dataset import scan
 
+pytestmark = pytest.mark.slow  # trains and exports a model
+
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):

@@ -11,6 +11,8 @@ from _evaluate_data import make_dataset, train_tiny_run
 
 from edge.cli import main
 
+pytestmark = pytest.mark.slow  # trains a model
+
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):

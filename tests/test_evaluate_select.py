@@ -97,6 +97,7 @@ def test_the_selection_command_records_the_choice_for_export(tmp_path):
                                                             "selection.md").read_text()
 
 
+@pytest.mark.slow  # evaluates data sets end to end
 def test_the_comparison_table_spans_data_sets_with_a_spread(tmp_path):
     from training.evaluate.compare import main as compare_main
 

@@ -18,6 +18,8 @@ from edge.bundle.load import load_bundle
 from edge.cli import main
 from edge.dataset import scan
 
+pytestmark = pytest.mark.slow  # trains and exports a model
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

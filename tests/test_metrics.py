@@ -50,6 +50,7 @@ def test_a_section_without_anomalies_is_refused_with_the_fix():
         section_metrics(np.zeros(4, bool), np.arange(4.0), ["source"] * 4)
 
 
+@pytest.mark.slow  # many random cases against scikit-learn
 def test_the_numpy_auc_equals_sklearn_with_ties_and_partial_areas():
     """roc_auc is the fast path of every selection; it must be sklearn's number exactly."""
     from sklearn.metrics import roc_auc_score

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from _evaluate_data import make_dataset
 
 from training.evaluate.compare import main as compare_main
+
+pytestmark = pytest.mark.slow  # evaluates two data sets end to end
 
 
 def test_the_table_has_source_and_target_auc_per_machine_and_overall(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from _evaluate_data import ANOMALY_BAND_HZ, machine_clip, make_dataset
 from scipy.signal import butter, sosfilt
 
@@ -41,6 +42,7 @@ def test_a_change_in_the_attribute_embedding_is_blamed_on_the_attributes():
     assert abs(shares["section_share"] + shares["attribute_share"] - 1.0) < 1e-12
 
 
+@pytest.mark.slow  # evaluate --explain end to end, with plots
 def test_evaluate_explain_names_the_faulty_band_and_the_nearest_normal_clip(tmp_path):
     data = make_dataset(tmp_path / "data", sections=(0,), n_train=8, n_test=3)
     out = tmp_path / "report"

@@ -26,6 +26,8 @@ from edge.features import DEFAULT_FRONT_END, DEFAULT_PATCHING
 from training.infer import load_run
 from training.losses import IGNORE, masked_cross_entropy
 
+pytestmark = pytest.mark.slow  # trains models
+
 REPO = Path(__file__).resolve().parents[1]
 # the tone set puts its attribute tones 700-900 Hz apart at 2.5-7.2 kHz: linear bins keep them
 # apart at this size (log-mel, the default, reaches 0.70 attribute accuracy in 4 epochs)
