@@ -27,7 +27,7 @@ import numpy as np
 from edge.alarms.rule import AlarmRule, AlarmRuleConfig, StreamKey, Transition
 from edge.audio import SAMPLE_RATE
 from edge.bundle.load import Bundle, load_bundle
-from edge.bundle.system import SectionThreshold
+from edge.bundle.system import PatchOutputs, SectionThreshold
 from edge.capture import open_source
 from edge.capture.base import AudioBlock, AudioSource
 from edge.config import AlarmConfig, EdgeConfig, StreamConfig
@@ -285,25 +285,16 @@ class Daemon:
             if not pending:
                 continue
             system = bundle.system
-            section_emb = attribute_emb = None
-            outputs: dict[str, np.ndarray] = {}
-            patch_models = system.patch_models  # e.g. the ANP: one score per new patch
-            if system.embeds or patch_models:
-                batch = np.concatenate([p for _, p in pending])
+            ran = PatchOutputs(None, None, {})
+            if system.runs_patch_models:  # one batch across the streams of this bundle
                 started = time.perf_counter()
-                if system.embeds:
-                    section_emb, attribute_emb = system.embedder.embed(batch)
-                outputs = {name: model.score_patches(batch)
-                           for name, model in patch_models.items()}
+                ran = system.run_patch_models(np.concatenate([p for _, p in pending]))
                 self.health.inference(time.perf_counter() - started)
             row = 0
             for runner, patches in pending:
                 rows = slice(row, row + patches.shape[0])
                 row += patches.shape[0]
-                windows = runner.windows.accept(
-                    None if section_emb is None else section_emb[rows],
-                    None if attribute_emb is None else attribute_emb[rows],
-                    {name: out[rows] for name, out in outputs.items()})
+                windows = runner.windows.accept(*ran.rows(rows))
                 for window in windows:
                     self._score(runner, window)
 

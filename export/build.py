@@ -20,10 +20,12 @@ import json
 import logging
 import re
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from edge.audio import read_audio
+from edge.bundle.calibrate import AlarmBudget
 from edge.bundle.fit import References, fit_system, placeholder_member, write_bundle
 from edge.bundle.system import ScoringSystem
 from edge.errors import BadInput
@@ -276,9 +278,14 @@ def build_bundle(loaded, args, dataset, onnx_path: Path, embedder, parity,
     for clip in clips:
         references.add(system, read_audio(clip.path), {
             "file": clip.name, "section": clip.section, "domain": clip.domain,
-            "attributes": clip.attribute_dict()})
+            "attributes": clip.attribute_dict()}, audio=partial(read_audio, clip.path))
+    if args.false_alarms_per_day is not None and not 0 < args.false_alarms_per_day <= 1000:
+        raise BadInput(f"--false-alarms-per-day {args.false_alarms_per_day}: give a rate above "
+                       "0 and at most 1000 (e.g. 0.0333 for one a month)")
     fit_system(system, references, configs, part_weights,
-               ThresholdConfig(quantile=args.threshold_quantile))
+               ThresholdConfig(quantile=args.threshold_quantile),
+               budget=None if args.false_alarms_per_day is None
+               else AlarmBudget(false_alarms_per_day=args.false_alarms_per_day))
     session = embedder.session
     shapes = {o.name: o.shape for o in session.get_outputs()}
     extra = {

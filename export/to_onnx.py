@@ -151,6 +151,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold-quantile", type=float, default=0.9,
                         help="per-section threshold: this quantile of a gamma fit to "
                              "out-of-sample normal scores (0.9 as the DCASE baseline)")
+    parser.add_argument("--false-alarms-per-day", type=float, default=None,
+                        help="set the alarm thresholds for this false-alarm rate per stream "
+                             "(an upper confidence bound, e.g. 0.0333 = one a month), from the "
+                             "references streamed out of sample (docs/ALARMS.md); default: "
+                             "the clip-quantile thresholds")
     parser.add_argument("--opset", type=int, default=OPSET)
     parser.add_argument("--max-abs-diff", type=float, default=MAX_ABS_DIFF)
     parser.add_argument("--min-cosine", type=float, default=MIN_COSINE)

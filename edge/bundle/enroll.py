@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from edge.alarms.rule import AlarmRuleConfig
+from edge.bundle.calibrate import AlarmBudget
 from edge.bundle.fit import References, fit_system, placeholder_member, write_bundle
 from edge.bundle.load import Bundle, load_bundle
 from edge.bundle.manifest import MANIFEST
@@ -50,7 +52,8 @@ def stats_only_system() -> tuple[ScoringSystem, dict[str, ScorerConfig], dict[st
 
 def enroll(models: str | Path, machine: str, section: int, clips: list[np.ndarray],
            source: str, domain: str = "target", device: str = "auto",
-           threshold: ThresholdConfig | None = None) -> tuple[Path, int]:
+           threshold: ThresholdConfig | None = None,
+           budget: AlarmBudget | None = None) -> tuple[Path, int]:
     """Add ``clips`` (16 kHz (N,) arrays) of ``machine``'s unit ``section`` to its bundle.
 
     Returns the bundle folder and how many clips were added. Creates a statistics-only bundle
@@ -72,6 +75,8 @@ def enroll(models: str | Path, machine: str, section: int, clips: list[np.ndarra
         extra = {k: v for k, v in bundle.manifest.items()
                  if k in ("model", "labels", "provenance", "system")}
         calibration = threshold or _threshold_config(bundle)
+        kept = bundle.alarm_calibration
+        budget = budget or (kept[0] if kept else None)
     else:
         system, configs, weights = stats_only_system()
         references = References()
@@ -86,7 +91,9 @@ def enroll(models: str | Path, machine: str, section: int, clips: list[np.ndarra
     if int(np.sum(references.sections == section)) < 2:
         raise BadInput(f"section {section:02d} would have only one normal clip: enroll at least "
                        f"{2 * CLIP_SECONDS:.0f} s so that a threshold can be calibrated")
-    fit_system(system, references, configs, weights, calibration)
+    rule = AlarmRuleConfig(**references.calibration["rule"]) \
+        if references.calibration.get("rule") else None
+    fit_system(system, references, configs, weights, calibration, budget=budget, rule=rule)
     history = list(extra.get("provenance", {}).get("enrollments", []))
     history.append({"section": section, "clips": len(clips), "source": str(source),
                     "domain": domain})
@@ -106,6 +113,7 @@ def _threshold_config(bundle: Bundle) -> ThresholdConfig:
     """The calibration the bundle used (its first section's), so enrollment keeps it."""
     for entry in bundle.manifest.get("sections", {}).values():
         calibration = entry.get("calibration", {})
+        calibration = calibration.get("decision", calibration)  # alarm levels: a budget
         if "method" in calibration:
             return ThresholdConfig(method=calibration["method"],
                                    quantile=calibration["quantile"])

@@ -24,6 +24,16 @@ from typing import Any
 import numpy as np
 
 from edge import __version__
+from edge.alarms.rule import AlarmRuleConfig
+from edge.bundle.calibrate import (
+    CALIBRATION_FILE,
+    MIN_BLOCKS,
+    AlarmBudget,
+    AudioOf,
+    CalibrationTraces,
+    budget_thresholds,
+    stream_traces,
+)
 from edge.bundle.manifest import write_manifest
 from edge.bundle.system import (
     DOMAINS,
@@ -61,9 +71,21 @@ class References:
     parts: dict[str, list[list[np.ndarray]]] = field(default_factory=dict)
     # per clip: mean over time of the model front end's log spectrum (F,)
     spectra: list[np.ndarray] = field(default_factory=list)
+    # clip index -> its audio (not saved): the clips streamed for the false-alarm budget
+    audio: dict[int, AudioOf] = field(default_factory=dict)
+    # out-of-sample hop scores of the clips streamed so far (saved as calibration.npz)
+    traces: CalibrationTraces | None = None
+    # the budget and alarm rule the thresholds were set for (bundle.json "alarm_calibration")
+    calibration: dict[str, Any] = field(default_factory=dict)
 
-    def add(self, system: ScoringSystem, waveform: np.ndarray, meta: dict[str, Any]) -> None:
-        """Score-ready features of one normal clip (16 kHz, (N,)) for every member."""
+    def add(self, system: ScoringSystem, waveform: np.ndarray, meta: dict[str, Any],
+            audio: AudioOf | None = None) -> None:
+        """Score-ready features of one normal clip (16 kHz, (N,)) for every member.
+
+        The clip is streamed for the false-alarm calibration (``fit_system`` with a budget):
+        ``audio`` gives its waveform again when called (e.g. re-reads the file); by default
+        the waveform is kept in memory until the bundle is written."""
+        self.audio[len(self.meta)] = audio if audio is not None else (lambda: waveform)
         window = system.clip_window(waveform)
         for member in system.members:
             self.parts.setdefault(member.name, []).append(
@@ -104,13 +126,25 @@ class References:
                 stacked = [data[f"part{i}"] for i in range(n_parts)]
             refs.parts[entry["name"]] = [[x[row] for x in stacked]
                                          for row in range(len(refs.meta))]
+        refs.traces = CalibrationTraces.load(bundle_dir)
+        refs.calibration = {k: v for k, v in manifest.get("alarm_calibration", {}).items()
+                            if k != "file"}
         return refs
 
 
 def fit_system(system: ScoringSystem, references: References,
                scorer_configs: dict[str, ScorerConfig], part_weights: dict[str, list[float]],
-               threshold: ThresholdConfig, clear_quantile: float = 0.75) -> dict[int, np.ndarray]:
+               threshold: ThresholdConfig, clear_quantile: float = 0.75,
+               budget: AlarmBudget | None = None,
+               rule: AlarmRuleConfig | None = None) -> dict[int, np.ndarray]:
     """Fit every member's scorer, the ensemble standardisation and per-section thresholds.
+
+    Alarm thresholds: with a ``budget`` (what export and enrollment give), the clips with audio
+    are streamed out of sample and each section's (and domain's) alarm threshold is set for
+    ``budget.false_alarms_per_day`` under the alarm ``rule`` (``edge.bundle.calibrate``); the
+    clip-quantile threshold below is then kept only as the DCASE decision threshold
+    (``calibration["decision_threshold"]``). A section with too little audio for a promise
+    keeps the clip-quantile threshold, and says so.
 
     Sets ``member.scorer`` and ``member.norm`` and ``system.thresholds`` in place; returns the
     out-of-sample combined normal scores per section. The clear threshold is the
@@ -168,7 +202,46 @@ def fit_system(system: ScoringSystem, references: References,
                 pooled.domains[domain] = _calibrate(scores, threshold, clear_quantile)
         system.thresholds[int(section)] = pooled
         combined_by_section[int(section)] = combined
+    if budget is not None:
+        apply_budget(system, references, scorer_configs, part_weights, budget,
+                     rule or AlarmRuleConfig())
     return combined_by_section
+
+
+def apply_budget(system: ScoringSystem, references: References,
+                 scorer_configs: dict[str, ScorerConfig], part_weights: dict[str, list[float]],
+                 budget: AlarmBudget, rule: AlarmRuleConfig) -> None:
+    """Stream the references that have audio (out of sample), add their hop scores to the
+    stored ones, and set each section's alarm thresholds for ``budget`` (see ``fit_system``)."""
+    if references.audio:
+        parts = {m.name: references.stacked(m.name) for m in system.members}
+        conditions = [json.dumps(m.get("attributes") or {}, sort_keys=True)
+                      for m in references.meta]
+        new = stream_traces(system, parts, references.sections, references.domains,
+                            scorer_configs, part_weights, references.audio, budget,
+                            conditions=conditions)
+        references.traces = new if references.traces is None else references.traces.extend(new)
+    references.calibration = {**budget.model_dump(), "rule": rule.model_dump()}
+    if references.traces is None or references.traces.hops == 0:
+        logger.warning("no audio to stream for the false-alarm budget: the thresholds are "
+                       "clip quantiles and promise nothing")
+        return
+    calibrated = budget_thresholds(system, references.traces, rule, budget)
+    for section, decision in list(system.thresholds.items()):
+        alarm = calibrated.get(section)
+        if alarm is None:
+            logger.warning("section %02d: too little audio for a false-alarm promise "
+                           "(at least %d windows of %.0f s); its threshold is the clip "
+                           "quantile: enroll a few more minutes", section, MIN_BLOCKS,
+                           budget.window_seconds)
+            decision.calibration["budget"] = None
+            continue
+        alarm.calibration["decision"] = {"threshold": decision.threshold,
+                                         **decision.calibration}
+        for domain, levels in alarm.domains.items():
+            if domain in decision.domains:
+                levels.calibration["decision"] = {"threshold": decision.domains[domain].threshold}
+        system.thresholds[section] = alarm
 
 
 def _calibrate(scores: np.ndarray, threshold: ThresholdConfig,
@@ -191,7 +264,8 @@ def thresholds_to_manifest(thresholds: dict[int, SectionThreshold]) -> dict[str,
                          "calibration": t.calibration,
                          "domains": {d: {"threshold": dt.threshold,
                                          "clear_threshold": dt.clear_threshold,
-                                         "normal_clips": dt.calibration.get("normal_clips")}
+                                         "normal_clips": dt.calibration.get("normal_clips"),
+                                         "calibration": dt.calibration}
                                      for d, dt in sorted(t.domains.items())}}
             for s, t in sorted(thresholds.items())}
 
@@ -209,6 +283,10 @@ def write_bundle(out_dir: Path, machine: str, system: ScoringSystem, references:
             shutil.copyfile(model_file, staging / "model.onnx")
         np.savez(staging / PROFILES_FILE, spectra=np.stack(references.spectra),
                  sections=references.sections)
+        if references.traces is not None and references.traces.hops:
+            references.traces.save(staging)
+            extra = {**extra, "alarm_calibration": {"file": CALIBRATION_FILE,
+                                                    **references.calibration}}
         members = []
         for member in system.members:
             folder = staging / member.name

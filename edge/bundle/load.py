@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from edge.alarms.rule import AlarmRuleConfig
+from edge.bundle.calibrate import AlarmBudget, CalibrationTraces
 from edge.bundle.fit import PROFILES_FILE, spectral_profiles
 from edge.bundle.manifest import bundle_dir_for, read_manifest
 from edge.bundle.system import DOMAINS, ScoringSystem, SectionThreshold, member_from_manifest
@@ -27,6 +29,23 @@ class Bundle:
     path: Path
     manifest: dict[str, Any]
     system: ScoringSystem
+
+    @property
+    def traces(self) -> CalibrationTraces | None:
+        """Out-of-sample hop scores of the references (None: a bundle without them)."""
+        if "alarm_calibration" not in self.manifest:
+            return None
+        return CalibrationTraces.load(self.path)
+
+    @property
+    def alarm_calibration(self) -> tuple[AlarmBudget, AlarmRuleConfig] | None:
+        """The budget and alarm rule the bundle's thresholds were set for (None: clip
+        quantiles, no promise)."""
+        entry = self.manifest.get("alarm_calibration")
+        if not entry:
+            return None
+        settings = {k: v for k, v in entry.items() if k not in ("file", "rule")}
+        return AlarmBudget(**settings), AlarmRuleConfig(**entry["rule"])
 
     @property
     def machine(self) -> str:
@@ -88,7 +107,8 @@ def section_threshold(entry: dict[str, Any]) -> SectionThreshold:
     """A section's entry of bundle.json: pooled thresholds plus, when the bundle has them,
     per-domain ones (bundles written before per-domain thresholds use the pooled ones)."""
     domains = {str(domain): SectionThreshold(float(v["threshold"]), float(v["clear_threshold"]),
-                                             {"normal_clips": v.get("normal_clips")})
+                                             v.get("calibration",
+                                                   {"normal_clips": v.get("normal_clips")}))
                for domain, v in entry.get("domains", {}).items()}
     unknown = set(domains) - set(DOMAINS)
     if unknown:

@@ -39,7 +39,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -187,6 +187,20 @@ class SectionThreshold:
         return self.domains.get(domain or "pooled", self)
 
 
+class PatchOutputs(NamedTuple):
+    """What ``ScoringSystem.run_patch_models`` gives for P patches (rows in patch order)."""
+
+    section: np.ndarray | None
+    attribute: np.ndarray | None
+    outputs: dict[str, np.ndarray]
+
+    def rows(self, rows: slice) -> PatchOutputs:
+        """The outputs of the patches ``rows`` (one stream's share of a batch)."""
+        return PatchOutputs(None if self.section is None else self.section[rows],
+                            None if self.attribute is None else self.attribute[rows],
+                            {name: out[rows] for name, out in self.outputs.items()})
+
+
 @dataclass(frozen=True)
 class WindowScore:
     """What scoring one window gives: the combined score, each member's raw score, and the
@@ -275,22 +289,35 @@ class ScoringSystem:
                 members[member.name] = member.score(window, section)
         return WindowScore(self.combine(members, section), members, domain)
 
+    @property
+    def runs_patch_models(self) -> bool:
+        """True when windows need per-patch model outputs (an embedder or a patch model)."""
+        return self.embeds or any(m.kind == "anp" for m in self.members)
+
+    def run_patch_models(self, batch: np.ndarray) -> PatchOutputs:
+        """Every per-patch model of the system on (P, F, T) float32 patches: the embedder's
+        section (P, D_S) and attribute (P, D_A) embeddings (None without an embedding
+        member) and each patch model's (P, K) outputs by member name. The one way patches are
+        run: the daemon (batched across streams), offline clips and calibration call this."""
+        section = attribute = None
+        if self.embeds:
+            section, attribute = self.embedder.embed(batch)
+        outputs = {name: model.score_patches(batch)
+                   for name, model in self.patch_models.items()}
+        return PatchOutputs(section, attribute, outputs)
+
     def clip_window(self, waveform: np.ndarray) -> Window:
         """A whole clip (N,) as one window: all its patches and frames."""
         spec = spectrogram(waveform, self.front_end)
         section = attribute = None
-        patch_models = self.patch_models
-        outputs = {}
-        if self.embeds or patch_models:
+        outputs: dict[str, np.ndarray] = {}
+        if self.runs_patch_models:
             clip_patches = patches(spec, self.patching.patch_frames, self.patching.patch_hop)
             if clip_patches.shape[0] == 0:
                 raise BadInput(f"audio of {waveform.shape[0] / self.front_end.sample_rate:.2f} s "
                                "is shorter than one patch; give at least "
                                f"{self.patch_seconds:.2f} s")
-            if self.embeds:
-                section, attribute = self.embedder.embed(clip_patches)
-            outputs = {name: model.score_patches(clip_patches)
-                       for name, model in patch_models.items()}
+            section, attribute, outputs = self.run_patch_models(clip_patches)
         return Window(index=0, start_sample=0, end_sample=int(waveform.shape[0]),
                       section_embeddings=section, attribute_embeddings=attribute,
                       spectrogram=spec,

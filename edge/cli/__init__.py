@@ -29,6 +29,9 @@ COMMANDS: dict[str, tuple[str, str, str | None]] = {
     "check-config": ("edge.cli.check_config", "check a daemon config file (YAML)", None),
     "train": ("training.cli_train", "train a surrogate-task model on normal clips", "train"),
     "evaluate": ("training.evaluate.cli", "score test clips and report the DCASE metric", "train"),
+    "evaluate-streams": ("edge.cli.evaluate_streams",
+                         "replay labelled recordings through the daemon: false alarms, "
+                         "faults caught, delays (= evaluate --streams)", None),
     "select": ("training.evaluate.select",
                "choose the best system or ensemble per machine type (dev/held-out)", "train"),
     "export": ("export.to_onnx", "export a run to ONNX and write the model bundle", "train"),

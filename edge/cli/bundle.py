@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from edge.bundle.calibrate import describe
 from edge.bundle.load import Bundle, load_bundle
 from edge.bundle.system import SectionThreshold
 from edge.errors import BadInput
@@ -48,7 +49,36 @@ def run(args: argparse.Namespace) -> int:
         t = system.thresholds.get(section)
         limit = describe_thresholds(t) if t else "no threshold"
         print(f"  section_{section:02d}: {limit}; test score {scores[section]:.4g}")
+        if t is not None:
+            for line in describe_promises(t):
+                print(f"    {line}")
     return 0
+
+
+def promises(levels: SectionThreshold) -> dict[str, Any]:
+    """Per level ("pooled", each domain): the false-alarm promise and what it rests on, or
+    None when the level is a clip quantile that promises nothing."""
+    out: dict[str, Any] = {}
+    for label, own in [("pooled", levels), *sorted(levels.domains.items())]:
+        out[label] = describe(own)
+    return out
+
+
+def describe_promises(levels: SectionThreshold) -> list[str]:
+    """Lines for ``bundle verify``: the promised false-alarm rate per level."""
+    lines = []
+    for label, promise in promises(levels).items():
+        if promise is None:
+            if label == "pooled":
+                lines.append("alarm promise: none (clip-quantile threshold; export or enroll "
+                             "with --false-alarms-per-day for one)")
+            continue
+        lines.append(f"{label}: at most {promise['false_alarms_per_day']:.3g} false alarms per "
+                     f"day per stream ({promise['confidence']:.0%} confidence; expected "
+                     f"{promise['expected_per_day']:.2g}), resting on "
+                     f"{promise['audio_minutes']:.1f} min of normal audio streamed out of "
+                     f"sample; threshold set by the {promise['bound']}")
+    return lines
 
 
 def verify_facts(bundle: Bundle, scores: dict[int, float]) -> dict[str, Any]:
@@ -57,6 +87,7 @@ def verify_facts(bundle: Bundle, scores: dict[int, float]) -> dict[str, Any]:
 
     def levels(t: SectionThreshold) -> dict[str, Any]:
         return {"threshold": float(t.threshold), "clear_threshold": float(t.clear_threshold),
+                "promises": promises(t),
                 "domains": {d: {"threshold": float(own.threshold),
                                 "clear_threshold": float(own.clear_threshold)}
                             for d, own in sorted(t.domains.items())}}

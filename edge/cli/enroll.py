@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.audio import SAMPLE_RATE, read_audio
+from edge.bundle.calibrate import AlarmBudget
 from edge.bundle.enroll import cut_clips, enroll
 from edge.dataset import AUDIO_SUFFIXES
 from edge.errors import BadInput
@@ -31,6 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--domain", default="target", choices=("source", "target"),
                         help="domain recorded in the references (a site's own unit: target)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--false-alarms-per-day", type=float, default=None,
+                        help="false-alarm budget per stream (default: the bundle's, else one "
+                             "a month)")
 
 
 def _section(value: str) -> int:
@@ -71,8 +75,14 @@ def run(args: argparse.Namespace) -> int:
         where = str(folder)
     else:
         clips, where = cut_clips(_record(args.mic, args.seconds), SAMPLE_RATE), f"mic:{args.mic}"
+    budget = None
+    if args.false_alarms_per_day is not None:
+        if not 0 < args.false_alarms_per_day <= 1000:
+            raise BadInput(f"--false-alarms-per-day {args.false_alarms_per_day}: give a rate "
+                           "above 0 and at most 1000 (e.g. 0.0333 for one a month)")
+        budget = AlarmBudget(false_alarms_per_day=args.false_alarms_per_day)
     folder, added = enroll(args.models, args.machine, section, clips, where, args.domain,
-                           args.device)
+                           args.device, budget=budget)
     print(f"enrolled {added} clip(s) of {args.machine} section_{section:02d} into {folder}; "
           f"check it with 'asd-edge bundle verify {folder}'")
     return 0

@@ -41,6 +41,11 @@ class KnnConfig(BaseModel):
     M: int = Field(16, ge=2, description="hnswlib graph degree")
     ef_construction: int = Field(200, ge=1, description="hnswlib build-time candidate list")
     ef: int = Field(200, ge=1, description="hnswlib query-time candidate list")
+    mixtures: int = Field(
+        0, ge=0, le=32,
+        description="also measure the distance to mixes of two of this many nearest "
+                    "references (a window that straddles a change between two known "
+                    "operating states pools to a mix of both); 0: plain nearest neighbour")
 
 
 class GmmConfig(BaseModel):
@@ -96,6 +101,10 @@ def pairwise_distances(queries: np.ndarray, references: np.ndarray, metric: str)
 def _unit(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), _EPS)
+
+
+MIXING_GRID = np.linspace(0.1, 0.9, 9, dtype=np.float32)  # shares of the first reference
+MIXTURE_CHUNK = 64  # queries per block of the mixture search
 
 
 class KnnBackend:
@@ -160,10 +169,43 @@ class KnnBackend:
         return self.score_nearest(queries)[0]
 
     def score_nearest(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(Q, D) -> (Q,) anomaly scores (mean distance to the k nearest) and (Q,) the index
+        """(Q, D) -> (Q,) anomaly scores (mean distance to the k nearest; with ``mixtures``
+        at most the distance to the nearest mix of two near references) and (Q,) the index
         of each query's nearest reference, from one search."""
-        indices, distances = self.neighbours(queries)
-        return distances.mean(axis=1), indices[:, 0]
+        if self.config.mixtures < 2 or self.references.shape[0] < 2:
+            indices, distances = self.neighbours(queries)
+            return distances.mean(axis=1), indices[:, 0]
+        queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+        wanted = min(max(self.config.mixtures, self.k), self.references.shape[0])
+        indices, distances = KnnBackend(self.config.model_copy(update={"k": wanted,
+                                                                        "mixtures": 0}),
+                                        self.references, self.index).neighbours(queries) \
+            if wanted != self.k else self.neighbours(queries)
+        scores = distances[:, :self.k].mean(axis=1)
+        mixed = self._mixture_distances(queries, indices)
+        return np.minimum(scores, mixed), indices[:, 0]
+
+    def _mixture_distances(self, queries: np.ndarray, indices: np.ndarray) -> np.ndarray:
+        """(Q,) distance of each query to the nearest point a * r_i + (1 - a) * r_j, for a on
+        a grid in (0, 1) and i < j among its (Q, M) nearest references."""
+        if queries.shape[0] > MIXTURE_CHUNK:  # bound the (Q, P, G, D) array
+            return np.concatenate([
+                self._mixture_distances(queries[i:i + MIXTURE_CHUNK],
+                                        indices[i:i + MIXTURE_CHUNK])
+                for i in range(0, queries.shape[0], MIXTURE_CHUNK)])
+        first, second = np.triu_indices(indices.shape[1], k=1)
+        a = MIXING_GRID[None, None, :, None]
+        near = self.references[indices]  # (Q, M, D)
+        if self.config.metric == "cosine":
+            near = _unit(near)
+        points = a * near[:, first, None] + (1 - a) * near[:, second, None]  # (Q, P, G, D)
+        q = queries[:, None, None, :]
+        if self.config.metric == "cosine":
+            cosine = (_unit(points) * _unit(q)).sum(-1)
+            distances = 1.0 - cosine
+        else:
+            distances = np.sqrt(((points - q) ** 2).sum(-1))
+        return distances.reshape(distances.shape[0], -1).min(axis=1).astype(np.float64)
 
     def state(self) -> tuple[dict, dict[str, np.ndarray]]:
         n, dim = self.references.shape

@@ -1,0 +1,402 @@
+"""Event-level evaluation of labelled recordings, on the daemon's own path.
+
+A plant judges a monitor by how often it cries wolf on a healthy machine and by how soon it
+speaks up when the machine goes wrong. ``replay_streams`` plays recordings through the real
+``edge.daemon.Daemon`` (file sources at ``speed: max``: the same capture blocks, streaming
+front end, ONNX Runtime, scorer and alarm rule as ``asd-edge run``) and collects every hop's
+score and every alarm event it publishes; ``stream_metrics`` turns one recording's trace and
+its labels into event-level figures:
+
+- false alarms per hour of normal audio: raises outside every fault's scoring span;
+- faults detected / missed, and the detection delay from the fault's onset to the raise;
+- the fraction of normal time spent in alarm.
+
+Labels are the JSON sidecar beside each recording (``rec.wav`` -> ``rec.json``), as
+``asd-edge synth --stream`` writes it (docs/ALARMS.md, "Stream labels"): ``machine``,
+``section`` and ``faults`` (a list of ``{start_s, end_s, ...}``; ``[]`` for a healthy
+recording). The older single ``fault`` object is read too.
+
+A fault's *scoring span* is ``[start_s, end_s + window_seconds + hold_seconds + grace)``: a
+window still holds fault audio up to one window after the fault ends and the alarm then needs
+its hold time to clear, so a raise or an open alarm there is neither a false alarm nor normal
+time in alarm. A raise inside ``[start_s, end_s + window_seconds)`` detects the fault.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from edge.errors import BadInput
+from edge.outputs.events import AlarmEvent, ScoreMessage, StreamState
+
+logger = logging.getLogger(__name__)
+
+GRACE_SECONDS = 5.0  # after a fault's window has left it and the hold has run out
+
+
+class FaultLabel(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    start_s: float = Field(ge=0)
+    end_s: float = Field(ge=0)
+    kind: str | None = None
+    severity: float | None = None
+    onset: str | None = None
+
+
+class StreamLabels(BaseModel):
+    """What the sidecar of a recording says (extra keys are kept, not needed here)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    machine: str
+    section: int = 0
+    seconds: float | None = None
+    faults: list[FaultLabel] = Field(default_factory=list)
+
+
+def labels_path(wav: Path) -> Path:
+    return wav.with_suffix(".json")
+
+
+def read_labels(wav: str | Path) -> StreamLabels:
+    """The labels of ``wav`` from its sidecar; ``BadInput`` naming the file and the fix."""
+    path = labels_path(Path(wav))
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError as err:
+        raise BadInput(f"{wav}: no label file {path.name} beside it; write one with machine, "
+                       "section and faults (docs/ALARMS.md, 'Stream labels')") from err
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise BadInput(f"{path}: not readable JSON ({err}); fix or rewrite it") from err
+    if not isinstance(data, dict):
+        raise BadInput(f"{path}: expected a JSON object with machine, section and faults")
+    if "faults" not in data:  # version 1: one optional "fault"
+        data = {**data, "faults": [data["fault"]] if data.get("fault") else []}
+    try:
+        labels = StreamLabels.model_validate(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise BadInput(f"{path}: {where}: {first['msg']}") from err
+    for fault in labels.faults:
+        if fault.end_s <= fault.start_s:
+            raise BadInput(f"{path}: a fault ends ({fault.end_s}) before it starts "
+                           f"({fault.start_s}); give end_s > start_s")
+    return labels
+
+
+def find_streams(folder: str | Path) -> list[Path]:
+    """Every ``.wav``/``.flac`` under ``folder`` (sorted); each must have a sidecar."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise BadInput(f"--streams {folder}: not a folder; give the folder of recordings "
+                       "(e.g. one written by 'asd-edge synth OUT --stream-set')")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".wav", ".flac"))
+    if not files:
+        raise BadInput(f"--streams {folder}: no .wav or .flac recordings in it")
+    return files
+
+
+@dataclass
+class StreamTrace:
+    """What the daemon published for one recording: hop scores and alarm events."""
+
+    name: str
+    times: list[float] = field(default_factory=list)  # window end, seconds into the file
+    scores: list[float] = field(default_factory=list)
+    thresholds: list[float] = field(default_factory=list)
+    events: list[AlarmEvent] = field(default_factory=list)
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        order = np.argsort(self.times, kind="stable")
+        return (np.asarray(self.times)[order], np.asarray(self.scores)[order],
+                np.asarray(self.thresholds)[order])
+
+
+class TraceCollector:
+    """An ``edge.outputs.Output`` that keeps every score and event, by stream."""
+
+    def __init__(self, names: dict[tuple[str, str], str]) -> None:
+        self._names = names  # (machine, section) -> stream name
+        self.traces = {name: StreamTrace(name) for name in names.values()}
+        self._lock = threading.Lock()
+
+    def _trace(self, machine: str, section: str) -> StreamTrace:
+        return self.traces[self._names[(machine, section)]]
+
+    def publish_event(self, event: AlarmEvent) -> None:
+        with self._lock:
+            self._trace(event.machine, event.section).events.append(event)
+
+    def publish_state(self, state: StreamState) -> None:
+        pass
+
+    def publish_score(self, message: ScoreMessage) -> None:
+        with self._lock:
+            trace = self._trace(message.machine, message.section)
+            trace.times.append(message.stream_s)
+            trace.scores.append(message.score)
+            trace.thresholds.append(message.threshold)
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        pass
+
+
+def replay_streams(files: Sequence[Path], models: str | Path, stream_settings: dict[str, Any]
+                   | None = None, device: str = "auto", threads: int | None = None,
+                   batch: int = 8, progress: Any = None) -> dict[Path, StreamTrace]:
+    """Play ``files`` through the daemon; every hop's score and every event, per file.
+
+    ``stream_settings``: the stream keys of ``edge.config.StreamConfig`` applied to every
+    recording (``alarm``, ``window_seconds``, ``hop_seconds``, ``domain``). Recordings run
+    ``batch`` at a time in one daemon (the daemon batches patches across its streams); the
+    node name differs per recording so episode ids never collide. ``progress`` is called with
+    the number of files done after each batch.
+    """
+    from edge.bundle.load import load_bundle
+    from edge.config import EdgeConfig
+    from edge.daemon import Daemon
+
+    settings = dict(stream_settings or {})
+    traces: dict[Path, StreamTrace] = {}
+    bundles: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="asd-replay-") as state:
+        for begin in range(0, len(files), batch):
+            chunk = list(files[begin:begin + batch])
+            streams, names = [], {}
+            for index, wav in enumerate(chunk):
+                labels = read_labels(wav)
+                name = f"r{begin + index:05d}"
+                # one section per stream in the config: a distinct fake section key per
+                # recording keeps the collector's (machine, section) lookup unique
+                streams.append({**settings, "name": name, "machine": labels.machine,
+                                "section": labels.section,
+                                "source": {"type": "file", "path": str(wav), "speed": "max"},
+                                "score_messages": True})
+                names[name] = wav
+            for stream in streams:
+                if stream["machine"] not in bundles:
+                    bundles[stream["machine"]] = load_bundle(models, stream["machine"], device,
+                                                             threads)
+            chunk_traces: dict[str, StreamTrace] = {}
+            # one daemon per recording of the same (machine, section) would be needed to tell
+            # them apart by topic keys; run those groups one after the other instead
+            for group in _distinct_keys(streams):
+                config = EdgeConfig.model_validate({
+                    "node": "replay", "models_dir": str(models), "device": device,
+                    "threads": threads, "state_dir": state, "streams": group,
+                    "evidence": {"enabled": False}, "metrics": {"enabled": False}})
+                collector = TraceCollector({
+                    (s["machine"], f"{int(s['section']):02d}"): s["name"] for s in group})
+                daemon = Daemon(config, stop=threading.Event(),
+                                bundles={m: bundles[m] for m in {s["machine"] for s in group}})
+                daemon.run(collector)
+                chunk_traces.update(collector.traces)
+            for name, wav in names.items():
+                trace = chunk_traces[name]
+                trace.name = wav.stem
+                traces[wav] = trace
+            if progress is not None:
+                progress(min(begin + batch, len(files)))
+    return traces
+
+
+def _distinct_keys(streams: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Split streams into groups in which no two share (machine, section)."""
+    groups: list[list[dict[str, Any]]] = []
+    for stream in streams:
+        key = (stream["machine"], int(stream["section"]))
+        for group in groups:
+            if all((s["machine"], int(s["section"])) != key for s in group):
+                group.append(stream)
+                break
+        else:
+            groups.append([stream])
+    return groups
+
+
+def stream_metrics(trace: StreamTrace, labels: StreamLabels, window_seconds: float,
+                   hold_seconds: float) -> dict[str, Any]:
+    """Event-level figures of one recording (see the module docstring)."""
+    times, _scores, _thresholds = trace.arrays()
+    hop = float(np.median(np.diff(times))) if times.size > 1 else 0.5
+    spans = [(f.start_s, f.end_s + window_seconds + hold_seconds + GRACE_SECONDS)
+             for f in labels.faults]
+
+    def in_fault(t: float) -> bool:
+        return any(a <= t < b for a, b in spans)
+
+    raises = [e for e in trace.events if e.type == "raise"]
+    clears = {e.id: e for e in trace.events if e.type == "clear"}
+    false_raises = [e for e in raises if not in_fault(_when(e))]
+    # alarm state per hop, from the events (raise at its hop, clear at its hop)
+    active = np.zeros(times.size, dtype=bool)
+    for event in raises:
+        start = _when(event)
+        clear = clears.get(event.id)
+        end = _when(clear) if clear is not None else np.inf
+        active |= (times >= start) & (times < end)
+    normal = np.array([not in_fault(t) for t in times], dtype=bool)
+    normal_hours = float(normal.sum()) * hop / 3600.0
+    faults = []
+    for fault in labels.faults:
+        hits = [_when(e) for e in raises if fault.start_s <= _when(e) < fault.end_s
+                + window_seconds]
+        already = any(_when(e) < fault.start_s and (clears.get(e.id) is None
+                                                    or _when(clears[e.id]) > fault.start_s)
+                      for e in raises)
+        delay = (min(hits) - fault.start_s) if hits else (0.0 if already else None)
+        faults.append({"start_s": fault.start_s, "end_s": fault.end_s, "kind": fault.kind,
+                       "severity": fault.severity, "onset": fault.onset,
+                       "detected": bool(hits) or already, "delay_s": delay,
+                       "already_in_alarm": already and not hits})
+    return {
+        "stream": trace.name, "machine": labels.machine, "section": labels.section,
+        "seconds": float(times[-1]) if times.size else 0.0, "hops": int(times.size),
+        "normal_hours": normal_hours,
+        "false_alarms": len(false_raises),
+        "false_alarms_per_hour": len(false_raises) / normal_hours if normal_hours else None,
+        "false_alarm_times_s": [round(_when(e), 2) for e in false_raises],
+        "normal_time_in_alarm": float(active[normal].mean()) if normal.any() else None,
+        "faults": faults,
+        "max_score": float(np.max(_scores)) if _scores.size else None,
+    }
+
+
+def _when(event: AlarmEvent) -> float:
+    """Seconds into the recording at which the event was decided (its window's end)."""
+    assert event.window.end_s is not None
+    return float(event.window.end_s)
+
+
+def summarise(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Totals over recordings (and the same per machine type)."""
+    def total(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        hours = sum(r["normal_hours"] for r in rows)
+        false = sum(r["false_alarms"] for r in rows)
+        faults = [f for r in rows for f in r["faults"]]
+        delays = [f["delay_s"] for f in faults if f["detected"] and f["delay_s"] is not None]
+        in_alarm = [(r["normal_time_in_alarm"], r["normal_hours"]) for r in rows
+                    if r["normal_time_in_alarm"] is not None]
+        return {
+            "recordings": len(rows), "normal_hours": hours, "false_alarms": false,
+            "false_alarms_per_hour": false / hours if hours else None,
+            "false_alarms_per_day": 24 * false / hours if hours else None,
+            "normal_time_in_alarm": (sum(a * h for a, h in in_alarm)
+                                     / sum(h for _, h in in_alarm)) if in_alarm else None,
+            "faults": len(faults), "detected": sum(f["detected"] for f in faults),
+            "missed": sum(not f["detected"] for f in faults),
+            "detection_rate": (sum(f["detected"] for f in faults) / len(faults))
+            if faults else None,
+            "delay_median_s": float(np.median(delays)) if delays else None,
+            "delay_worst_s": float(np.max(delays)) if delays else None,
+        }
+
+    machines = sorted({r["machine"] for r in results})
+    return {"total": total(results),
+            "machines": {m: total([r for r in results if r["machine"] == m]) for m in machines}}
+
+
+def _fmt(value: Any, spec: str = ".2f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def markdown(summary: dict[str, Any], results: Sequence[dict[str, Any]], title: str) -> str:
+    """The report as Markdown: totals per machine type, then every recording."""
+    lines = [f"# {title}", "",
+             "| machine | recordings | normal h | false alarms | per day | normal time in "
+             "alarm | faults detected | delay median s | delay worst s |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    rows = [*summary["machines"].items(), ("**all**", summary["total"])]
+    for machine, t in rows:
+        lines.append(f"| {machine} | {t['recordings']} | {t['normal_hours']:.2f} | "
+                     f"{t['false_alarms']} | {_fmt(t['false_alarms_per_day'])} | "
+                     f"{_fmt(t['normal_time_in_alarm'], '.1%')} | {t['detected']}/{t['faults']} "
+                     f"| {_fmt(t['delay_median_s'], '.1f')} | {_fmt(t['delay_worst_s'], '.1f')} |")
+    lines += ["", "| recording | machine | section | normal h | false alarms | in alarm | "
+              "faults (delay s) |", "|---|---|---|---|---|---|---|"]
+    for r in results:
+        faults = ", ".join(
+            f"{f['kind']}@{f['start_s']:.0f}s: "
+            + (f"{f['delay_s']:.1f}" if f["detected"] else "missed") for f in r["faults"]) or "-"
+        lines.append(f"| {r['stream']} | {r['machine']} | {r['section']:02d} | "
+                     f"{r['normal_hours']:.3f} | {r['false_alarms']} | "
+                     f"{_fmt(r['normal_time_in_alarm'], '.1%')} | {faults} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_timeline(trace: StreamTrace, labels: StreamLabels, path: Path) -> Path | None:
+    """Score, thresholds, fault intervals (shaded) and raise/clear marks as a PNG; None when
+    matplotlib is not installed (the edge extra does not need it)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    times, scores, thresholds = trace.arrays()
+    fig, ax = plt.subplots(figsize=(12, 3.2))
+    for fault in labels.faults:
+        ax.axvspan(fault.start_s, fault.end_s, color="tab:red", alpha=0.15,
+                   label=f"fault ({fault.kind})")
+    ax.plot(times, scores, lw=0.7, color="tab:blue", label="score")
+    ax.plot(times, thresholds, lw=0.9, color="black", ls="--", label="threshold")
+    for event in trace.events:
+        colour = "tab:red" if event.type == "raise" else "tab:green"
+        ax.axvline(_when(event), color=colour, lw=1.0)
+    ax.set_xlabel("seconds into the recording")
+    ax.set_ylabel("score")
+    ax.set_title(f"{trace.name}: {labels.machine} section {labels.section:02d} "
+                 "(red lines raise, green clear)")
+    handles, names = ax.get_legend_handles_labels()
+    unique = dict(zip(names, handles, strict=False))
+    ax.legend(unique.values(), unique.keys(), loc="upper left", fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def evaluate_streams(folder: str | Path, models: str | Path, out: str | Path,
+                     stream_settings: dict[str, Any] | None = None, device: str = "auto",
+                     threads: int | None = None, plots: bool = True,
+                     progress: Any = None) -> dict[str, Any]:
+    """Replay every labelled recording under ``folder``; write results.json, results.md and a
+    timeline PNG per recording to ``out``; return the results."""
+    from edge.config import StreamConfig
+
+    files = find_streams(folder)
+    labels = {wav: read_labels(wav) for wav in files}
+    settings = dict(stream_settings or {})
+    template = StreamConfig.model_validate({**settings, "machine": "x",
+                                            "source": {"type": "file", "path": "x.wav"}})
+    traces = replay_streams(files, models, settings, device, threads, progress=progress)
+    results = [stream_metrics(traces[wav], labels[wav], template.window_seconds,
+                              template.alarm.hold_seconds) for wav in files]
+    summary = summarise(results)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    report = {"streams": str(folder), "models": str(models),
+              "stream_settings": template.model_dump(mode="json",
+                                                     exclude={"name", "source", "machine"}),
+              "summary": summary, "recordings": results}
+    (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "results.md").write_text(markdown(summary, results,
+                                             f"Streams of {folder} with {models}"))
+    if plots:
+        for wav in files:
+            plot_timeline(traces[wav], labels[wav], out / "timelines" / f"{wav.stem}.png")
+    return report

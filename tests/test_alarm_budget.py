@@ -1,0 +1,134 @@
+"""Alarm thresholds for a false-alarm budget, and the event-level evaluation of streams."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from edge.alarms.budget import block_maxima, budget_threshold, trip_statistic
+from edge.alarms.rule import AlarmRule, AlarmRuleConfig, StreamKey
+from edge.bundle.calibrate import AlarmBudget
+from edge.bundle.enroll import enroll
+from edge.bundle.load import load_bundle
+from edge.cli import main
+from edge.scoring.backends import KnnBackend, KnnConfig
+from edge.synth import attribute_values, render_clip, synthesize_stream
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def test_trip_statistic_says_when_the_alarm_rule_trips() -> None:
+    rng = np.random.default_rng(0)
+    scores = rng.normal(size=400)
+    config = AlarmRuleConfig(trip_hops=3, window_hops=5)
+    statistic = trip_statistic(scores, 3, 5)
+    for threshold in (0.0, 0.5, 1.0, 5.0):
+        rule = AlarmRule(StreamKey("n", "m", "00"), threshold,
+                         config.model_copy(update={"clear_threshold": -1e9}))
+        raises = [h for h, s in enumerate(scores)
+                  if rule.update(h * 0.5, float(s), NOW) is not None]
+        over = np.flatnonzero(statistic > threshold)
+        assert raises[:1] == over[:1].tolist()  # the first raise, or none at all
+
+
+def test_fewer_references_give_a_more_cautious_threshold() -> None:
+    higher = 0
+    for seed in range(20):  # the same sound, 10 or 1,000 blocks of it
+        rng = np.random.default_rng(seed)
+        few = budget_threshold(rng.gamma(4.0, size=10), 10.0, 1 / 30)
+        many = budget_threshold(rng.gamma(4.0, size=1000), 10.0, 1 / 30)
+        higher += few.threshold > many.threshold
+        assert few.tail_scale_upper / few.tail_scale > many.tail_scale_upper / many.tail_scale
+    assert higher >= 16
+
+
+def test_the_threshold_is_never_below_what_normal_audio_reached() -> None:
+    # one huge normal block among many quiet ones: the tail fit alone would sit below it
+    maxima = np.r_[1 + 0.01 * np.random.default_rng(4).random(300), 50.0]
+    fitted = budget_threshold(maxima, 10.0, 1 / 30)
+    assert fitted.threshold > 50.0 and fitted.bound == "highest seen"
+
+
+def test_the_promise_holds_on_held_out_normal_blocks() -> None:
+    """Calibrated on 100 blocks, a rate of 1 per 100 blocks' time is promised; on 200,000
+    fresh blocks of the same sound the measured rate stays within it."""
+    rng = np.random.default_rng(2)
+    days_per_block = 10.0 / 86400
+    promise = 1.0 / (100 * days_per_block) / 100  # one per 10,000 blocks, in per day
+    fitted = budget_threshold(rng.gamma(4.0, size=100), 10.0, promise)
+    held_out = rng.gamma(4.0, size=200_000)
+    measured = np.sum(held_out > fitted.threshold) / (held_out.size * days_per_block)
+    assert measured <= promise
+
+
+def test_a_window_between_two_states_is_near_their_mix() -> None:
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=64), rng.normal(size=64)
+    references = np.stack([a, b, *rng.normal(size=(6, 64))])
+    straddling = 0.4 * a + 0.6 * b
+    plain = KnnBackend(KnnConfig(metric="euclidean", mixtures=0), references)
+    mixed = KnnBackend(KnnConfig(metric="euclidean", mixtures=8), references)
+    assert mixed.score(straddling[None])[0] < 0.1 * plain.score(straddling[None])[0]
+    fault = a + 3.0 * rng.normal(size=64)
+    assert mixed.score(fault[None])[0] > 0.8 * plain.score(fault[None])[0]
+
+
+def _clips(n: int, seed: int) -> list[np.ndarray]:
+    values = attribute_values("fan", "source")
+    condition = [(key, options[0]) for key, options in values.items()]
+    return [render_clip("fan", 0, condition, 160_000, [seed, i]) for i in range(n)]
+
+
+def test_enrollment_with_a_budget_states_its_promise(tmp_path: Path, capsys) -> None:
+    few = enroll(tmp_path / "few", "fan", 0, _clips(12, 0), "test", "source",
+                 budget=AlarmBudget())[0]
+    many = enroll(tmp_path / "many", "fan", 0, _clips(60, 0), "test", "source",
+                  budget=AlarmBudget())[0]
+    t_few = load_bundle(few).system.thresholds[0]
+    t_many = load_bundle(many).system.thresholds[0]
+    assert t_few.calibration["method"] == "false-alarm budget"
+    assert t_few.calibration["budget"]["audio_minutes"] < t_many.calibration["budget"][
+        "audio_minutes"]
+    assert t_few.calibration["decision"]["threshold"] < t_few.threshold
+    assert main(["bundle", "verify", str(many)]) == 0
+    out = capsys.readouterr().out
+    assert "false alarms per day per stream" in out and "min of normal audio" in out
+
+
+def test_streams_are_evaluated_by_event(tmp_path: Path, capsys) -> None:
+    models = tmp_path / "models"
+    enroll(models, "fan", 0, _clips(12, 0), "test", "source")
+    streams = tmp_path / "streams"
+    meta = synthesize_stream(streams / "fan_fault.wav", "fan", section=0, seconds=90,
+                             fault_start=50, fault_seconds=25, severity=2.0)
+    assert meta["faults"] or meta["fault"]
+    out = tmp_path / "report"
+    assert main(["evaluate-streams", "--streams", str(streams), "--models", str(models),
+                 "--out", str(out), "--no-plots"]) == 0
+    report = json.loads((out / "results.json").read_text())
+    total = report["summary"]["total"]
+    assert total["recordings"] == 1 and total["faults"] == 1
+    recording = report["recordings"][0]
+    assert recording["hops"] > 100
+    assert 0 < recording["normal_hours"] < 90 / 3600
+    if recording["faults"][0]["detected"]:
+        assert 0 <= recording["faults"][0]["delay_s"] < 35
+    assert "false alarms" in (out / "results.md").read_text()
+    assert "recordings" in capsys.readouterr().out
+
+
+def test_a_recording_without_labels_is_refused(tmp_path: Path, capsys) -> None:
+    streams = tmp_path / "streams"
+    streams.mkdir()
+    (streams / "x.wav").write_bytes(b"RIFF")
+    assert main(["evaluate-streams", "--streams", str(streams), "--models", str(tmp_path),
+                 "--out", str(tmp_path / "r")]) == 2
+    assert "x.json" in capsys.readouterr().err
+
+
+def test_block_maxima_skip_hops_of_other_domains() -> None:
+    values = np.r_[np.full(20, -np.inf), np.arange(20.0)]
+    assert block_maxima(values, 20).tolist() == [19.0]
