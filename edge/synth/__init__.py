@@ -3,8 +3,10 @@
 ``synthesize_dataset`` writes a development-style data set: per machine type, sections that
 are physically different units, source-domain and (few) target-domain training clips under
 operating conditions given as attributes, and a test split with normal and anomalous clips of
-both domains. ``synthesize_stream`` writes one long recording of one unit, normal except for a
-fault in a given interval, with a JSON file saying where the fault is.
+both domains. ``synthesize_stream`` writes one long recording of one unit, with what a plant does
+to it over hours (changes of condition, drift, background changes, transients, splices; off by
+default) and zero or more fault intervals, with a JSON file of labels saying where everything
+is; ``synthesize_stream_set`` writes a test set of them (``stream.py``).
 
 Everything is drawn from ``numpy.random.default_rng`` seeded by (seed, machine, section, clip),
 so a seed gives the same bytes on every run. The physics lives in ``machines.py``, the plant
@@ -15,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import itertools
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,8 +33,8 @@ from edge.synth.noise import Plant, draw_plant, factory_noise
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MACHINE_TYPES", "default_seconds", "render_clip", "synthesize_dataset",
-           "synthesize_stream", "attribute_values"]
+__all__ = ["MACHINE_TYPES", "FaultSpec", "StreamOptions", "attribute_values", "default_seconds",
+           "render_clip", "synthesize_dataset", "synthesize_stream", "synthesize_stream_set"]
 
 MACHINE_RMS = 0.05  # about -26 dBFS for a unit at its nominal condition: headroom for impacts
 PEAK_LIMIT = 0.98
@@ -112,7 +113,11 @@ def render_clip(machine: str, section: int, attributes: Sequence[tuple[str, str]
 def _mix(sound: np.ndarray, background: np.ndarray, gain: float, snr_db: float) -> np.ndarray:
     """Machine (RMS near 1 at its nominal condition) plus unit-RMS background at ``snr_db``."""
     level = MACHINE_RMS * gain
-    mixed = level * sound + level * 10 ** (-snr_db / 20) * background
+    return _limit(level * sound + level * 10 ** (-snr_db / 20) * background)
+
+
+def _limit(mixed: np.ndarray) -> np.ndarray:
+    """float32 of ``mixed`` (modified in place), loud peaks through a soft limiter."""
     # rare loud impacts pass a soft limiter (as a recorder's would) instead of clipping
     loud = np.abs(mixed) > LIMITER_KNEE
     if loud.any():
@@ -192,69 +197,10 @@ def _write_attributes(path: Path, rows: list[list[str]], n_keys: int) -> None:
         writer.writerows(rows)
 
 
-def synthesize_stream(out_wav: str | Path, machine: str, section: int = 0,
-                      seconds: float = 120.0, fault_start: float = 60.0,
-                      fault_seconds: float = 30.0, seed: int = 0, domain: str = "source",
-                      fault_kind: str | None = None, severity: float | None = None) -> dict:
-    """Write one long recording of unit ``section`` of ``machine``, normal except for a fault
-    in [fault_start, fault_start + fault_seconds) seconds, and its JSON beside it.
-
-    The unit is the one ``synthesize_dataset(seed=seed)`` writes for that section, under one
-    operating condition of ``domain``. ``fault_kind`` picks the fault (default: drawn from the
-    machine's kinds); ``severity`` its strength (default: drawn from 0.6-1.0; 0 is barely
-    there, 1 obvious, up to 2 beyond that). Returns what the JSON holds: machine, section,
-    domain, attributes, seconds, sample_rate, fault {start_s, end_s, kind, severity}, seed.
-    """
-    model = _model(machine)
-    out_wav = Path(out_wav)
-    if domain not in DOMAINS:
-        raise BadInput(f"domain {domain!r}: use 'source' or 'target'")
-    if not 0 <= section <= 99:
-        raise BadInput(f"section {section}: give 0 to 99")
-    if not 0 < seconds <= 3600:
-        raise BadInput(f"seconds = {seconds}: give a length above 0 and at most 3600 s")
-    fault_end = fault_start + fault_seconds
-    if fault_start < 0 or fault_seconds <= 0 or fault_end > seconds:
-        raise BadInput(f"fault interval [{fault_start}, {fault_end}) s is not inside the "
-                       f"{seconds} s recording; choose --fault-start >= 0 and --fault-seconds > 0 "
-                       "with start + length <= --seconds")
-    if fault_kind is not None and fault_kind not in model.faults:
-        raise BadInput(f"fault kind {fault_kind!r} is not one of {machine}'s: "
-                       f"{', '.join(model.faults)}")
-    key = [seed, MACHINE_TYPES.index(machine), section, 9, DOMAINS.index(domain)]
-    choice = np.random.default_rng([*key, _STREAM])
-    combos = _combinations(model, domain)
-    attributes = combos[int(choice.integers(len(combos)))]
-    kind = fault_kind or model.faults[int(choice.integers(len(model.faults)))]
-    drawn = float(choice.uniform(0.6, 1.0))
-    if severity is not None and not 0.0 <= severity <= 2.0:
-        raise BadInput(f"fault severity {severity}: give a value from 0 (barely there) to 2")
-    severity = drawn if severity is None else float(severity)
-    n_samples = int(round(seconds * SAMPLE_RATE))
-    unit = _unit(machine, section, seed)
-    condition = _condition(model, attributes)
-    normal = model.render(unit, condition, n_samples, np.random.default_rng([*key, _CLIP]), None)
-    faulty = model.render(unit, condition, n_samples, np.random.default_rng([*key, _CLIP]),
-                          Fault(kind, severity, np.random.default_rng([*key, _FAULT])))
-    envelope = _interval_envelope(n_samples, fault_start, fault_end)
-    sound = normal * (1 - envelope) + faulty * envelope
-    noise_rng = np.random.default_rng([*key, _NOISE])
-    low, high = model.snr_db
-    snr_db = noise_rng.uniform(low + (high - low) / 3, high - (high - low) / 3)
-    background = factory_noise(_plant(machine, seed), noise_rng, n_samples)
-    waveform = _mix(sound, background, unit["gain"], snr_db)
-    write_audio(out_wav, waveform)
-    meta = {"machine": machine, "section": section, "domain": domain,
-            "attributes": dict(attributes), "seconds": seconds, "sample_rate": SAMPLE_RATE,
-            "fault": {"start_s": fault_start, "end_s": fault_end, "kind": kind,
-                      "severity": round(severity, 3)},
-            "seed": seed}
-    out_wav.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
-    return meta
-
-
-def _interval_envelope(n: int, start_s: float, end_s: float) -> np.ndarray:
-    """(n,) 1 inside [start_s, end_s), 0 outside, with short linear ramps inside the interval."""
-    t = np.arange(n) / SAMPLE_RATE
-    ramp = min(FAULT_RAMP_S, (end_s - start_s) / 2)
-    return np.clip(np.minimum(t - start_s, end_s - t) / ramp, 0.0, 1.0)
+# the stream generator needs the helpers above (it imports them from this module)
+from edge.synth.stream import (  # noqa: E402
+    FaultSpec,
+    StreamOptions,
+    synthesize_stream,
+    synthesize_stream_set,
+)
