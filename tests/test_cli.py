@@ -104,6 +104,8 @@ def test_bundle_verify_json_parses_and_holds_the_facts(sample_dir, tmp_path, cap
     assert facts["references"] == 2 and facts["files"] >= 1 and facts["sha256_checked"]
     section = facts["sections"]["section_00"]
     assert section["threshold"] > 0 and section["clear_threshold"] <= section["threshold"]
+    assert section["promises"] == {"pooled": None}  # enrolled without a false-alarm budget
+    assert "alarm promise: none" in text
     assert f"test score {section['test_score']:.4g}" in text
     assert f"threshold {section['threshold']:.4g}" in text
     assert f"references: {facts['references']} normal clips" in text
