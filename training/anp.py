@@ -31,15 +31,10 @@ over partitions of the clip's NLL is the Boot spread.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import time
-from collections import Counter
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -48,11 +43,10 @@ from torch import nn
 
 from edge.errors import BadInput
 from edge.features import DEFAULT_PATCHING, FrontEnd, Patching, patches, spectrogram
+from training.checkpoint import load_checkpoint
+from training.loop import Objective, RunData, TrainConfig, train_run
 
 logger = logging.getLogger(__name__)
-
-if TYPE_CHECKING:
-    from training.train import TrainConfig
 
 OBJECTIVE = "anp"
 MODES = ("frames", "bands")
@@ -324,8 +318,6 @@ def is_anp_checkpoint(payload: dict) -> bool:
 
 def load_anp_run(run_dir: str | Path, weights: str = "averaged") -> LoadedAnp:
     """Load a run folder written by ``asd-edge train --objective anp``; BadInput otherwise."""
-    from training.checkpoint import load_checkpoint
-
     if weights not in ("averaged", "last"):
         raise BadInput(f"weights {weights!r}: choose 'averaged' or 'last'")
     payload = load_checkpoint(run_dir)
@@ -345,7 +337,7 @@ def load_anp_run(run_dir: str | Path, weights: str = "averaged") -> LoadedAnp:
                      weights, list(payload.get("validation_clips", [])), rest)
 
 
-# --- training: the ANP's loop, on the shared data, cache and checkpoint code ----------------
+# --- training: the ANP's model and step in the shared loop (training.loop) --------------
 
 
 @torch.no_grad()
@@ -363,6 +355,98 @@ def validation_nll(model: AttentiveNeuralProcess, cache, indices: list[int],
     return value
 
 
+class AnpObjective(Objective[AttentiveNeuralProcess]):
+    """The ANP's part of the shared loop (``training.loop``): one process, no ``--init``, no
+    labels and no batch norm; each epoch draws ``draws_per_clip`` random patches per training
+    clip, and each batch masks a block of columns or a band of rows (drawn per batch)."""
+
+    name = OBJECTIVE
+    loss_label = "target NLL (nats)"
+    draws = "patches"
+
+    def __init__(self, args: AnpArgs | None = None, draws_per_clip: int = 8) -> None:
+        self.args = args
+        self.draws_per_clip = draws_per_clip
+
+    def check(self, config: TrainConfig) -> None:
+        if config.patch_frames != DEFAULT_PATCHING.patch_frames:
+            raise BadInput(f"--patch-frames {config.patch_frames}: the ANP is built for "
+                           f"{DEFAULT_PATCHING.patch_frames}-frame patches; drop --patch-frames")
+
+    def patching(self, config: TrainConfig) -> Patching:
+        return DEFAULT_PATCHING
+
+    def build(self, run: RunData, resume: dict | None, init: dict | None
+              ) -> AttentiveNeuralProcess:
+        self.run = run
+        front_end, patching = run.front_end, run.patching
+        if resume:
+            self.args = AnpArgs.from_dict(resume["model_args"])
+        args = self.args = self.args or AnpArgs.for_front_end(front_end.n_bins,
+                                                              patching.patch_frames)
+        if (args.n_bins, args.patch_frames) != (front_end.n_bins, patching.patch_frames):
+            raise BadInput(f"ANP arguments for {args.n_bins} x {args.patch_frames} patches, but "
+                           f"the front end gives {front_end.n_bins} x {patching.patch_frames}")
+        model = AttentiveNeuralProcess(args)
+        if not resume:
+            # per-row statistics of the pooled grid, from the clips' per-bin statistics
+            mean, std = run.cache.frequency_statistics(run.train_idx)
+            pooled_mean = mean[:args.rows * args.freq_pool].reshape(args.rows, -1).mean(1)
+            second = (std ** 2 + mean ** 2)[:args.rows * args.freq_pool].reshape(args.rows, -1)
+            pooled_std = np.sqrt(np.maximum(second.mean(1) - pooled_mean ** 2, 0.0))
+            model.set_input_statistics(torch.from_numpy(pooled_mean.astype(np.float32)),
+                                       torch.from_numpy(pooled_std.astype(np.float32)))
+        self.model = model
+        return model
+
+    def model_args(self) -> dict:
+        assert self.args is not None  # set by build
+        return self.args.to_dict()
+
+    def plan(self, run: RunData) -> tuple[int, int]:
+        self.draws_per_epoch = len(run.train_idx) * self.draws_per_clip
+        batch_size = min(run.config.batch_size, self.draws_per_epoch)
+        return batch_size, max(1, self.draws_per_epoch // batch_size)
+
+    def epoch_draws(self, run: RunData, epoch: int
+                    ) -> tuple[np.ndarray, np.random.Generator]:
+        rng = np.random.default_rng([run.config.seed, epoch])
+        train_array = np.asarray(run.train_idx)
+        return train_array[rng.choice(len(train_array), self.draws_per_epoch,
+                                      p=run.weights)], rng
+
+    def step(self, module: nn.Module, batch: np.ndarray,
+             rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        run, model = self.run, self.model
+        assert self.args is not None
+        x = torch.from_numpy(run.cache.random_patches(batch, run.patching.patch_frames, rng))
+        values = model.grid(x.to(run.device))                               # (B, N)
+        context, target = draw_partitions(rng, len(batch), self.args, MODES[rng.integers(2)])
+        return {"loss": partition_nll(model, values, context, target).mean()}
+
+    def validate(self, model: AttentiveNeuralProcess, averaged: AttentiveNeuralProcess | None,
+                 epoch: int) -> dict:
+        run = self.run
+        return {"val_loss": validation_nll(model, run.cache, run.val_idx, run.patching, 4,
+                                           run.config.seed)}
+
+    def model_summary(self, model: AttentiveNeuralProcess) -> dict:
+        assert self.args is not None
+        return {"model": "anp", "parameters": count_parameters(model),
+                "grid": [self.args.rows, self.args.columns]}
+
+    def describe(self, model: AttentiveNeuralProcess) -> str:
+        args = self.args
+        assert args is not None
+        return (f"ANP: {count_parameters(model)} parameters, {args.rows} x {args.columns} grid, "
+                f"{args.context_points} context points")
+
+    def epoch_line(self, record: dict) -> str:
+        val = record["val_loss"]
+        return (f"NLL {record['train_loss']:.3f}, validation "
+                f"{'-' if val is None else f'{val:.3f}'}")
+
+
 def train_anp(config: TrainConfig, args: AnpArgs | None = None, draws_per_clip: int = 8) -> Path:
     """``asd-edge train --objective anp``: train (or resume) an ANP run; returns the checkpoint.
 
@@ -371,166 +455,4 @@ def train_anp(config: TrainConfig, args: AnpArgs | None = None, draws_per_clip: 
     end, device); each epoch draws ``draws_per_clip`` random patches per training clip.
     Options of the classifier objectives (dimensions, ArcFace) do not apply.
     """
-    from training import data as tdata
-    from training.checkpoint import (
-        CHECKPOINT_NAME,
-        FORMAT,
-        VERSION,
-        check_compatible,
-        git_revision,
-        load_checkpoint,
-        save_checkpoint,
-    )
-    from training.train import (
-        FRONT_ENDS,
-        _distributed,
-        _state_copy,
-        average_states,
-        averaging_window,
-        default_cache_dir,
-        learning_rate,
-        resumed_position,
-        select_device,
-        training_clips,
-    )
-
-    if _distributed()[1] > 1:
-        raise BadInput("--objective anp trains in one process; run 'asd-edge train' without "
-                       "torchrun")
-    if config.init:
-        raise BadInput(f"--init {config.init}: fine-tuning is not available for --objective "
-                       "anp; train it from scratch (drop --init)")
-    if config.front_end not in FRONT_ENDS:
-        raise BadInput(f"--front-end {config.front_end!r}: choose one of {', '.join(FRONT_ENDS)}")
-    if config.patch_frames != DEFAULT_PATCHING.patch_frames:
-        raise BadInput(f"--patch-frames {config.patch_frames}: the ANP is built for "
-                       f"{DEFAULT_PATCHING.patch_frames}-frame patches; drop --patch-frames")
-    device = select_device(config.device)
-    front_end, patching = FRONT_ENDS[config.front_end], DEFAULT_PATCHING
-    out = Path(config.out)
-    ckpt_file = out / CHECKPOINT_NAME
-    machines, clips = training_clips(config, front_end, patching)
-    maps = tdata.LabelMaps.from_clips(clips)
-
-    resume_payload = None
-    if config.resume:
-        resume_payload = load_checkpoint(out)
-        check_compatible(resume_payload, f"--resume {out}", OBJECTIVE, front_end, patching)
-    elif ckpt_file.exists():
-        raise BadInput(f"{out}: already holds a run; pass --resume to continue it or choose "
-                       "another --out")
-
-    cache = tdata.build_cache(clips, front_end, Path(config.cache_dir) if config.cache_dir
-                              else default_cache_dir(out), progress=config.progress)
-    train_idx, val_idx = tdata.split_validation(clips, config.val_fraction, config.seed)
-    weights = tdata.sampling_weights([clips[i] for i in train_idx], config.balance)
-
-    torch.manual_seed(config.seed)
-    if resume_payload:
-        args = AnpArgs.from_dict(resume_payload["model_args"])
-    args = args or AnpArgs.for_front_end(front_end.n_bins, patching.patch_frames)
-    if (args.n_bins, args.patch_frames) != (front_end.n_bins, patching.patch_frames):
-        raise BadInput(f"ANP arguments for {args.n_bins} x {args.patch_frames} patches, but the "
-                       f"front end gives {front_end.n_bins} x {patching.patch_frames}")
-    model = AttentiveNeuralProcess(args)
-    if resume_payload:
-        model.load_state_dict(resume_payload["model"])
-    else:
-        # per-row statistics of the pooled grid, from the clips' per-bin statistics
-        mean, std = cache.frequency_statistics(train_idx)
-        pooled_mean = mean[:args.rows * args.freq_pool].reshape(args.rows, -1).mean(1)
-        second = (std ** 2 + mean ** 2)[:args.rows * args.freq_pool].reshape(args.rows, -1)
-        pooled_std = np.sqrt(np.maximum(second.mean(1) - pooled_mean ** 2, 0.0))
-        model.set_input_statistics(torch.from_numpy(pooled_mean.astype(np.float32)),
-                                   torch.from_numpy(pooled_std.astype(np.float32)))
-    model.to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
-                                  weight_decay=config.weight_decay)
-
-    draws_per_epoch = len(train_idx) * draws_per_clip
-    batch_size = min(config.batch_size, draws_per_epoch)
-    steps_per_epoch = max(1, draws_per_epoch // batch_size)
-    total_steps = steps_per_epoch * config.epochs
-    warmup_steps = int(config.warmup_epochs * steps_per_epoch)
-    window = averaging_window(config.epochs, config.average_last)
-    start_epoch, step, snapshots, averaged_epochs = 1, 0, [], []
-    if resume_payload:
-        optimizer.load_state_dict(resume_payload["optimizer"])
-        start_epoch, step, averaged_epochs, snapshots = resumed_position(
-            resume_payload, config.epochs, window)
-        if start_epoch > config.epochs:
-            logger.info("%s: already trained for %d epoch(s); raise --epochs to continue",
-                        out, resume_payload["epoch"])
-            return ckpt_file
-
-    parameters = count_parameters(model)
-    out.mkdir(parents=True, exist_ok=True)
-    logger.info("ANP: %d parameters, %d x %d grid, %d context points; %d train / %d "
-                "validation clips; %d step(s) per epoch, device %s", parameters, args.rows,
-                args.columns, args.context_points, len(train_idx), len(val_idx),
-                steps_per_epoch, device)
-    summary = {"root": str(Path(config.data).resolve()), "machines": machines,
-               "train_clips": len(train_idx), "validation_clips": len(val_idx),
-               "groups": {f"{m}/section_{s:02d}/{d}": n for (m, s, d), n in sorted(
-                   Counter(tdata.group_of(c) for c in clips).items())},
-               "cache_key": tdata.cache_key(clips, front_end)}
-    metrics_path = out / "metrics.jsonl"
-    history = [json.loads(line) for line in metrics_path.read_text().splitlines()
-               if line.strip()] if resume_payload and metrics_path.exists() else []
-    history = [m for m in history if m["epoch"] < start_epoch]
-    train_array = np.asarray(train_idx)
-    for epoch in range(start_epoch, config.epochs + 1):
-        started = time.perf_counter()
-        rng = np.random.default_rng([config.seed, epoch])
-        order = train_array[rng.choice(len(train_array), draws_per_epoch, p=weights)]
-        model.train()
-        loss_sum, n_seen = 0.0, 0
-        for b in range(steps_per_epoch):
-            batch = order[b * batch_size:(b + 1) * batch_size]
-            x = torch.from_numpy(cache.random_patches(batch, patching.patch_frames, rng))
-            values = model.grid(x.to(device))                               # (B, N)
-            context, target = draw_partitions(rng, len(batch), args, MODES[rng.integers(2)])
-            loss = partition_nll(model, values, context, target).mean()
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(step, total_steps, config.lr, warmup_steps)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
-            loss_sum += float(loss.detach()) * len(batch)
-            n_seen += len(batch)
-        seconds = time.perf_counter() - started
-
-        last_state = _state_copy(model)
-        if epoch > config.epochs - window:
-            snapshots.append(last_state)
-            averaged_epochs.append(epoch)
-        averaged_state = average_states(snapshots) if snapshots else last_state
-        record = {"epoch": epoch, "lr": learning_rate(step - 1, total_steps, config.lr,
-                                                      warmup_steps),
-                  "train_loss": loss_sum / n_seen,
-                  "val_loss": validation_nll(model, cache, val_idx, patching, 4, config.seed),
-                  "seconds": seconds, "clips_per_second": n_seen / seconds}
-        history.append(record)
-        metrics_path.write_text("".join(json.dumps(m) + "\n" for m in history))
-        save_checkpoint(ckpt_file, {
-            "format": FORMAT, "version": VERSION, "model_args": args.to_dict(),
-            "front_end": front_end.model_dump(), "patching": patching.model_dump(),
-            "objective": OBJECTIVE, "machines": machines,
-            "section_labels": maps.section_labels, "attribute_labels": maps.attribute_labels,
-            "validation_clips": [f"{clips[i].machine}/{clips[i].name}" for i in val_idx],
-            "config": config.model_dump(), "data": summary,
-            "model_summary": {"model": "anp", "parameters": parameters,
-                              "grid": [args.rows, args.columns]},
-            "git_revision": git_revision(), "torch_version": str(torch.__version__),
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "epoch": epoch, "epochs": config.epochs, "step": step, "world_size": 1,
-            "model": last_state, "averaged": averaged_state,
-            "averaged_epochs": list(averaged_epochs), "average_snapshots": snapshots,
-            "optimizer": optimizer.state_dict(), "scaler": {},
-        })
-        logger.info("epoch %d: NLL %.3f, validation %s, %.1f patches/s", epoch,
-                    record["train_loss"], "-" if record["val_loss"] is None
-                    else f"{record['val_loss']:.3f}", record["clips_per_second"])
-    return ckpt_file
-
+    return train_run(config, AnpObjective(args, draws_per_clip))

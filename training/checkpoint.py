@@ -8,6 +8,7 @@
     objective, machines      the run's objective and machine types
     section_labels           ["fan/section_00", ...]           (section classifier classes)
     attribute_labels         {"fan/speed": ["1000", ...], ...} (one classifier per key)
+    validation_clips         ["fan/<file name>", ...] the normal clips held out of training
     config, data             the training options and a summary of the data used
     git_revision, torch_version, created
     epoch, epochs, step      progress (epoch counts from 1; the last finished epoch)

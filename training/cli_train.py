@@ -63,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
         raise BadInput("'asd-edge train' needs PyTorch: pip install 'asd-edge[train]'") from err
     from pydantic import ValidationError
 
-    from training.train import TrainConfig, train
+    from training.loop import TrainConfig
+    from training.train import train
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -116,7 +116,8 @@ def sampling_weights(clips: list[Clip], balance: float) -> np.ndarray:
     return weights / weights.sum()
 
 
-def _clip_samples(clip: Clip) -> int:
+def clip_samples(clip: Clip) -> int:
+    """A clip's length in samples at 16 kHz (from the header; read only when resampled)."""
     info = audio_info(clip.path)
     if info.sample_rate == SAMPLE_RATE:
         return info.frames
@@ -201,7 +202,7 @@ def build_cache(clips: list[Clip], front_end: FrontEnd, cache_dir: Path,
     except OSError as err:
         raise BadInput(f"{cache_dir}: cannot create the spectrogram cache folder ({err}); "
                        "pass a writable --cache-dir") from err
-    lengths = [front_end.n_frames(_clip_samples(c)) for c in clips]
+    lengths = [front_end.n_frames(clip_samples(c)) for c in clips]
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     tmp_frames = frames_path.with_suffix(f".tmp{os.getpid()}.npy")
     frames = np.lib.format.open_memmap(tmp_frames, mode="w+", dtype=np.float32,
