@@ -22,12 +22,18 @@ import numpy as np
 import torch
 from torch import nn
 
+from edge.errors import BadInput, RuntimeFailure
 from edge.inference.anp import ANP_OUTPUT, OnnxAnp
 from edge.inference.onnx_runtime import INPUT_NAME
-from export.to_onnx import OPSET, export_patch_model
-from training.anp import AttentiveNeuralProcess, boot_nll, boot_partitions, gaussian_nll
-
-MAX_ABS_DIFF = 1e-3  # nats; the NLL divides by variances down to min_std ** 2
+from export.onnx_models import ANP_MAX_ABS_DIFF, OPSET, AnpParity, export_patch_model
+from training.anp import (
+    AttentiveNeuralProcess,
+    LoadedAnp,
+    boot_nll,
+    boot_partitions,
+    gaussian_nll,
+    load_anp_run,
+)
 
 
 class AnpBoot(nn.Module):
@@ -67,21 +73,8 @@ class AnpBoot(nn.Module):
         return torch.cat(out, 1)[:, self.column_of]                       # (B, R)
 
 
-@dataclass(frozen=True)
-class AnpParity:
-    patches: int
-    max_abs_diff: float
-    limit: float
-
-    def ok(self) -> bool:
-        return self.max_abs_diff <= self.limit
-
-    def as_dict(self) -> dict:
-        return {"patches": self.patches, "max_abs_diff": self.max_abs_diff,
-                "limits": {"max_abs_diff": self.limit}}
-
-
-def export_anp(loaded, path: Path, partitions: int, seed: int, opset: int = OPSET) -> Path:
+def export_anp(loaded: LoadedAnp, path: Path, partitions: int, seed: int,
+               opset: int = OPSET) -> Path:
     """Write ``loaded``'s ANP (a ``training.anp.LoadedAnp``) with its ANP-Boot partitions to
     ``path`` as one ONNX file: input ``spectrogram`` (batch, F, T), output ``partition_nll``
     (batch, partitions)."""
@@ -90,8 +83,8 @@ def export_anp(loaded, path: Path, partitions: int, seed: int, opset: int = OPSE
                               [ANP_OUTPUT], path, opset)
 
 
-def check_anp_parity(loaded, session: OnnxAnp, clip_patches: np.ndarray, partitions: int,
-                     seed: int, limit: float = MAX_ABS_DIFF) -> AnpParity:
+def check_anp_parity(loaded: LoadedAnp, session: OnnxAnp, clip_patches: np.ndarray,
+                     partitions: int, seed: int, limit: float = ANP_MAX_ABS_DIFF) -> AnpParity:
     """PyTorch ``boot_nll`` vs ONNX Runtime on (P, F, T) patches: max |diff| of (P, R)."""
     expected = boot_nll(loaded.model, clip_patches, partitions, seed)
     got = session.score_patches(clip_patches)
@@ -110,14 +103,11 @@ class AnpExport:
 
 def export_anp_member(run_dir: str, machine: str, front_end, patching, clip_patches,
                       out_dir: Path, partitions: int, seed: int, weights: str = "averaged",
-                      opset: int = OPSET, limit: float = MAX_ABS_DIFF) -> AnpExport:
+                      opset: int = OPSET, limit: float = ANP_MAX_ABS_DIFF) -> AnpExport:
     """Load the ANP run, check it fits the bundle (machine, front end, patches), export it to
     ``out_dir/anp.onnx`` and check parity on ``clip_patches`` (P, F, T) of real clips.
 
     ``BadInput`` for a run that does not fit, ``RuntimeFailure`` for a failed parity."""
-    from edge.errors import BadInput, RuntimeFailure
-    from training.anp import load_anp_run
-
     loaded = load_anp_run(run_dir, weights=weights)
     if machine not in loaded.machines:
         raise BadInput(f"--anp-run {run_dir}: trained on {', '.join(loaded.machines)}, not "
@@ -129,8 +119,6 @@ def export_anp_member(run_dir: str, machine: str, front_end, patching, clip_patc
     path = export_anp(loaded, out_dir / "anp.onnx", partitions, seed, opset)
     session = OnnxAnp(path, front_end, patching, partitions, device="cpu")
     parity = check_anp_parity(loaded, session, clip_patches, partitions, seed, limit)
-    print(f"ANP parity on {parity.patches} patches x {partitions} partitions: max |diff| "
-          f"{parity.max_abs_diff:.2e} nats (limit {limit:.0e})")
     if not parity.ok():
         raise RuntimeFailure(f"ANP ONNX parity failed: max |diff| {parity.max_abs_diff:.2e} "
                              f"nats vs limit {limit:.0e}; nothing was written")

@@ -33,6 +33,7 @@ from edge.scoring.backends import GmmConfig, KnnConfig
 from edge.scoring.scorer import ScorerConfig, variant_parts
 from edge.scoring.spectral import SPECTRAL_SYSTEMS, spectral_scorer_config
 from edge.scoring.thresholds import ThresholdConfig
+from export.onnx_models import ANP_MAX_ABS_DIFF, MAX_ABS_DIFF, MIN_COSINE, OPSET
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,30 @@ SELECTION_VERSION = 1
 VARIANTS = ("concat", "attributes", "sections", "weighted")
 ANP_PARTITIONS = 8  # evaluate's default
 ANP_MEMBER = "anp"
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """What to export and ship (``asd-edge export``'s flags): the run ``run`` of ``machine``,
+    the references from ``data``, the bundle in ``out/<machine>``."""
+
+    run: str
+    machine: str
+    data: str
+    out: str
+    weights: str = "averaged"                # "averaged" or "last" weights of the run(s)
+    selection: str | None = None             # selection.json (or its folder); None: RUN's
+    system: str | None = None                # --system: overrides the selection
+    anp_run: str | None = None               # the ANP member's run; None: the selection's
+    variant: str | None = None               # with system: concat|weighted|sections|...
+    backend: str | None = None               # knn|gmm; None: the selection's, else knn
+    pooling: str | None = None               # with system: mean|std|meanstd
+    threshold_quantile: float = 0.9
+    false_alarms_per_day: float | None = None  # alarm thresholds for this rate (AlarmBudget)
+    opset: int = OPSET
+    max_abs_diff: float = MAX_ABS_DIFF         # embedding parity limits
+    min_cosine: float = MIN_COSINE
+    anp_max_abs_diff: float = ANP_MAX_ABS_DIFF  # ANP parity limit, nats
 
 
 @dataclass
@@ -199,26 +224,26 @@ def choice_from_system(system: str, variant: str, pooling: str) -> Choice:
     return Choice(members, "--system")
 
 
-def read_choice(args) -> Choice:
-    """What to ship for ``args.machine``: ``--system``, else the selection, else embedding;
+def read_choice(options: ExportOptions) -> Choice:
+    """What to ship for ``options.machine``: ``--system``, else the selection, else embedding;
     an ``anp`` member's run is ``--anp-run`` when given, else the selection's."""
-    anp_run = getattr(args, "anp_run", None)
-    if args.system:
-        return with_anp_run(choice_from_system(args.system, args.variant or "concat",
-                                               args.pooling or "mean"), anp_run)
-    path = selection_file(Path(args.run), getattr(args, "selection", None))
+    anp_run = options.anp_run
+    if options.system:
+        return with_anp_run(choice_from_system(options.system, options.variant or "concat",
+                                               options.pooling or "mean"), anp_run)
+    path = selection_file(Path(options.run), options.selection)
     if path is None:
-        choice = choice_from_system("embedding", args.variant or "concat",
-                                    args.pooling or "mean")
+        choice = choice_from_system("embedding", options.variant or "concat",
+                                    options.pooling or "mean")
         choice.chosen_by = "default (no selection.json)"
         return with_anp_run(choice, anp_run)
-    if args.variant or args.pooling:
+    if options.variant or options.pooling:
         raise BadInput(f"--variant/--pooling apply with --system; {path} fixes them for "
-                       f"{args.machine}: pass --system embedding with them to override")
-    choice = choice_from_selection(read_selection(path, args.machine), path, args.machine,
+                       f"{options.machine}: pass --system embedding with them to override")
+    choice = choice_from_selection(read_selection(path, options.machine), path, options.machine,
                                    anp_run)
     logger.info("shipping %s for %s, chosen by %s", " + ".join(
-        f"{m.weight:g} {m.system}" for m in choice.members), args.machine, path)
+        f"{m.weight:g} {m.system}" for m in choice.members), options.machine, path)
     return choice
 
 
@@ -268,30 +293,30 @@ def system_for(choice: Choice, loaded, embedder, backend: str | None, anp=None
     return system, configs, part_weights
 
 
-def build_bundle(loaded, args, dataset, onnx_path: Path, embedder, parity,
+def build_bundle(loaded, options: ExportOptions, dataset, onnx_path: Path, embedder, parity,
                  choice: Choice, anp=None) -> Path:
-    """Fit and write ``args.out/<machine>`` for ``choice`` (``read_choice``); returns it.
+    """Fit and write ``options.out/<machine>`` for ``choice`` (``read_choice``); returns it.
     ``anp``: the exported ANP (``export.anp_onnx.AnpExport``) when the choice has one."""
-    system, configs, part_weights = system_for(choice, loaded, embedder, args.backend, anp)
+    system, configs, part_weights = system_for(choice, loaded, embedder, options.backend, anp)
     references = References()
-    clips = dataset.select(machine=args.machine, split="train", label="normal")
+    clips = dataset.select(machine=options.machine, split="train", label="normal")
     for clip in clips:
         references.add(system, read_audio(clip.path), {
             "file": clip.name, "section": clip.section, "domain": clip.domain,
             "attributes": clip.attribute_dict()}, audio=partial(read_audio, clip.path))
-    if args.false_alarms_per_day is not None and not 0 < args.false_alarms_per_day <= 1000:
-        raise BadInput(f"--false-alarms-per-day {args.false_alarms_per_day}: give a rate above "
+    if options.false_alarms_per_day is not None and not 0 < options.false_alarms_per_day <= 1000:
+        raise BadInput(f"--false-alarms-per-day {options.false_alarms_per_day}: give a rate above "
                        "0 and at most 1000 (e.g. 0.0333 for one a month)")
     fit_system(system, references, configs, part_weights,
-               ThresholdConfig(quantile=args.threshold_quantile),
-               budget=None if args.false_alarms_per_day is None
-               else AlarmBudget(false_alarms_per_day=args.false_alarms_per_day))
+               ThresholdConfig(quantile=options.threshold_quantile),
+               budget=None if options.false_alarms_per_day is None
+               else AlarmBudget(false_alarms_per_day=options.false_alarms_per_day))
     session = embedder.session
     shapes = {o.name: o.shape for o in session.get_outputs()}
     extra = {
         "model": {
-            "file": "model.onnx", "opset": args.opset, "objective": loaded.objective,
-            "weights": args.weights,
+            "file": "model.onnx", "opset": options.opset, "objective": loaded.objective,
+            "weights": options.weights,
             "input": {"name": "spectrogram", "shape": session.get_inputs()[0].shape},
             "outputs": shapes,
             "parity": parity.as_dict(),
@@ -299,13 +324,13 @@ def build_bundle(loaded, args, dataset, onnx_path: Path, embedder, parity,
         "system": {"chosen_by": choice.chosen_by, **choice.record},
         "labels": {"sections": list(loaded.section_labels),
                    "attributes": {k: list(v) for k, v in loaded.attribute_labels.items()}},
-        "provenance": {"run": str(Path(args.run).resolve()), "data": str(Path(args.data)),
+        "provenance": {"run": str(Path(options.run).resolve()), "data": str(Path(options.data)),
                        "machines_trained": list(loaded.machines),
                        "checkpoint": getattr(loaded, "provenance", {}),
                        **({"anp_run": anp.manifest["run"]} if anp is not None else {})},
     }
     uses_model = any(m.kind == "embedding" for m in system.members)
-    return write_bundle(Path(args.out) / args.machine, args.machine, system, references,
+    return write_bundle(Path(options.out) / options.machine, options.machine, system, references,
                         configs, extra if uses_model else {k: v for k, v in extra.items()
                                                            if k != "model"},
                         model_file=onnx_path if uses_model else None)
