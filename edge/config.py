@@ -3,7 +3,9 @@
 Every model forbids unknown keys (a typo is an error, not a silently ignored setting) and gives
 each field a title and description. ``load_config(path)`` names the YAML line of each error;
 ``config_from_flags(...)`` builds the same ``EdgeConfig`` from the CLI flags of the
-single-stream case. Relative paths in a file are relative to the file's folder.
+single-stream case; ``override_config(config, ...)`` puts the flags given with ``--config`` over
+the file's values (a flag wins over the file). Relative paths in a file are relative to the
+file's folder, those of flags to the working directory.
 
 Secrets: the MQTT password comes from an environment variable (``password_env``) or a file
 (``password_file``, which should be readable by the service user only). A literal
@@ -74,7 +76,12 @@ SourceConfig = Annotated[FileSourceConfig | MicSourceConfig, Field(discriminator
 
 class AlarmConfig(AlarmRuleConfig):
     """The alarm rule of a stream (``edge.alarms.rule`` documents the defaults and why), plus
-    an optional threshold that overrides the section's calibrated one from the bundle."""
+    an optional threshold that overrides the section's calibrated one from the bundle.
+
+    Levels left out (or written as null) are "not set", never a default value in disguise:
+    without ``threshold`` the bundle's calibrated thresholds apply, and without
+    ``clear_threshold`` and ``clear_fraction`` the bundle's calibrated clear thresholds (0.9 x
+    the threshold under a ``threshold`` override). See ``edge.daemon.alarm_rule_for``."""
 
     threshold: float | None = Field(
         None, title="Threshold override",
@@ -460,10 +467,11 @@ def _message(error: Any) -> str:
 
 
 def _resolve_paths(config: EdgeConfig, base: Path) -> EdgeConfig:
-    """Make relative paths relative to ``base`` (the config file's folder)."""
+    """Make relative paths relative to ``base`` (the config file's folder); absolute ones
+    stay as written."""
 
     def fix(value: Path | None) -> Path | None:
-        return None if value is None or value.is_absolute() else base / value
+        return value if value is None or value.is_absolute() else base / value
 
     config.models_dir = fix(config.models_dir) or config.models_dir
     config.state_dir = fix(config.state_dir) or config.state_dir
@@ -484,7 +492,19 @@ def _resolve_paths(config: EdgeConfig, base: Path) -> EdgeConfig:
 
 FLAG_OF = {"source.device": "--mic", "source.path": "--file", "source.speed": "--speed",
            "machine": "--machine", "section": "--section", "models_dir": "--models",
-           "mqtt.url": "--mqtt", "device": "--device", "node": "--node"}
+           "mqtt.url": "--mqtt", "device": "--device", "node": "--node",
+           "threads": "--threads", "state_dir": "--state-dir",
+           "mqtt.username": "--mqtt-username", "mqtt.password_env": "--mqtt-password-env",
+           "mqtt.password_file": "--mqtt-password-file", "metrics.port": "--metrics-port"}
+
+
+def _flag_problems(err: ValidationError) -> BadInput:
+    """The errors of a config built from flags, each named by its flag (where one maps)."""
+    problems = []
+    for error in err.errors():
+        where = re.sub(r"^streams\[\d+\]\.", "", _dotted(error["loc"]))
+        problems.append(f"{FLAG_OF.get(where, where)}: {_message(error)}")
+    return BadInput("; ".join(problems))
 
 
 def config_from_flags(*, machine: str, mic: int | str | None = None, file: str | Path | None = None,
@@ -501,6 +521,11 @@ def config_from_flags(*, machine: str, mic: int | str | None = None, file: str |
     """
     if (mic is None) == (file is None):
         raise BadInput("give exactly one of --mic DEVICE and --file WAV (or --config YAML)")
+    credentials = {"--mqtt-username": mqtt_username, "--mqtt-password-env": mqtt_password_env,
+                   "--mqtt-password-file": mqtt_password_file}
+    given = [flag for flag, value in credentials.items() if value is not None]
+    if given and mqtt is None:
+        raise BadInput(f"{given[0]} needs a broker: give --mqtt URL too")
     source: dict[str, Any] = ({"type": "mic", "device": mic} if mic is not None
                               else {"type": "file", "path": str(file), "speed": speed})
     data: dict[str, Any] = {"device": device,
@@ -522,8 +547,81 @@ def config_from_flags(*, machine: str, mic: int | str | None = None, file: str |
     try:
         return EdgeConfig.model_validate(data)
     except ValidationError as err:
-        problems = []
-        for error in err.errors():
-            where = _dotted(error["loc"]).removeprefix("streams[0].")
-            problems.append(f"{FLAG_OF.get(where, where)}: {_message(error)}")
-        raise BadInput("; ".join(problems)) from err
+        raise _flag_problems(err) from err
+
+
+def override_config(config: EdgeConfig, *, models: str | Path | None = None,
+                    node: str | None = None, state_dir: str | Path | None = None,
+                    device: str | None = None, threads: int | None = None,
+                    mqtt: str | None = None, mqtt_username: str | None = None,
+                    mqtt_password_env: str | None = None,
+                    mqtt_password_file: str | Path | None = None, speed: str | None = None,
+                    metrics_port: int | None = None, no_metrics: bool = False) -> EdgeConfig:
+    """``config`` with each CLI flag that was given (not None) in place of the setting it maps
+    to: a flag wins over the file (docs/EDGE.md, "Flags and the config file").
+
+    ``models`` -> models_dir, ``node``, ``state_dir``, ``device``, ``threads``; ``mqtt`` ->
+    mqtt.url (the file's other mqtt settings stay; with no mqtt section, a broker with the
+    defaults); ``mqtt_username``; ``mqtt_password_env``/``mqtt_password_file`` replace the
+    file's password source (both keys); ``speed`` -> the speed of every file source;
+    ``metrics_port``, ``no_metrics`` -> metrics.port, metrics.enabled. Paths are relative to
+    the working directory. Each override is logged. Raises ``BadInput`` naming the flag of a
+    bad value, and for a flag with nothing to apply to (``speed`` without a file source, MQTT
+    credentials without a broker).
+    """
+    data = config.model_dump()
+    changes: list[str] = []
+
+    def put(flag: str, section: dict[str, Any], key: str, value: Any, where: str) -> None:
+        if value is None:
+            return
+        if section.get(key) != value:
+            changes.append(f"{flag} {value} over {where} {section.get(key)}")
+        section[key] = value
+
+    put("--models", data, "models_dir", None if models is None else Path(models), "models_dir")
+    put("--node", data, "node", node, "node")
+    put("--state-dir", data, "state_dir", None if state_dir is None else Path(state_dir),
+        "state_dir")
+    put("--device", data, "device", device, "device")
+    put("--threads", data, "threads", threads, "threads")
+    if mqtt is not None and data["mqtt"] is None:
+        data["mqtt"] = {"url": mqtt}
+        changes.append(f"--mqtt {mqtt} (the config has no mqtt section)")
+    elif mqtt is not None:
+        put("--mqtt", data["mqtt"], "url", mqtt, "mqtt.url")
+    credentials = {"--mqtt-username": mqtt_username, "--mqtt-password-env": mqtt_password_env,
+                   "--mqtt-password-file": mqtt_password_file}
+    given = [flag for flag, value in credentials.items() if value is not None]
+    if given and data["mqtt"] is None:
+        raise BadInput(f"{given[0]} needs a broker, and the config has no mqtt section: "
+                       "give --mqtt URL too (or add mqtt: url: to the config)")
+    if given:
+        put("--mqtt-username", data["mqtt"], "username", mqtt_username, "mqtt.username")
+        if mqtt_password_env is not None or mqtt_password_file is not None:
+            # one password source: the flag's replaces the file's, whichever key that used
+            broker = data["mqtt"]
+            was = [f"mqtt.{key} {broker[key]}" for key in ("password_env", "password_file")
+                   if broker.get(key) is not None]
+            broker["password_env"] = mqtt_password_env
+            broker["password_file"] = None if mqtt_password_file is None \
+                else Path(mqtt_password_file)
+            flags = [f"{flag} {credentials[flag]}" for flag in given if flag != "--mqtt-username"]
+            changes.append(f"{' '.join(flags)} over {' and '.join(was) or 'no password'}")
+    if speed is not None:
+        files = [s for s in data["streams"] if s["source"]["type"] == "file"]
+        if not files:
+            raise BadInput("--speed paces file sources, and the config has none (its streams "
+                           "are microphones): drop --speed")
+        for stream in files:
+            put("--speed", stream["source"], "speed", speed, f"{stream['name']}: source.speed")
+    put("--metrics-port", data["metrics"], "port", metrics_port, "metrics.port")
+    if no_metrics:
+        put("--no-metrics", data["metrics"], "enabled", False, "metrics.enabled")
+    try:
+        updated = EdgeConfig.model_validate(data)
+    except ValidationError as err:
+        raise _flag_problems(err) from err
+    for change in changes:
+        logger.info("flag over config: %s", change)
+    return updated

@@ -123,6 +123,10 @@ def alarm_rule_for(config: StreamConfig, key: StreamKey, bundle: Bundle) -> Alar
     nearest reference (``ScoringSystem.assess_window``). A domain the bundle has no thresholds
     of (a bundle written before them, too few references of it) uses the pooled ones. A
     threshold override in the alarm config applies to every hop.
+
+    Clear levels: the config's ``clear_threshold``, else its ``clear_fraction`` x each
+    threshold; with neither set (None) the calibrated clear thresholds, or, under a threshold
+    override, the rule's fallback of 0.9 x the override.
     """
     bundle.system.check_section(config.section)
     calibrated = bundle.system.thresholds[config.section]
@@ -139,17 +143,18 @@ def alarm_rule_for(config: StreamConfig, key: StreamKey, bundle: Bundle) -> Alar
     if config.domain == "auto":
         by_domain = {domain: _levels(alarm, levels)
                      for domain, levels in calibrated.domains.items()}
-    if alarm.clear_threshold is None and "clear_fraction" not in alarm.model_fields_set:
+    if alarm.clear_threshold is None and alarm.clear_fraction is None:
         settings["clear_threshold"] = base.clear_threshold
     return AlarmRule(key, base.threshold, AlarmRuleConfig(**settings), by_domain)
 
 
 def _levels(alarm: AlarmConfig, calibrated: SectionThreshold) -> tuple[float, float]:
     """(threshold, clear threshold) of one calibrated domain under the stream's alarm config:
-    its absolute clear_threshold, else its clear_fraction when set, else the calibrated one."""
+    its absolute clear_threshold, else its clear_fraction when set (not None), else the
+    calibrated one."""
     if alarm.clear_threshold is not None:
         return calibrated.threshold, alarm.clear_threshold
-    if "clear_fraction" in alarm.model_fields_set:
+    if alarm.clear_fraction is not None:
         return calibrated.threshold, alarm.clear_fraction * calibrated.threshold
     return calibrated.threshold, calibrated.clear_threshold
 

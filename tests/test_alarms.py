@@ -105,6 +105,19 @@ def test_configurable_per_stream() -> None:
     assert [(t.type, t.stream_s) for t in transitions] == [("raise", 0.5), ("clear", 1.5)]
 
 
+def test_clear_levels_not_set_fall_back_to_0_9_of_the_threshold() -> None:
+    """clear_threshold wins, else clear_fraction x threshold; with neither set (None, the
+    default: "not set", which the daemon fills with the bundle's calibrated clear level) the
+    rule's own fallback is 0.9 x threshold."""
+    assert AlarmRuleConfig().clear_fraction is None
+    assert AlarmRuleConfig(clear_fraction=None) == AlarmRuleConfig()
+    assert AlarmRule(STREAM, THRESHOLD).clear_threshold == pytest.approx(0.45)
+    rule = AlarmRule(STREAM, THRESHOLD, AlarmRuleConfig(clear_fraction=0.8))
+    assert rule.clear_threshold == pytest.approx(0.4)
+    rule = AlarmRule(STREAM, THRESHOLD, AlarmRuleConfig(clear_fraction=0.8, clear_threshold=0.3))
+    assert rule.clear_threshold == 0.3
+
+
 def test_non_finite_scores_leave_the_state_alone() -> None:
     rule = AlarmRule(STREAM, THRESHOLD)
     scores = np.array([0.9, 0.9, np.nan, np.inf, 0.9])

@@ -52,6 +52,24 @@ def test_defaults_of_a_minimal_config(tmp_path):
     assert config.outbox_path == tmp_path / "state" / "outbox.sqlite"
 
 
+def test_absolute_paths_stay_as_written_and_relative_ones_follow_the_file(tmp_path):
+    config = load_config(write(tmp_path, MINIMAL + textwrap.dedent("""\
+        outbox: {path: /var/spool/outbox.sqlite}
+        evidence: {dir: clips}
+        mqtt:
+          url: mqtts://broker
+          password_file: /etc/asd-edge/mqtt-password
+          tls: {ca: /etc/asd-edge/ca.pem, cert: client.pem, key: /etc/asd-edge/client.key}
+        """)))
+    assert config.outbox_path == Path("/var/spool/outbox.sqlite")
+    assert config.evidence_dir == tmp_path / "clips"
+    assert config.mqtt is not None and config.mqtt.tls is not None
+    assert config.mqtt.password_file == Path("/etc/asd-edge/mqtt-password")
+    tls = config.mqtt.tls
+    assert (tls.ca, tls.cert, tls.key) == (Path("/etc/asd-edge/ca.pem"), tmp_path / "client.pem",
+                                           Path("/etc/asd-edge/client.key"))
+
+
 def test_unknown_key_fails_naming_its_line(tmp_path, capsys):
     path = write(tmp_path, MINIMAL + "    hop_secnods: 1.0\n")
     with pytest.raises(ConfigError) as caught:

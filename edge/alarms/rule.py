@@ -13,8 +13,13 @@ Defaults, at the default 0.5 s hop:
   score over the threshold, while a spike of one or two hops (a door slam, a forklift passing)
   never does; "3 of 5" rather than "3 in a row" so one hop dipping under the threshold in the
   middle of a fault does not delay the alarm.
-- ``clear_fraction=0.9``: hysteresis. A score hovering around the threshold would otherwise
-  raise and clear on every other hop; it must fall 10 % below the threshold to count as normal.
+- clear level: hysteresis. A score hovering around the threshold would otherwise raise and
+  clear on every other hop; it must fall below a lower clear threshold to count as normal.
+  ``clear_threshold`` (absolute) wins, else ``clear_fraction`` x threshold; with neither set
+  (both ``None``, "not set") the rule itself falls back to ``DEFAULT_CLEAR_FRACTION`` (0.9,
+  10 % below the threshold). The daemon (``edge.daemon.alarm_rule_for``) fills in the bundle's
+  calibrated clear threshold first when the stream's config sets neither, so the fallback
+  only applies to a rule built without one (a threshold override, a test, a benchmark).
 - ``hold_seconds=5.0``: ten hops below the clear threshold before the episode ends, so a fault
   that comes and goes (an intermittent bearing knock) stays one episode instead of many.
 
@@ -44,6 +49,10 @@ logger = logging.getLogger(__name__)
 # always has the same id, and ids of different streams or episodes never collide.
 EPISODE_NAMESPACE = uuid.UUID("7d2f4b8e-5a61-4c1e-9f3a-2b6c8d0e1a47")
 
+# The clear threshold as a fraction of the threshold when neither clear_threshold nor
+# clear_fraction is set (see the module docstring).
+DEFAULT_CLEAR_FRACTION = 0.9
+
 
 class AlarmRuleConfig(BaseModel):
     """How one stream turns hop scores into alarm episodes (see the module docstring)."""
@@ -55,9 +64,11 @@ class AlarmRuleConfig(BaseModel):
                                        "that raise an alarm")
     window_hops: int = Field(default=5, ge=1, title="n",
                              description="how many of the latest hops the trip rule looks at")
-    clear_fraction: float = Field(default=0.9, gt=0.0, le=1.0,
-                                  description="clear threshold as a fraction of the threshold "
-                                              "(used when clear_threshold is not set)")
+    clear_fraction: float | None = Field(
+        default=None, gt=0.0, le=1.0,
+        description="clear threshold as a fraction of the threshold (used when "
+                    "clear_threshold is not set); not set (null): the bundle's calibrated "
+                    "clear threshold in the daemon, 0.9 in a rule built without one")
     clear_threshold: float | None = Field(
         default=None, description="absolute clear threshold; overrides clear_fraction")
     hold_seconds: float = Field(default=5.0, ge=0.0,
@@ -121,7 +132,9 @@ class AlarmRule:
         if self.config.clear_threshold is not None:
             self.clear_threshold = float(self.config.clear_threshold)
         elif self.threshold > 0:
-            self.clear_threshold = self.config.clear_fraction * self.threshold
+            fraction = self.config.clear_fraction
+            self.clear_threshold = (DEFAULT_CLEAR_FRACTION if fraction is None
+                                    else fraction) * self.threshold
         else:
             raise BadInput(f"the threshold of {stream.machine} section {stream.section} is "
                            f"{self.threshold}, so clear_fraction cannot give a lower clear "

@@ -2,7 +2,11 @@
 
     asd-edge run --mic 0 --machine gearbox [--section 0] [--models models] [--mqtt mqtt://host]
     asd-edge run --file rec.wav --machine gearbox --speed max
-    asd-edge run --config edge.yaml
+    asd-edge run --config edge.yaml [--models M] [--node N] [--mqtt URL] [--speed max] ...
+
+With ``--config`` the file names the streams; a flag that maps to one setting of the file wins
+over it (``edge.config.override_config``, docs/EDGE.md "Flags and the config file"), and the
+flags that name a stream (--mic, --file, --machine, --section) are an error.
 
 SIGTERM and SIGINT stop it cleanly: capture stops, pending clips are written, the outbox is
 flushed as far as the broker allows and the status goes ``offline``.
@@ -15,31 +19,40 @@ import logging
 import signal
 import threading
 
-from edge.config import EdgeConfig, config_from_flags, load_config
+from edge.config import EdgeConfig, config_from_flags, load_config, override_config
 from edge.errors import BadInput
 
 logger = logging.getLogger(__name__)
 
+# The flags that name the one stream of a run without --config; a config names its streams
+# itself: (argument, flag, the key of a stream entry in the config that says it instead).
+STREAM_FLAGS = (("mic", "--mic", "source: {type: mic, device: ...}"),
+                ("file", "--file", "source: {type: file, path: ...}"),
+                ("machine", "--machine", "machine:"), ("section", "--section", "section:"))
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--mic", help="input device: index or (part of) its name "
+    # One of --mic, --file and --config: checked in config_from_args, for a one-line error.
+    parser.add_argument("--mic", help="input device: index or (part of) its name "
                                       "('asd-edge devices' lists them)")
-    source.add_argument("--file", help="replay a WAV/FLAC recording")
-    source.add_argument("--config", help="YAML config: many microphones and machines")
+    parser.add_argument("--file", help="replay a WAV/FLAC recording")
+    parser.add_argument("--config", help="YAML config: many microphones and machines; the "
+                                         "flags below that it also sets override it")
     parser.add_argument("--machine", help="machine type (a bundle folder in --models)")
-    parser.add_argument("--section", default="0", help="the unit's section (0 or section_00)")
+    parser.add_argument("--section", help="the unit's section (0 or section_00; default 0)")
     parser.add_argument("--models", help="folder of bundles (default: models)")
     parser.add_argument("--mqtt", help="broker URL mqtt://HOST:PORT or mqtts://HOST:PORT; "
                                        "without it events go to the local journal only")
     parser.add_argument("--mqtt-username", help="broker user name")
     parser.add_argument("--mqtt-password-env", help="environment variable holding the password")
     parser.add_argument("--mqtt-password-file", help="file holding the password")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
-                        help="ONNX Runtime device; cuda fails if CUDA is unusable")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"),
+                        help="ONNX Runtime device (default auto); cuda fails if CUDA is "
+                             "unusable")
     parser.add_argument("--threads", type=int, help="ONNX Runtime threads")
-    parser.add_argument("--speed", default="realtime", choices=("realtime", "max"),
-                        help="--file replay pace")
+    parser.add_argument("--speed", choices=("realtime", "max"),
+                        help="replay pace of --file (default realtime), or of every file "
+                             "source of --config")
     parser.add_argument("--node", help="this box's name in topics (default: host name)")
     parser.add_argument("--state-dir", help="outbox, journal and clips (default: state)")
     parser.add_argument("--metrics-port", type=int, help="Prometheus port (0: any free one)")
@@ -49,25 +62,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> EdgeConfig:
+    """The config of a run: the one stream of the flags, or the file of ``--config`` with
+    the flags given over it (a flag wins over the file; see the module docstring)."""
+    metrics = {"metrics_port": args.metrics_port, "no_metrics": args.no_metrics}
     if args.config:
-        config = load_config(args.config)
-    else:
-        if not args.machine:
-            raise BadInput("--machine is required with --mic or --file (e.g. --machine "
-                           "gearbox)")
-        config = config_from_flags(
-            machine=args.machine, mic=_device(args.mic), file=args.file, section=args.section,
-            models=args.models, mqtt=args.mqtt, device=args.device, speed=args.speed,
-            node=args.node, state_dir=args.state_dir, mqtt_username=args.mqtt_username,
+        for name, flag, key in STREAM_FLAGS:
+            if getattr(args, name) is not None:
+                raise BadInput(f"{flag} does not go with --config, whose streams say it "
+                               f"themselves: set {key} in the stream's entry of the config, "
+                               "or run without --config")
+        return override_config(
+            load_config(args.config), models=args.models, node=args.node,
+            state_dir=args.state_dir, device=args.device, threads=args.threads,
+            mqtt=args.mqtt, mqtt_username=args.mqtt_username,
             mqtt_password_env=args.mqtt_password_env,
-            mqtt_password_file=args.mqtt_password_file, threads=args.threads)
-    updates = {}
-    if args.metrics_port is not None or args.no_metrics:
-        metrics = config.metrics.model_copy(update={
-            k: v for k, v in (("port", args.metrics_port), ("enabled", not args.no_metrics))
-            if v is not None})
-        updates["metrics"] = metrics
-    return config.model_copy(update=updates) if updates else config
+            mqtt_password_file=args.mqtt_password_file, speed=args.speed, **metrics)
+    if args.mic is None and args.file is None:
+        raise BadInput("give one of --mic DEVICE, --file WAV and --config YAML")
+    if not args.machine:
+        raise BadInput("--machine is required with --mic or --file (e.g. --machine "
+                       "gearbox)")
+    if args.speed is not None and args.file is None:
+        raise BadInput("--speed paces a --file replay; a microphone runs in real time: drop "
+                       "--speed")
+    config = config_from_flags(
+        machine=args.machine, mic=_device(args.mic), file=args.file,
+        section=args.section if args.section is not None else 0, models=args.models,
+        mqtt=args.mqtt, device=args.device or "auto", speed=args.speed or "realtime",
+        node=args.node, state_dir=args.state_dir, mqtt_username=args.mqtt_username,
+        mqtt_password_env=args.mqtt_password_env,
+        mqtt_password_file=args.mqtt_password_file, threads=args.threads)
+    return override_config(config, **metrics)
 
 
 def _device(value: str | None) -> int | str | None:
