@@ -21,6 +21,10 @@ def test_demo_raises_inside_the_fault_and_clears_after(tmp_path, capsys) -> None
     assert main(["demo", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "Mosquitto on 127.0.0.1" in printed and "MQTT asd-edge/demo/" in printed
+    # the event-level result of its own recording, and what the bundle promises
+    assert "faults detected 1/1" in printed and "0 false alarm(s)" in printed
+    assert "section_00: no false-alarm promise" in printed
+    assert (out / "streams-report" / "results.json").is_file()
     fault = json.loads(next((out / "stream").glob("*.json")).read_text())["fault"]
     events = read_journal(out / "state" / "journal.jsonl")
     assert [e.type for e in events] == ["raise", "clear"]

@@ -160,5 +160,34 @@ def run(args: argparse.Namespace) -> int:
         window = event.window
         print(f"  {event.type:<5} at window {window.start_s:.1f}-{window.end_s:.1f} s, "
               f"score {event.score:.3f} (threshold {event.threshold:.3f}), id {event.id}")
+    print(event_level_summary(stream.parent, models, args.machine, out / "streams-report"))
     print(f"\ndemo done in {time.monotonic() - started:.0f} s; everything is under {out}/")
     return 0
+
+
+def event_level_summary(streams: Path, models: Path, machine: str, report: Path) -> str:
+    """What a plant judges the shipped bundle by: its false-alarm promise, and the event-level
+    result of the demo's recording replayed through the daemon (``evaluate-streams``)."""
+    from edge.bundle.calibrate import describe
+    from edge.bundle.load import load_bundle
+    from edge.evaluation.streams import evaluate_streams
+
+    bundle = load_bundle(models, machine)
+    lines = ["\nwhat the bundle promises (asd-edge bundle verify):"]
+    for section, levels in sorted(bundle.system.thresholds.items()):
+        promise = describe(levels)
+        lines.append(f"  section_{section:02d}: " + (
+            f"at most {promise['false_alarms_per_day']:.3g} false alarms per day "
+            f"({promise['confidence']:.0%} confidence), on {promise['audio_minutes']:.1f} min "
+            "of normal audio" if promise else
+            "no false-alarm promise: clip-quantile threshold (export with "
+            "--false-alarms-per-day R to calibrate one; docs/ALARMS.md)"))
+    total = evaluate_streams(streams, models, report, plots=True)["summary"]["total"]
+    delay = (f", delay {total['delay_median_s']:.1f} s" if total["delay_median_s"] is not None
+             else "")
+    lines.append(f"event-level result of the recording (asd-edge evaluate-streams): faults "
+                 f"detected {total['detected']}/{total['faults']}{delay}, "
+                 f"{total['false_alarms']} false alarm(s) in {60 * total['normal_hours']:.1f} "
+                 f"min of normal audio, {total['normal_time_in_alarm']:.0%} of it in alarm; "
+                 f"report {report}/results.md")
+    return "\n".join(lines)

@@ -25,6 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--threads", type=int, help="ONNX Runtime threads")
     parser.add_argument("--no-plots", action="store_true", help="skip the timeline PNGs")
+    parser.add_argument("--save-scores", action="store_true",
+                        help="also write every hop's score as scores/<recording>.npz")
 
 
 def stream_settings_from(config_path: str | None) -> dict:
@@ -49,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
     if args.threads is not None and args.threads < 1:
         raise BadInput(f"--threads {args.threads}: give 1 or more")
     report = evaluate_streams(args.streams, args.models, args.out, settings, args.device,
-                              args.threads, plots=not args.no_plots, progress=progress)
+                              args.threads, plots=not args.no_plots, progress=progress,
+                              save_scores=args.save_scores)
     print(file=sys.stderr)
     total_row = report["summary"]["total"]
     per_day = total_row["false_alarms_per_day"]

@@ -28,6 +28,7 @@ import json
 import logging
 import tempfile
 import threading
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -261,8 +262,10 @@ def stream_metrics(trace: StreamTrace, labels: StreamLabels, window_seconds: flo
                        "severity": fault.severity, "onset": fault.onset,
                        "detected": bool(hits) or already, "delay_s": delay,
                        "already_in_alarm": already and not hits})
+    causes = [false_alarm_cause(labels, _when(e), window_seconds) for e in false_raises]
     return {
         "stream": trace.name, "machine": labels.machine, "section": labels.section,
+        "false_alarm_causes": causes,
         "seconds": float(times[-1]) if times.size else 0.0, "hops": int(times.size),
         "normal_hours": normal_hours,
         "false_alarms": len(false_raises),
@@ -272,6 +275,20 @@ def stream_metrics(trace: StreamTrace, labels: StreamLabels, window_seconds: flo
         "faults": faults,
         "max_score": float(np.max(_scores)) if _scores.size else None,
     }
+
+
+def false_alarm_cause(labels: StreamLabels, when_s: float, window_seconds: float) -> str:
+    """What the labels say was going on in the window of a false alarm raised at ``when_s``:
+    the labelled events (``events``: impact, speech, other_machine, ...) and changes of
+    operating state (``states``: "state change") that overlap the window, joined by "+", or
+    "nothing labelled". Recordings without such labels give "nothing labelled"."""
+    start = when_s - window_seconds - 2.0  # the window, and the hops the rule looked back at
+    kinds = {str(e.get("kind")) for e in getattr(labels, "events", None) or []
+             if e.get("start_s", 0) < when_s and e.get("end_s", 0) > start}
+    if any(0 < s.get("start_s", 0) <= when_s and s.get("start_s", 0) + s.get("transition_s", 0)
+           > start for s in getattr(labels, "states", None) or []):
+        kinds.add("state change")
+    return "+".join(sorted(kinds)) or "nothing labelled"
 
 
 def _when(event: AlarmEvent) -> float:
@@ -301,6 +318,8 @@ def summarise(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
             if faults else None,
             "delay_median_s": float(np.median(delays)) if delays else None,
             "delay_worst_s": float(np.max(delays)) if delays else None,
+            "false_alarm_causes": dict(Counter(
+                c for r in rows for c in r.get("false_alarm_causes", [])).most_common()),
         }
 
     machines = sorted({r["machine"] for r in results})
@@ -324,6 +343,10 @@ def markdown(summary: dict[str, Any], results: Sequence[dict[str, Any]], title: 
                      f"{t['false_alarms']} | {_fmt(t['false_alarms_per_day'])} | "
                      f"{_fmt(t['normal_time_in_alarm'], '.1%')} | {t['detected']}/{t['faults']} "
                      f"| {_fmt(t['delay_median_s'], '.1f')} | {_fmt(t['delay_worst_s'], '.1f')} |")
+    causes = summary["total"].get("false_alarm_causes") or {}
+    if causes:
+        lines += ["", "False alarms by what the labels say overlapped their window: "
+                  + ", ".join(f"{cause} {count}" for cause, count in causes.items()) + "."]
     lines += ["", "| recording | machine | section | normal h | false alarms | in alarm | "
               "faults (delay s) |", "|---|---|---|---|---|---|---|"]
     for r in results:
@@ -373,9 +396,10 @@ def plot_timeline(trace: StreamTrace, labels: StreamLabels, path: Path) -> Path 
 def evaluate_streams(folder: str | Path, models: str | Path, out: str | Path,
                      stream_settings: dict[str, Any] | None = None, device: str = "auto",
                      threads: int | None = None, plots: bool = True,
-                     progress: Any = None) -> dict[str, Any]:
+                     progress: Any = None, save_scores: bool = False) -> dict[str, Any]:
     """Replay every labelled recording under ``folder``; write results.json, results.md and a
-    timeline PNG per recording to ``out``; return the results."""
+    timeline PNG per recording to ``out`` (and with ``save_scores`` every hop's time, score
+    and threshold as ``scores/<recording>.npz``); return the results."""
     from edge.config import StreamConfig
 
     files = find_streams(folder)
@@ -399,4 +423,10 @@ def evaluate_streams(folder: str | Path, models: str | Path, out: str | Path,
     if plots:
         for wav in files:
             plot_timeline(traces[wav], labels[wav], out / "timelines" / f"{wav.stem}.png")
+    if save_scores:  # every hop, for studies of other rules without replaying the audio
+        (out / "scores").mkdir(exist_ok=True)
+        for wav in files:
+            times, scores, thresholds = traces[wav].arrays()
+            np.savez(out / "scores" / f"{wav.stem}.npz", times=times, scores=scores,
+                     thresholds=thresholds)
     return report

@@ -1,0 +1,105 @@
+"""Alarm rules side by side on saved hop scores: false alarms per day vs faults caught.
+
+Takes the per-hop scores an ``asd-edge evaluate-streams --save-scores`` run wrote (the
+daemon's own scores of every recording) and replays them through ``edge.alarms.rule.AlarmRule``
+(the daemon's rule, the same class) for other rule settings, with the thresholds each setting
+gets: for a bundle calibrated to a false-alarm budget the thresholds are recalibrated for the
+rule from the bundle's stored out-of-sample traces (``edge.bundle.calibrate``), as an export
+with that rule would set them; otherwise the bundle's thresholds as they are. The scores do
+not depend on the rule, so no audio is replayed.
+
+    .venv/bin/python bench/alarm_rules.py --report REPORT --models MODELS --streams DIR \
+        [--rules 3/5,10/20,20/30] [--out bench/results/alarm_rules.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+
+from edge.alarms.rule import AlarmRule, AlarmRuleConfig, StreamKey
+from edge.bundle.calibrate import budget_thresholds
+from edge.bundle.load import load_bundle
+from edge.evaluation.streams import (
+    StreamTrace,
+    find_streams,
+    read_labels,
+    stream_metrics,
+    summarise,
+)
+from edge.outputs.events import EventWindow, make_event
+
+EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def replay_rule(times: np.ndarray, scores: np.ndarray, domains: list[str | None],
+                rule: AlarmRule, name: str) -> StreamTrace:
+    """Run one recording's hop scores through ``rule``; the trace of its events."""
+    trace = StreamTrace(name, list(times), list(scores), [rule.levels(d)[0] for d in domains])
+    for t, s, d in zip(times, scores, domains, strict=True):
+        # distinct times: the episode id is made of the episode's start time
+        transition = rule.update(float(t), float(s), EPOCH + timedelta(seconds=float(t)), d)
+        if transition is not None:
+            window = EventWindow(start_utc=EPOCH, end_utc=EPOCH, start_s=float(t) - 10.0,
+                                 end_s=float(t))
+            trace.events.append(make_event(rule.stream, transition, window, "replay", {}, None))
+    return trace
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--report", required=True, help="evaluate-streams --save-scores output")
+    parser.add_argument("--models", required=True)
+    parser.add_argument("--streams", required=True)
+    parser.add_argument("--rules", default="3/5,6/10,10/20,20/30,30/40",
+                        help="trip_hops/window_hops settings to compare")
+    parser.add_argument("--out", default=None, help="JSON to write (default: print only)")
+    args = parser.parse_args()
+    files = find_streams(args.streams)
+    labels = {wav: read_labels(wav) for wav in files}
+    bundles = {m: load_bundle(args.models, m) for m in {lab.machine for lab in labels.values()}}
+    rows = {}
+    for text in args.rules.split(","):
+        k, n = (int(x) for x in text.split("/"))
+        config = AlarmRuleConfig(trip_hops=k, window_hops=n)
+        results = []
+        for wav in files:
+            lab = labels[wav]
+            bundle = bundles[lab.machine]
+            saved = np.load(Path(args.report) / "scores" / f"{wav.stem}.npz")
+            levels = bundle.system.thresholds[lab.section]
+            calibration = bundle.alarm_calibration
+            # the hop's domain: the level the daemon compared it with (default rule)
+            by_level = {round(v.threshold, 9): d for d, v in levels.domains.items()}
+            domains = [by_level.get(round(float(t), 9)) for t in saved["thresholds"]]
+            if calibration is not None and bundle.traces is not None:
+                levels = budget_thresholds(bundle.system, bundle.traces, config,
+                                           calibration[0])[lab.section]
+            rule = AlarmRule(StreamKey("bench", lab.machine, f"{lab.section:02d}"),
+                             levels.threshold,
+                             config.model_copy(update={"clear_threshold":
+                                                       levels.clear_threshold}),
+                             {d: (v.threshold, v.clear_threshold)
+                              for d, v in levels.domains.items()})
+            trace = replay_rule(saved["times"], saved["scores"], domains, rule, wav.stem)
+            results.append(stream_metrics(trace, lab, 10.0, config.hold_seconds))
+        summary = summarise(results)
+        rows[text] = summary
+        total = summary["total"]
+        print(f"rule {text:>6}: false alarms/day {total['false_alarms_per_day']:.1f}, normal "
+              f"time in alarm {total['normal_time_in_alarm']:.1%}, faults "
+              f"{total['detected']}/{total['faults']}, delay median "
+              f"{total['delay_median_s'] or float('nan'):.1f} s worst "
+              f"{total['delay_worst_s'] or float('nan'):.1f} s")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps({"report": args.report, "models": args.models,
+                                              "rules": rows}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
