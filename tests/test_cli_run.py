@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from edge.cli import main
-from edge.cli.run import add_arguments, config_from_args
+from edge.cli.run import add_arguments, options_from
 from edge.config import EdgeConfig
 from edge.errors import BadInput
 
@@ -30,7 +30,7 @@ streams:
 def config_of(*argv: str) -> EdgeConfig:
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    return config_from_args(parser.parse_args(list(argv)))
+    return options_from(parser.parse_args(list(argv)))
 
 
 def mic_only(tmp_path: Path) -> Path:

@@ -17,10 +17,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("edge", "training", "export")
 
-# Asserted for these; edge/ is scanned too (a circle through it counts) and joins them when its
-# parts of issue 11 land (today: edge.synth <-> edge.synth.stream, and edge.bundle.system and
-# edge.synth.stream use private names of edge.scoring.scorer and edge.synth).
-CHECKED = ("training", "export")
+CHECKED = PACKAGES
 
 
 def _sources() -> dict[str, tuple[str, bool]]:
@@ -159,6 +156,7 @@ def test_the_scan_sees_the_imports_it_should() -> None:
     assert "training.loop" in GRAPH["training.anp"]
     assert "export.onnx_models" in GRAPH["export.anp_onnx"]
     assert "training.data" in GRAPH["training.loop"]  # from training import data as tdata
+    assert "edge.synth.common" in GRAPH["edge.synth"]  # from edge.synth import common
 
 
 @pytest.mark.parametrize("package", CHECKED)

@@ -48,8 +48,8 @@ from edge.features import FrontEnd, Patching, patches, spectrogram
 from edge.scoring.scorer import (
     SCORER_FILE,
     ScorerConfig,
+    SectionModel,
     SectionScorer,
-    _SectionModel,
     pool,
     variant_parts,
 )
@@ -82,7 +82,7 @@ class DirectScorer(SectionScorer):
     def fit(self, parts: Sequence[np.ndarray], sections: np.ndarray,
             domains: Sequence[str]) -> DirectScorer:
         # no references are kept: an empty model per section says the section is known
-        self.sections = {int(s): _SectionModel([], [], []) for s in np.unique(sections)}
+        self.sections = {int(s): SectionModel([], [], []) for s in np.unique(sections)}
         return self
 
     def score(self, parts: Sequence[np.ndarray], sections: np.ndarray) -> np.ndarray:

@@ -32,7 +32,7 @@ STREAM_FLAGS = (("mic", "--mic", "source: {type: mic, device: ...}"),
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    # One of --mic, --file and --config: checked in config_from_args, for a one-line error.
+    # One of --mic, --file and --config: checked in options_from, for a one-line error.
     parser.add_argument("--mic", help="input device: index or (part of) its name "
                                       "('asd-edge devices' lists them)")
     parser.add_argument("--file", help="replay a WAV/FLAC recording")
@@ -61,7 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="stop each stream after this many seconds of audio")
 
 
-def config_from_args(args: argparse.Namespace) -> EdgeConfig:
+def options_from(args: argparse.Namespace) -> EdgeConfig:
     """The config of a run: the one stream of the flags, or the file of ``--config`` with
     the flags given over it (a flag wins over the file; see the module docstring)."""
     metrics = {"metrics_port": args.metrics_port, "no_metrics": args.no_metrics}
@@ -119,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
     from edge.daemon import Daemon
     from edge.health import Health, Heartbeat, MetricsServer
 
-    config = config_from_args(args)
+    config = options_from(args)
     config.state_dir.mkdir(parents=True, exist_ok=True)
     stop = threading.Event()
     health = Health(config.node, mqtt_configured=config.mqtt is not None)

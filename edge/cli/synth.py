@@ -118,7 +118,7 @@ def _pair(flag: str, text: str) -> tuple[float, float]:
     return low, high
 
 
-def _options(args: argparse.Namespace, plant: bool) -> StreamOptions:
+def options_from(args: argparse.Namespace, plant: bool = False) -> StreamOptions:
     """The plant life the flags ask for: --plant's defaults or off, each flag overriding."""
     options = PLANT if plant or args.plant else StreamOptions()
     changes: dict = {}
@@ -135,13 +135,14 @@ def _options(args: argparse.Namespace, plant: bool) -> StreamOptions:
     return options
 
 
-def _domains(args: argparse.Namespace) -> list[str]:
-    text = args.domains if args.domains is not None else args.domain
-    domains = [part.strip() for part in text.split(",") if part.strip()]
-    if not domains or any(d not in ("source", "target") for d in domains) or len(
-            set(domains)) < len(domains):
+def _domains(domains: str | None, domain: str) -> list[str]:
+    """The domains of --domains, or the one of --domain when it is not given."""
+    text = domains if domains is not None else domain
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names or any(d not in ("source", "target") for d in names) or len(
+            set(names)) < len(names):
         raise BadInput(f"--domains {text!r}: use source, target or source,target")
-    return domains
+    return names
 
 
 def _section_list(text: str | None) -> list[int]:
@@ -178,7 +179,14 @@ def run(args: argparse.Namespace) -> int:
     if args.stream and args.stream_set:
         raise BadInput("--stream writes one recording, --stream-set a test set: give one")
     if args.stream_set:
-        return _stream_set(args)
+        machines = _machines(args.machines or SET_MACHINES)
+        sections = _section_list(args.sections)
+        domains = _domains(args.domains, args.domain) if args.domains is not None else ["source"]
+        return _stream_set(args.out, machines, sections, domains,
+                           options_from(args, plant=True), hours=args.hours,
+                           stream_minutes=args.stream_minutes,
+                           faults_per_machine=args.faults_per_machine,
+                           severity=args.fault_severity, seed=args.seed)
     if args.stream:
         if not args.machine:
             raise BadInput("--stream needs --machine M (one of " + ", ".join(MACHINE_TYPES) + ")")
@@ -188,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
         out = Path(args.out)
         if out.suffix.lower() != ".wav":
             out = out / f"{args.machine}_section_{args.section:02d}_stream.wav"
-        options = _options(args, plant=False)
+        options = options_from(args)
         seconds = 120.0 if args.seconds is None else args.seconds
         faults: list[FaultSpec] | None = [] if args.no_fault else None
         if args.fault_ramp_seconds is not None and args.fault_onset != "gradual":
@@ -199,7 +207,8 @@ def run(args: argparse.Namespace) -> int:
                                  seed=args.seed, domain=args.domain, fault_kind=args.fault_kind,
                                  severity=args.fault_severity, fault_onset=args.fault_onset,
                                  fault_ramp_s=args.fault_ramp_seconds, faults=faults,
-                                 domains=_domains(args), options=options, take=args.take)
+                                 domains=_domains(args.domains, args.domain), options=options,
+                                 take=args.take)
         fault = meta["fault"]
         what = (f"a {fault['kind']} fault ({fault['onset']}) at {fault['start_s']:g}-"
                 f"{fault['end_s']:g} s" if fault else "no fault")
@@ -225,17 +234,16 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _stream_set(args: argparse.Namespace) -> int:
-    machines = _machines(args.machines or SET_MACHINES)
-    sections = _section_list(args.sections)
-    domains = _domains(args) if args.domains is not None else ["source"]
-    severity = 1.0 if args.fault_severity is None else args.fault_severity
-    options = _options(args, plant=True)
-    argv = ["asd-edge", "synth", args.out, "--stream-set", "--hours", f"{args.hours:g}",
+def _stream_set(out: str, machines: list[str], sections: list[int], domains: list[str],
+                options: StreamOptions, hours: float, stream_minutes: float,
+                faults_per_machine: int, severity: float | None, seed: int) -> int:
+    """Write the test set of --stream-set and say what it holds (``severity`` None: 1)."""
+    severity = 1.0 if severity is None else severity
+    argv = ["asd-edge", "synth", out, "--stream-set", "--hours", f"{hours:g}",
             "--machines", ",".join(machines), "--sections", ",".join(map(str, sections)),
-            "--stream-minutes", f"{args.stream_minutes:g}", "--faults-per-machine",
-            str(args.faults_per_machine), "--fault-severity", f"{severity:g}",
-            "--seed", str(args.seed), "--domains", ",".join(domains)]
+            "--stream-minutes", f"{stream_minutes:g}", "--faults-per-machine",
+            str(faults_per_machine), "--fault-severity", f"{severity:g}",
+            "--seed", str(seed), "--domains", ",".join(domains)]
     for flag, value, default in (
             ("--state-seconds", options.state_seconds, PLANT.state_seconds),
             ("--ramp-seconds", options.ramp_seconds, PLANT.ramp_seconds)):
@@ -247,12 +255,12 @@ def _stream_set(args: argparse.Namespace) -> int:
             argv += ["--" + name.replace("_", "-"), f"{getattr(options, name):g}"]
     wall = time.monotonic()
     manifest = synthesize_stream_set(
-        args.out, hours=args.hours, machines=machines, sections=sections,
-        stream_minutes=args.stream_minutes, faults_per_machine=args.faults_per_machine,
-        fault_severity=severity, seed=args.seed, domains=domains, options=options,
+        out, hours=hours, machines=machines, sections=sections,
+        stream_minutes=stream_minutes, faults_per_machine=faults_per_machine,
+        fault_severity=severity, seed=seed, domains=domains, options=options,
         command=shlex.join(argv), progress=lambda line: print(line, flush=True))
     total = manifest["normal_seconds"] + manifest["fault_seconds"]
-    print(f"wrote {len(manifest['streams'])} streams under {args.out}: "
+    print(f"wrote {len(manifest['streams'])} streams under {out}: "
           f"{manifest['normal_seconds'] / 3600:.2f} h normal + "
           f"{manifest['fault_seconds'] / 3600:.2f} h with faults = {total / 3600:.2f} h of audio "
           f"in {time.monotonic() - wall:.0f} s ({manifest['cpu_seconds']:.0f} s CPU, "

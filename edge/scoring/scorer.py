@@ -135,7 +135,9 @@ class ScorerConfig(BaseModel):
 
 
 @dataclass
-class _SectionModel:
+class SectionModel:
+    """One section's fitted references: per part a backend and the standardization."""
+
     backends: list[KnnBackend | GmmBackend]
     means: list[np.ndarray]
     stds: list[np.ndarray]
@@ -150,7 +152,7 @@ class SectionScorer:
 
     config: ScorerConfig
     weights: list[float]
-    sections: dict[int, _SectionModel] = field(default_factory=dict)
+    sections: dict[int, SectionModel] = field(default_factory=dict)
 
     def fit(self, parts: Sequence[np.ndarray], sections: np.ndarray,
             domains: Sequence[str]) -> SectionScorer:
@@ -161,7 +163,7 @@ class SectionScorer:
             raise ValueError(f"{len(parts)} parts but {len(self.weights)} weights")
         for section in np.unique(sections):
             rows = sections == section
-            models = _SectionModel([], [], [])
+            models = SectionModel([], [], [])
             for part in parts:
                 x = np.asarray(part, dtype=np.float64)[rows]
                 mean = x.mean(0) if self.config.standardize else np.zeros(x.shape[1])
@@ -246,7 +248,7 @@ class SectionScorer:
             return scores, [None] * scores.shape[0]
         return scores, ["target" if t else "source" for t in nearest_target]
 
-    def _model(self, section: int) -> _SectionModel:
+    def _model(self, section: int) -> SectionModel:
         if section not in self.sections:
             have = ", ".join(f"{s:02d}" for s in sorted(self.sections)) or "none"
             raise BadInput(f"section {section:02d} has no normal references (sections with "
@@ -289,7 +291,7 @@ class SectionScorer:
                            f"{SCORER_VERSION}; re-export it with this version")
         scorer = cls(ScorerConfig(**manifest["config"]), list(manifest["weights"]))
         for key, entries in manifest["sections"].items():
-            model = _SectionModel([], [], [])
+            model = SectionModel([], [], [])
             for entry in entries:
                 with np.load(folder / entry["standardize"], allow_pickle=False) as data:
                     model.means.append(data["mean"])

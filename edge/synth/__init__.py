@@ -10,37 +10,37 @@ is; ``synthesize_stream_set`` writes a test set of them (``stream.py``).
 
 Everything is drawn from ``numpy.random.default_rng`` seeded by (seed, machine, section, clip),
 so a seed gives the same bytes on every run. The physics lives in ``machines.py``, the plant
-background in ``noise.py``, the fault signatures in ``faults.py``.
+background in ``noise.py``, the fault signatures in ``faults.py``, what the data set and the
+streams share (a section's unit, its plant, conditions, the limiter) in ``common.py``.
 """
 
 from __future__ import annotations
 
 import csv
-import itertools
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from edge.audio import SAMPLE_RATE, write_audio
 from edge.dataset import DOMAINS, MACHINE_TYPES, format_clip_name
 from edge.errors import BadInput
+from edge.synth import common
 from edge.synth.faults import Fault
-from edge.synth.machines import MODELS, MachineModel, Unit
-from edge.synth.noise import Plant, draw_plant, factory_noise
+from edge.synth.machines import MODELS
+from edge.synth.noise import factory_noise
+from edge.synth.stream import (
+    FaultSpec,
+    StreamOptions,
+    synthesize_stream,
+    synthesize_stream_set,
+)
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["MACHINE_TYPES", "FaultSpec", "StreamOptions", "attribute_values", "default_seconds",
            "render_clip", "synthesize_dataset", "synthesize_stream", "synthesize_stream_set"]
-
-MACHINE_RMS = 0.05  # about -26 dBFS for a unit at its nominal condition: headroom for impacts
-PEAK_LIMIT = 0.98
-LIMITER_KNEE = 0.7
-FAULT_RAMP_S = 0.05  # a fault in a stream fades in and out over this, so it does not click
-_UNIT, _CLIP, _FAULT, _NOISE, _STREAM = 0, 1, 2, 3, 4
 
 
 def default_seconds(machine: str) -> float:
@@ -50,43 +50,9 @@ def default_seconds(machine: str) -> float:
 
 def attribute_values(machine: str, domain: str) -> dict[str, list[str]]:
     """The attribute values a domain uses for a machine type: key -> values."""
-    model = _model(machine)
+    model = common.machine_model(machine)
     return {spec.key: list(spec.source if domain == "source" else spec.target)
             for spec in model.attributes}
-
-
-def _model(machine: str) -> MachineModel:
-    if machine not in MODELS:
-        raise BadInput(f"unknown machine type {machine!r}; pick from {', '.join(MACHINE_TYPES)} "
-                       "(or 'all')")
-    return MODELS[machine]
-
-
-def _unit(machine: str, section: int, seed: int) -> Unit:
-    index = MACHINE_TYPES.index(machine)
-    unit = MODELS[machine].make_unit(np.random.default_rng([seed, index, section, _UNIT]))
-    unit["gain"] = float(np.random.default_rng([seed, index, section, _UNIT, 1]).uniform(0.7, 1.4))
-    return unit
-
-
-def _plant(machine: str, seed: int) -> Plant:
-    """The site a machine type's units stand in (the same for all its sections)."""
-    return draw_plant(np.random.default_rng([seed, MACHINE_TYPES.index(machine), _NOISE]))
-
-
-def _condition(model: MachineModel, attributes: Sequence[tuple[str, str]]) -> dict[str, Any]:
-    condition: dict[str, Any] = {}
-    for spec, (key, value) in zip(model.attributes, attributes, strict=True):
-        condition.update({**spec.source, **spec.target}[value])
-        assert key == spec.key
-    return condition
-
-
-def _combinations(model: MachineModel, domain: str) -> list[tuple[tuple[str, str], ...]]:
-    per_key = [[(spec.key, value) for value in (spec.source if domain == "source"
-                                                 else spec.target)]
-               for spec in model.attributes]
-    return [tuple(combo) for combo in itertools.product(*per_key)]
 
 
 def render_clip(machine: str, section: int, attributes: Sequence[tuple[str, str]],
@@ -98,33 +64,22 @@ def render_clip(machine: str, section: int, attributes: Sequence[tuple[str, str]
     background is plant noise at an SNR drawn from the machine's range; ``noise=False``
     gives the machine alone (for checks).
     """
-    model = _model(machine)
-    unit = _unit(machine, section, seed)
-    condition = _condition(model, attributes)
-    rng = np.random.default_rng([*clip_seed, _CLIP])
+    model = common.machine_model(machine)
+    unit = common.draw_unit(machine, section, seed)
+    condition = common.condition_of(model, attributes)
+    rng = np.random.default_rng([*clip_seed, common.RNG_CLIP])
     sound = model.render(unit, condition, n_samples, rng, fault)
-    noise_rng = np.random.default_rng([*clip_seed, _NOISE])
+    noise_rng = np.random.default_rng([*clip_seed, common.RNG_NOISE])
     snr_db = noise_rng.uniform(*model.snr_db)
-    background = (factory_noise(_plant(machine, seed), noise_rng, n_samples) if noise
+    background = (factory_noise(common.machine_plant(machine, seed), noise_rng, n_samples) if noise
                   else np.zeros(n_samples))
     return _mix(sound, background, unit["gain"], snr_db)
 
 
 def _mix(sound: np.ndarray, background: np.ndarray, gain: float, snr_db: float) -> np.ndarray:
     """Machine (RMS near 1 at its nominal condition) plus unit-RMS background at ``snr_db``."""
-    level = MACHINE_RMS * gain
-    return _limit(level * sound + level * 10 ** (-snr_db / 20) * background)
-
-
-def _limit(mixed: np.ndarray) -> np.ndarray:
-    """float32 of ``mixed`` (modified in place), loud peaks through a soft limiter."""
-    # rare loud impacts pass a soft limiter (as a recorder's would) instead of clipping
-    loud = np.abs(mixed) > LIMITER_KNEE
-    if loud.any():
-        over = np.abs(mixed[loud]) - LIMITER_KNEE
-        room = PEAK_LIMIT - LIMITER_KNEE
-        mixed[loud] = np.sign(mixed[loud]) * (LIMITER_KNEE + room * np.tanh(over / room))
-    return mixed.astype(np.float32)
+    level = common.MACHINE_RMS * gain
+    return common.soft_limit(level * sound + level * 10 ** (-snr_db / 20) * background)
 
 
 def _check_counts(**counts: float) -> None:
@@ -146,7 +101,7 @@ def synthesize_dataset(out: str | Path, machines: Sequence[str] = MACHINE_TYPES,
     out = Path(out)
     machines = list(machines)
     for machine in machines:
-        _model(machine)
+        common.machine_model(machine)
     _check_counts(n_train=n_train, n_target_train=n_target_train, n_test=n_test)
     if not 1 <= sections <= 100:
         raise BadInput(f"sections = {sections}: give 1 to 100 (section numbers have two digits)")
@@ -163,16 +118,16 @@ def synthesize_dataset(out: str | Path, machines: Sequence[str] = MACHINE_TYPES,
         for section in range(sections):
             rows: list[list[str]] = []
             for split, domain, label, count in groups:
-                combos = _combinations(model, domain)
+                combos = common.attribute_combinations(model, domain)
                 key = [seed, machine_index, section, ("train", "test").index(split),
                        DOMAINS.index(domain), ("normal", "anomaly").index(label)]
-                order = np.random.default_rng([*key, _STREAM]).permutation(
+                order = np.random.default_rng([*key, common.RNG_STREAM]).permutation(
                     max(count, 1) * len(combos))[:count] % len(combos)
                 for index in range(count):
                     attributes = combos[int(order[index])]
                     fault = None
                     if label == "anomaly":
-                        fault_rng = np.random.default_rng([*key, index, _FAULT])
+                        fault_rng = np.random.default_rng([*key, index, common.RNG_FAULT])
                         kind = model.faults[index % len(model.faults)]
                         fault = Fault(kind, float(fault_rng.uniform()), fault_rng)
                     waveform = render_clip(machine, section, attributes, n_samples,
@@ -195,12 +150,3 @@ def _write_attributes(path: Path, rows: list[list[str]], n_keys: int) -> None:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(header)
         writer.writerows(rows)
-
-
-# the stream generator needs the helpers above (it imports them from this module)
-from edge.synth.stream import (  # noqa: E402
-    FaultSpec,
-    StreamOptions,
-    synthesize_stream,
-    synthesize_stream_set,
-)

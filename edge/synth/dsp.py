@@ -94,6 +94,12 @@ def _cached_response(structure: Structure, n: int) -> np.ndarray:
     return response
 
 
+def clear_caches() -> None:
+    """Drop the cached spectra and bin frequencies (megabytes each for long renderings)."""
+    _cached_response.cache_clear()
+    rfft_freqs.cache_clear()
+
+
 def random_structure(rng: np.random.Generator, count: int, low_hz: float, high_hz: float,
                      q_range: tuple[float, float] = (5.0, 30.0), floor: float = 0.1) -> Structure:
     """A unit's resonances: ``count`` peaks log-uniform in [low_hz, high_hz]."""

@@ -37,20 +37,19 @@ import soundfile as sf
 from edge.audio import SAMPLE_RATE
 from edge.dataset import DOMAINS, MACHINE_TYPES
 from edge.errors import BadInput
-from edge.synth import (
-    _CLIP,
-    _FAULT,
-    _NOISE,
-    _STREAM,
-    FAULT_RAMP_S,
+from edge.synth import dsp
+from edge.synth.common import (
     MACHINE_RMS,
-    _combinations,
-    _condition,
-    _limit,
-    _model,
-    _plant,
-    _unit,
-    dsp,
+    RNG_CLIP,
+    RNG_FAULT,
+    RNG_NOISE,
+    RNG_STREAM,
+    attribute_combinations,
+    condition_of,
+    draw_unit,
+    machine_model,
+    machine_plant,
+    soft_limit,
 )
 from edge.synth.faults import Fault
 from edge.synth.machines import MODELS, MachineModel, Unit
@@ -73,7 +72,8 @@ ONSETS = ("sudden", "gradual")
 EVENT_KINDS = ("impact", "door", "speech", "forklift", "splice", "background", "other_machine")
 TRANSIENT_KINDS = ("impact", "door", "speech", "forklift")
 TRANSIENT_WEIGHTS = (0.35, 0.2, 0.3, 0.15)
-# sub-streams of the stream's key: plan draws under [*key, _STREAM, x], renderings under
+FAULT_RAMP_S = 0.05  # a fault fades in and out over this, so it does not click
+# sub-streams of the stream's key: plan draws under [*key, RNG_STREAM, x], renderings under
 # [*key, x, index + 1] (numpy seeds ignore trailing zeros: no index may end a key as 0)
 _STATES, _SPLICES, _BACKGROUND, _OTHER, _TRANSIENTS, _DRIFT = 1, 2, 3, 4, 5, 6
 _OTHER_RENDER, _TRANSIENT_RENDER = 5, 6
@@ -293,15 +293,15 @@ class _Stream:
         self.key = [seed, MACHINE_TYPES.index(machine), section, 9, DOMAINS.index(domains[0])]
         if take:
             self.key.append(take)
-        choice = np.random.default_rng([*self.key, _STREAM])
-        combos = _combinations(self.model, domains[0])
+        choice = np.random.default_rng([*self.key, RNG_STREAM])
+        combos = attribute_combinations(self.model, domains[0])
         self.attributes = combos[int(choice.integers(len(combos)))]
         self.faults = _resolve_faults(self.model, machine, fault_specs, seconds, choice)
-        self.unit = _unit(machine, section, seed)
+        self.unit = draw_unit(machine, section, seed)
         self.level = MACHINE_RMS * self.unit["gain"]
-        self.plant = _plant(machine, seed)
+        self.plant = machine_plant(machine, seed)
         # the first block's background draws its SNR first, as a single-block stream always did
-        self._first_noise = self._rng(_NOISE)
+        self._first_noise = self._rng(RNG_NOISE)
         low, high = self.model.snr_db
         self.snr_db = float(self._first_noise.uniform(low + (high - low) / 3,
                                                       high - (high - low) / 3))
@@ -324,7 +324,7 @@ class _Stream:
         first = (self.domains[0], self.attributes)
         bounds = [0, n]
         if options.state_seconds is not None:
-            rng = self._rng(_STREAM, _STATES)
+            rng = self._rng(RNG_STREAM, _STATES)
             low, high = options.state_seconds
             bounds = [0]
             while bounds[-1] < n:
@@ -334,10 +334,11 @@ class _Stream:
                 del bounds[-2]  # a stub at the end joins the state before it
         self.states = [_State(0, bounds[1], first[0], first[1], 0)]
         current = first
-        rng = self._rng(_STREAM, _STATES, 1)
+        rng = self._rng(RNG_STREAM, _STATES, 1)
         for start, end in zip(bounds[1:-1], bounds[2:], strict=True):
             domain = self.domains[int(rng.integers(len(self.domains)))]
-            combos = [c for c in _combinations(self.model, domain) if (domain, c) != current]
+            combos = [c for c in attribute_combinations(self.model, domain)
+                      if (domain, c) != current]
             attributes = combos[int(rng.integers(len(combos)))]
             step = rng.uniform() < options.step_fraction
             ramp = _ticks(rng.uniform(*options.ramp_seconds))
@@ -346,7 +347,7 @@ class _Stream:
             current = (domain, attributes)
 
     def _plan_splices(self) -> None:
-        rng = self._rng(_STREAM, _SPLICES)
+        rng = self._rng(RNG_STREAM, _SPLICES)
         count = int(rng.poisson(self.options.splices_per_hour * self.seconds / 3600))
         times = np.sort(rng.uniform(0, self.seconds, count))
         spikes = rng.uniform(0.05, 0.3, count) * rng.choice([-1.0, 1.0], count)
@@ -393,7 +394,7 @@ class _Stream:
         knots = _Knots()
         if self.options.drift_db <= 0:
             return knots
-        rng = self._rng(_STREAM, _DRIFT)
+        rng = self._rng(RNG_STREAM, _DRIFT)
         value, count = 0.0, int(self.seconds // DRIFT_KNOT_S) + 2
         steps = rng.normal(0.0, 0.6, count)
         for k in range(1, count):
@@ -403,7 +404,7 @@ class _Stream:
 
     def _plan_background(self) -> _Knots:
         knots = _Knots()
-        rng = self._rng(_STREAM, _BACKGROUND)
+        rng = self._rng(RNG_STREAM, _BACKGROUND)
         count = int(rng.poisson(self.options.background_changes_per_hour * self.seconds / 3600))
         times = np.sort(rng.uniform(0, self.seconds, count))
         sizes = rng.uniform(2.0, 5.0, count) * rng.choice([-1.0, 1.0], count)
@@ -424,13 +425,13 @@ class _Stream:
 
     def _plan_other(self) -> _Knots:
         knots = _Knots()
-        rng = self._rng(_STREAM, _OTHER)
+        rng = self._rng(RNG_STREAM, _OTHER)
         others = [m for m in MACHINE_TYPES if m != self.machine]
         self.other_machine = others[int(rng.integers(len(others)))]
         self.other_section = int(rng.integers(50, 100))
         model = MODELS[self.other_machine]
-        combos = _combinations(model, "source")
-        self.other_condition = _condition(model, combos[int(rng.integers(len(combos)))])
+        combos = attribute_combinations(model, "source")
+        self.other_condition = condition_of(model, combos[int(rng.integers(len(combos)))])
         self.other_gain = 10 ** (-rng.uniform(8.0, 18.0) / 20)
         self.other_corner_hz = float(rng.uniform(1500.0, 4000.0))
         count = int(rng.poisson(self.options.other_machine_per_hour * self.seconds / 3600))
@@ -452,11 +453,11 @@ class _Stream:
                 knots.add(time_s / SR, value)
             self.events.append({"start_s": _seconds(start), "end_s": _seconds(stop),
                                 "kind": "other_machine"})
-        self.other_unit: Unit = _unit(self.other_machine, self.other_section, self.seed)
+        self.other_unit: Unit = draw_unit(self.other_machine, self.other_section, self.seed)
         return knots
 
     def _plan_transients(self) -> list[_Transient]:
-        rng = self._rng(_STREAM, _TRANSIENTS)
+        rng = self._rng(RNG_STREAM, _TRANSIENTS)
         count = int(rng.poisson(self.options.transients_per_hour * self.seconds / 3600))
         kinds = rng.choice(len(TRANSIENT_KINDS), count, p=TRANSIENT_WEIGHTS)
         lengths = rng.uniform(size=count)
@@ -501,8 +502,8 @@ class _Stream:
 
     def _machine(self, index: int, block: _Block, t: np.ndarray, size: int) -> np.ndarray:
         state = self.states[block.state]
-        condition = _condition(self.model, state.attributes)
-        clip_key = [_CLIP] if index == 0 else [_CLIP, index]
+        condition = condition_of(self.model, state.attributes)
+        clip_key = [RNG_CLIP] if index == 0 else [RNG_CLIP, index]
         need = t.shape[0]
 
         def render(fault: Fault | None) -> np.ndarray:
@@ -517,7 +518,7 @@ class _Stream:
         else:
             sound = np.zeros(need)
         for i, severity, weight in parts:
-            fault_key = [_FAULT] if i == 0 and index == 0 else [_FAULT, i + 1, index + 1]
+            fault_key = [RNG_FAULT] if i == 0 and index == 0 else [RNG_FAULT, i + 1, index + 1]
             fault = self.faults[i]
             sound = sound + render(Fault(fault.kind, severity, self._rng(*fault_key))) * weight
         sound = self.level * sound
@@ -530,7 +531,7 @@ class _Stream:
         size = need if len(self.blocks) == 1 else -(-need // LADDER) * LADDER
         t = (block.start + np.arange(need)) / SR
         mixed = self._machine(index, block, t, size)
-        noise_rng = self._first_noise if index == 0 else self._rng(_NOISE, index)
+        noise_rng = self._first_noise if index == 0 else self._rng(RNG_NOISE, index)
         background = factory_noise(self.plant, noise_rng, size)[:need]
         background = self.level * 10 ** (-self.snr_db / 20) * background
         if not self.background.flat:
@@ -582,7 +583,7 @@ class _Stream:
                     if splice is not None:
                         out[0] += splice.spike
                         out[1] -= 0.5 * splice.spike
-                    waveform = _limit(out)
+                    waveform = soft_limit(out)
                     if splice is not None and splice.dropout:
                         waveform[1:splice.dropout] = 0.0
                     handle.write(np.clip(waveform, -1.0, 1.0))
@@ -623,7 +624,7 @@ def synthesize_stream(out_wav: str | Path, machine: str, section: int = 0,
     (default drawn from 0.6-1.0), ``fault_onset``, ``fault_ramp_s``. ``take`` > 0 gives another
     recording of the same unit (all of its randomness but the unit drawn afresh).
     """
-    _model(machine)
+    machine_model(machine)
     out_wav = Path(out_wav)
     domains = _check_domains(domains if domains else (domain,))
     if not 0 <= section <= 99:
@@ -642,8 +643,7 @@ def synthesize_stream(out_wav: str | Path, machine: str, section: int = 0,
     try:
         stream.write(out_wav)
     finally:  # the blocks' spectra cached by length: megabytes each, not needed any more
-        dsp._cached_response.cache_clear()
-        dsp.rfft_freqs.cache_clear()
+        dsp.clear_caches()
     labels = stream.labels()
     text = json.dumps(labels, indent=2) + "\n"
     out_wav.with_suffix(".json").write_text(text)
@@ -823,7 +823,7 @@ def synthesize_stream_set(out: str | Path, hours: float = 10.0,
     out = Path(out)
     machines = list(machines)
     for machine in machines:
-        _model(machine)
+        machine_model(machine)
     if not machines:
         raise BadInput("no machine types given; name at least one")
     sections = list(sections)
