@@ -58,6 +58,10 @@ def main() -> None:
     parser.add_argument("--rules", default="3/5,6/10,10/20,20/30,30/40",
                         help="trip_hops/window_hops settings to compare")
     parser.add_argument("--out", default=None, help="JSON to write (default: print only)")
+    parser.add_argument("--false-alarms-per-day", type=float, default=None,
+                        help="recalibrate a budget bundle for this rate (default: its own)")
+    parser.add_argument("--confidence", type=float, default=None,
+                        help="recalibrate a budget bundle at this confidence (default: its own)")
     args = parser.parse_args()
     files = find_streams(args.streams)
     labels = {wav: read_labels(wav) for wav in files}
@@ -77,8 +81,11 @@ def main() -> None:
             by_level = {round(v.threshold, 9): d for d, v in levels.domains.items()}
             domains = [by_level.get(round(float(t), 9)) for t in saved["thresholds"]]
             if calibration is not None and bundle.traces is not None:
+                budget = calibration[0].model_copy(update={
+                    k: v for k, v in (("false_alarms_per_day", args.false_alarms_per_day),
+                                      ("confidence", args.confidence)) if v is not None})
                 levels = budget_thresholds(bundle.system, bundle.traces, config,
-                                           calibration[0])[lab.section]
+                                           budget)[lab.section]
             rule = AlarmRule(StreamKey("bench", lab.machine, f"{lab.section:02d}"),
                              levels.threshold,
                              config.model_copy(update={"clear_threshold":
