@@ -86,6 +86,12 @@ class AlarmConfig(AlarmRuleConfig):
     threshold: float | None = Field(
         None, title="Threshold override",
         description="trip threshold; default: the section's threshold from the bundle")
+    false_alarms_per_day: float | None = Field(
+        None, gt=0, le=1000, title="False-alarm budget",
+        description="false alarms per day this stream may raise on healthy sound (an upper "
+                    "bound, e.g. 0.0333 = one a month); the thresholds are recalibrated for it "
+                    "from the bundle's stored out-of-sample hop scores (a bundle exported or "
+                    "enrolled with --false-alarms-per-day); default: the bundle's own")
 
 
 class StreamConfig(Strict):

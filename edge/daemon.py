@@ -26,6 +26,7 @@ import numpy as np
 
 from edge.alarms.rule import AlarmRule, AlarmRuleConfig, StreamKey, Transition
 from edge.audio import SAMPLE_RATE
+from edge.bundle.calibrate import budget_thresholds
 from edge.bundle.load import Bundle, load_bundle
 from edge.bundle.system import PatchOutputs, SectionThreshold
 from edge.capture import open_source
@@ -129,9 +130,9 @@ def alarm_rule_for(config: StreamConfig, key: StreamKey, bundle: Bundle) -> Alar
     override, the rule's fallback of 0.9 x the override.
     """
     bundle.system.check_section(config.section)
-    calibrated = bundle.system.thresholds[config.section]
+    calibrated = calibrated_levels(config, bundle)
     alarm = config.alarm
-    settings = alarm.model_dump(exclude={"threshold"})
+    settings = alarm.model_dump(exclude={"threshold", "false_alarms_per_day"})
     if alarm.threshold is not None:
         return AlarmRule(key, alarm.threshold, AlarmRuleConfig(**settings))
     pinned = None if config.domain == "auto" else config.domain
@@ -146,6 +147,53 @@ def alarm_rule_for(config: StreamConfig, key: StreamKey, bundle: Bundle) -> Alar
     if alarm.clear_threshold is None and alarm.clear_fraction is None:
         settings["clear_threshold"] = base.clear_threshold
     return AlarmRule(key, base.threshold, AlarmRuleConfig(**settings), by_domain)
+
+
+def calibrated_levels(config: StreamConfig, bundle: Bundle) -> SectionThreshold:
+    """The section's calibrated thresholds for this stream.
+
+    A bundle calibrated to a false-alarm budget keeps its out-of-sample hop scores; when the
+    stream asks for another budget (``alarm.false_alarms_per_day``) or trips by another rule
+    (``trip_hops``/``window_hops``) than the bundle was calibrated for, the thresholds are
+    recalibrated for the stream from them (``edge.bundle.calibrate``), so the promise holds
+    for the rule that runs. A window or hop other than the calibration's, or a budget asked of
+    a bundle without stored scores, keeps the bundle's thresholds, with a warning that the
+    promise does not apply."""
+    stored = bundle.system.thresholds[config.section]
+    alarm = config.alarm
+    calibration = bundle.alarm_calibration
+    if calibration is None:
+        if alarm.false_alarms_per_day is not None:
+            logger.warning("%s: alarm.false_alarms_per_day is set but the bundle %s has no "
+                           "stored calibration scores; its thresholds promise nothing: export "
+                           "or enroll with --false-alarms-per-day", config.name, bundle.path)
+        return stored
+    budget, rule = calibration
+    same_rule = (alarm.trip_hops, alarm.window_hops) == (rule.trip_hops, rule.window_hops)
+    if (config.window_seconds, config.hop_seconds) != (budget.window_seconds,
+                                                       budget.hop_seconds):
+        logger.warning("%s: window %.3g s / hop %.3g s differ from the bundle's calibration "
+                       "(%.3g s / %.3g s): its false-alarm promise does not apply",
+                       config.name, config.window_seconds, config.hop_seconds,
+                       budget.window_seconds, budget.hop_seconds)
+        return stored
+    if same_rule and alarm.false_alarms_per_day in (None, budget.false_alarms_per_day):
+        return stored
+    traces = bundle.traces
+    if traces is None:
+        return stored
+    if alarm.false_alarms_per_day is not None:
+        budget = budget.model_copy(update={"false_alarms_per_day": alarm.false_alarms_per_day})
+    levels = budget_thresholds(bundle.system, traces,
+                               AlarmRuleConfig(trip_hops=alarm.trip_hops,
+                                               window_hops=alarm.window_hops),
+                               budget).get(config.section)
+    if levels is None:
+        return stored
+    logger.info("%s: thresholds recalibrated for %.3g false alarms a day under %d of %d hops: "
+                "%.4g (bundle: %.4g)", config.name, budget.false_alarms_per_day,
+                alarm.trip_hops, alarm.window_hops, levels.threshold, stored.threshold)
+    return levels
 
 
 def _levels(alarm: AlarmConfig, calibrated: SectionThreshold) -> tuple[float, float]:

@@ -106,7 +106,7 @@ def test_streams_are_evaluated_by_event(tmp_path: Path, capsys) -> None:
                              fault_start=50, fault_seconds=25, severity=2.0)
     assert meta["faults"] or meta["fault"]
     out = tmp_path / "report"
-    assert main(["evaluate-streams", "--streams", str(streams), "--models", str(models),
+    assert main(["evaluate", "--streams", str(streams), "--models", str(models),
                  "--out", str(out), "--no-plots"]) == 0
     report = json.loads((out / "results.json").read_text())
     total = report["summary"]["total"]
@@ -132,3 +132,28 @@ def test_a_recording_without_labels_is_refused(tmp_path: Path, capsys) -> None:
 def test_block_maxima_skip_hops_of_other_domains() -> None:
     values = np.r_[np.full(20, -np.inf), np.arange(20.0)]
     assert block_maxima(values, 20).tolist() == [19.0]
+
+
+def test_a_stream_asking_for_another_budget_or_rule_gets_thresholds_for_it(tmp_path: Path,
+                                                                           caplog) -> None:
+    from edge.config import StreamConfig
+    from edge.daemon import alarm_rule_for
+
+    models = enroll(tmp_path / "models", "fan", 0, _clips(30, 0), "test", "source",
+                    budget=AlarmBudget())[0].parent
+    bundle = load_bundle(models, "fan")
+    key = StreamKey("n", "fan", "00")
+
+    def rule(**stream) -> AlarmRule:
+        config = StreamConfig.model_validate({"machine": "fan", "domain": "pooled",
+                                              "source": {"type": "file", "path": "x.wav"},
+                                              **stream})
+        return alarm_rule_for(config, key, bundle)
+
+    own = rule().threshold
+    assert own == bundle.system.thresholds[0].threshold
+    assert rule(alarm={"false_alarms_per_day": 100}).threshold < own  # a looser budget
+    assert rule(alarm={"false_alarms_per_day": 1e-4}).threshold > own  # a stricter one
+    assert rule(alarm={"trip_hops": 10, "window_hops": 20}).threshold != own
+    assert rule(window_seconds=5.0, alarm={"false_alarms_per_day": 100}).threshold == own
+    assert "promise does not apply" in caplog.text

@@ -96,6 +96,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not known.command:
         parser.print_help()
         return 2
+    if known.command == "evaluate" and any(a == "--streams" or a.startswith("--streams=")
+                                           for a in rest):
+        known.command = "evaluate-streams"  # the edge path: needs no torch, no --data
     try:
         module = _load(known.command)
         sub = argparse.ArgumentParser(prog=f"asd-edge {known.command}",
