@@ -157,3 +157,13 @@ def test_a_stream_asking_for_another_budget_or_rule_gets_thresholds_for_it(tmp_p
     assert rule(alarm={"trip_hops": 10, "window_hops": 20}).threshold != own
     assert rule(window_seconds=5.0, alarm={"false_alarms_per_day": 100}).threshold == own
     assert "promise does not apply" in caplog.text
+
+
+def test_the_gamma_threshold_is_never_below_the_empirical_quantile() -> None:
+    from edge.scoring.thresholds import ThresholdConfig, calibrate_threshold
+
+    # 40 widely spread normal scores (median 7.5, 0.9 quantile 21.5, max 129), like real clips
+    # of one unit: the free-location gamma fit puts its "0.9 quantile" at 1.9
+    spread = np.random.default_rng(3).lognormal(2.2, 0.8, size=40)
+    threshold = calibrate_threshold(spread, ThresholdConfig(method="gamma", quantile=0.9))
+    assert threshold >= np.quantile(spread, 0.9) > 3 * np.median(spread) / 2
