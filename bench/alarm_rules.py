@@ -66,26 +66,33 @@ def main() -> None:
     files = find_streams(args.streams)
     labels = {wav: read_labels(wav) for wav in files}
     bundles = {m: load_bundle(args.models, m) for m in {lab.machine for lab in labels.values()}}
+    traces = {m: b.traces for m, b in bundles.items()}  # read once, not per recording
     rows = {}
     for text in args.rules.split(","):
         k, n = (int(x) for x in text.split("/"))
         config = AlarmRuleConfig(trip_hops=k, window_hops=n)
+        recalibrated = {}  # machine -> sections' thresholds for this rule (None: as stored)
+        for machine, bundle in bundles.items():
+            calibration = bundle.alarm_calibration
+            recalibrated[machine] = None
+            if calibration is not None and traces[machine] is not None:
+                asked = {"false_alarms_per_day": args.false_alarms_per_day,
+                         "confidence": args.confidence}
+                budget = calibration[0].model_copy(update={
+                    key: value for key, value in asked.items() if value is not None})
+                recalibrated[machine] = budget_thresholds(bundle.system, traces[machine],
+                                                          config, budget)
         results = []
         for wav in files:
             lab = labels[wav]
             bundle = bundles[lab.machine]
             saved = np.load(Path(args.report) / "scores" / f"{wav.stem}.npz")
             levels = bundle.system.thresholds[lab.section]
-            calibration = bundle.alarm_calibration
             # the hop's domain: the level the daemon compared it with (default rule)
             by_level = {round(v.threshold, 9): d for d, v in levels.domains.items()}
             domains = [by_level.get(round(float(t), 9)) for t in saved["thresholds"]]
-            if calibration is not None and bundle.traces is not None:
-                budget = calibration[0].model_copy(update={
-                    k: v for k, v in (("false_alarms_per_day", args.false_alarms_per_day),
-                                      ("confidence", args.confidence)) if v is not None})
-                levels = budget_thresholds(bundle.system, bundle.traces, config,
-                                           budget)[lab.section]
+            if recalibrated[lab.machine] is not None:
+                levels = recalibrated[lab.machine][lab.section]
             rule = AlarmRule(StreamKey("bench", lab.machine, f"{lab.section:02d}"),
                              levels.threshold,
                              config.model_copy(update={"clear_threshold":

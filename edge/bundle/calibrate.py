@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from edge.alarms.budget import block_maxima, budget_threshold, trip_statistic
 from edge.alarms.rule import AlarmRuleConfig
 from edge.bundle.system import DOMAINS, ScoringSystem, SectionThreshold
-from edge.scoring.scorer import ScorerConfig, SectionScorer
+from edge.scoring.scorer import ScorerConfig, SectionScorer, section_folds
 from edge.streaming import hop_patches_for, window_patches_for
 
 logger = logging.getLogger(__name__)
@@ -132,13 +132,10 @@ def stream_traces(system: ScoringSystem, parts: dict[str, list[np.ndarray]],
     """
     sections = np.asarray(sections)
     domains_arr = np.asarray(domains)
-    rng = np.random.default_rng(seed)
-    folds = np.full(sections.shape[0], -1)
-    for section in np.unique(sections):
-        rows = np.array([i for i in sorted(audio) if sections[i] == section])
-        if rows.size:
-            k = min(n_folds, rows.size)
-            folds[rows] = rng.permutation(np.arange(rows.size) % k)
+    with_audio = np.zeros(sections.shape[0], bool)
+    with_audio[list(audio)] = True
+    folds = section_folds(sections, n_folds, seed, with_audio)
+    keys = None if conditions is None else list(conditions)
     window_patches = window_patches_for(budget.window_seconds, system.front_end,
                                         system.patching)
     hop_patches = hop_patches_for(budget.hop_seconds, system.front_end, system.patching)
@@ -156,8 +153,7 @@ def stream_traces(system: ScoringSystem, parts: dict[str, list[np.ndarray]],
                 rows = np.flatnonzero(held & (sections == section) & (domains_arr == domain))
                 if rows.size == 0:
                     continue
-                if conditions is not None:  # a state lasts several clips, as on a plant
-                    keys = list(conditions)
+                if keys is not None:  # a state lasts several clips, as on a plant
                     rows = np.array(sorted(rows, key=lambda i: (keys[int(i)], int(i))))
                 waveform = np.concatenate([audio[int(i)]() for i in rows])
                 traces = traces.extend(_score_recording(fold_system, waveform, int(section),
@@ -211,8 +207,8 @@ def combined_scores(system: ScoringSystem, traces: CalibrationTraces,
                     section: int) -> np.ndarray:
     """(H_s,) the combined score of each hop of ``section`` (``ScoringSystem.combine``)."""
     rows = traces.sections == section
-    return np.array([system.combine({n: float(v[i]) for n, v in traces.members.items()},
-                                    section) for i in np.flatnonzero(rows)])
+    return np.asarray(system.combine({n: v[rows] for n, v in traces.members.items()}, section),
+                      np.float64)
 
 
 def budget_thresholds(system: ScoringSystem, traces: CalibrationTraces,

@@ -143,7 +143,7 @@ def fit_system(system: ScoringSystem, references: References,
     are streamed out of sample and each section's (and domain's) alarm threshold is set for
     ``budget.false_alarms_per_day`` under the alarm ``rule`` (``edge.bundle.calibrate``); the
     clip-quantile threshold below is then kept only as the DCASE decision threshold
-    (``calibration["decision_threshold"]``). A section with too little audio for a promise
+    (``calibration["decision"]``). A section with too little audio for a promise
     keeps the clip-quantile threshold, and says so.
 
     Sets ``member.scorer`` and ``member.norm`` and ``system.thresholds`` in place; returns the

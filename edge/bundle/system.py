@@ -36,10 +36,10 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 import numpy as np
 
@@ -59,6 +59,7 @@ from edge.streaming import StreamingWindows, Window
 logger = logging.getLogger(__name__)
 
 DIRECT_SCORER_VERSION = 1
+Score = TypeVar("Score", float, np.ndarray)  # one window's score, or (H,) of many hops
 
 
 class PatchScorer(Protocol):
@@ -159,7 +160,7 @@ class Member:
         scores, domains = self.scorer.score_nearest(self.parts(window), section)
         return float(scores[0]), domains[0]
 
-    def standardise(self, score: float, section: int) -> float:
+    def standardise(self, score: Score, section: int) -> Score:
         mean, std = self.norm.get(section, (0.0, 1.0))
         return (score - mean) / std
 
@@ -265,12 +266,14 @@ class ScoringSystem:
                 return member
         return None
 
-    def combine(self, member_scores: dict[str, float], section: int) -> float:
-        """One member: its raw score. Several: the weighted sum of standardised scores."""
+    def combine(self, member_scores: Mapping[str, Score], section: int) -> Score:
+        """One member: its raw score. Several: the weighted sum of standardised scores.
+        Scores are floats (one window) or (H,) arrays (many hops at once, elementwise)."""
         if len(self.members) == 1:
             return member_scores[self.members[0].name]
-        return float(sum(m.weight * m.standardise(member_scores[m.name], section)
-                         for m in self.members))
+        total = sum(m.weight * m.standardise(member_scores[m.name], section)
+                    for m in self.members)
+        return total if isinstance(total, np.ndarray) else float(total)  # type: ignore[return-value]
 
     def score_window(self, window: Window, section: int) -> tuple[float, dict[str, float]]:
         """(score, member scores) of a window of ``section``."""

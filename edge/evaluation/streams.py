@@ -154,21 +154,24 @@ class TraceCollector:
         pass
 
 
-def replay_streams(files: Sequence[Path], models: str | Path, stream_settings: dict[str, Any]
-                   | None = None, device: str = "auto", threads: int | None = None,
-                   batch: int = 8, progress: Any = None) -> dict[Path, StreamTrace]:
-    """Play ``files`` through the daemon; every hop's score and every event, per file.
+def replay_streams(labels: dict[Path, StreamLabels], models: str | Path,
+                   stream_settings: dict[str, Any] | None = None, device: str = "auto",
+                   threads: int | None = None, batch: int = 8,
+                   progress: Any = None) -> dict[Path, StreamTrace]:
+    """Play the recordings ``labels`` names through the daemon; every hop's score and every
+    event, per recording.
 
     ``stream_settings``: the stream keys of ``edge.config.StreamConfig`` applied to every
-    recording (``alarm``, ``window_seconds``, ``hop_seconds``, ``domain``). Recordings run
-    ``batch`` at a time in one daemon (the daemon batches patches across its streams); the
-    node name differs per recording so episode ids never collide. ``progress`` is called with
-    the number of files done after each batch.
+    recording (``alarm``, ``window_seconds``, ``hop_seconds``, ``domain``). Up to ``batch``
+    recordings run in one daemon (it batches patches across its streams), as long as no two
+    of them watch the same (machine, section): the collector tells streams apart by those.
+    ``progress`` is called with the number of recordings done after each batch.
     """
     from edge.bundle.load import load_bundle
     from edge.config import EdgeConfig
     from edge.daemon import Daemon
 
+    files = list(labels)
     settings = dict(stream_settings or {})
     traces: dict[Path, StreamTrace] = {}
     bundles: dict[str, Any] = {}
@@ -177,12 +180,9 @@ def replay_streams(files: Sequence[Path], models: str | Path, stream_settings: d
             chunk = list(files[begin:begin + batch])
             streams, names = [], {}
             for index, wav in enumerate(chunk):
-                labels = read_labels(wav)
                 name = f"r{begin + index:05d}"
-                # one section per stream in the config: a distinct fake section key per
-                # recording keeps the collector's (machine, section) lookup unique
-                streams.append({**settings, "name": name, "machine": labels.machine,
-                                "section": labels.section,
+                streams.append({**settings, "name": name, "machine": labels[wav].machine,
+                                "section": labels[wav].section,
                                 "source": {"type": "file", "path": str(wav), "speed": "max"},
                                 "score_messages": True})
                 names[name] = wav
@@ -191,8 +191,7 @@ def replay_streams(files: Sequence[Path], models: str | Path, stream_settings: d
                     bundles[stream["machine"]] = load_bundle(models, stream["machine"], device,
                                                              threads)
             chunk_traces: dict[str, StreamTrace] = {}
-            # one daemon per recording of the same (machine, section) would be needed to tell
-            # them apart by topic keys; run those groups one after the other instead
+            # recordings of the same (machine, section) run in daemons one after the other
             for group in _distinct_keys(streams):
                 config = EdgeConfig.model_validate({
                     "node": "replay", "models_dir": str(models), "device": device,
@@ -407,7 +406,7 @@ def evaluate_streams(folder: str | Path, models: str | Path, out: str | Path,
     settings = dict(stream_settings or {})
     template = StreamConfig.model_validate({**settings, "machine": "x",
                                             "source": {"type": "file", "path": "x.wav"}})
-    traces = replay_streams(files, models, settings, device, threads, progress=progress)
+    traces = replay_streams(labels, models, settings, device, threads, progress=progress)
     results = [stream_metrics(traces[wav], labels[wav], template.window_seconds,
                               template.alarm.hold_seconds) for wav in files]
     summary = summarise(results)

@@ -143,11 +143,14 @@ class KnnBackend:
         index.set_ef(max(self.config.ef, self.k))
         return index
 
-    def neighbours(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(Q, D) -> indices (Q, k) and distances (Q, k), nearest first."""
+    def neighbours(self, queries: np.ndarray, k: int | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
+        """(Q, D) -> indices (Q, k) and distances (Q, k), nearest first (k: the config's
+        unless given, at most the number of references)."""
+        k = self.k if k is None else min(k, self.references.shape[0])
         queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
         if self.index is not None:
-            labels, distances = self.index.knn_query(queries, k=self.k)
+            labels, distances = self.index.knn_query(queries, k=k)
             distances = distances.astype(np.float64)
             if self.config.metric == "euclidean":  # hnswlib's "l2" is the squared distance
                 distances = np.sqrt(np.maximum(distances, 0.0))
@@ -159,10 +162,10 @@ class KnnBackend:
                        - 2.0 * queries @ self.references.T)
             distances = np.sqrt(np.maximum(squared, 0.0))
         distances = distances.astype(np.float64)
-        if self.k == 1:
+        if k == 1:
             order = np.argmin(distances, axis=1)[:, None]
         else:
-            order = np.argsort(distances, axis=1, kind="stable")[:, : self.k]
+            order = np.argsort(distances, axis=1, kind="stable")[:, :k]
         return order, np.take_along_axis(distances, order, axis=1)
 
     def score(self, queries: np.ndarray) -> np.ndarray:
@@ -176,11 +179,7 @@ class KnnBackend:
             indices, distances = self.neighbours(queries)
             return distances.mean(axis=1), indices[:, 0]
         queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
-        wanted = min(max(self.config.mixtures, self.k), self.references.shape[0])
-        indices, distances = KnnBackend(self.config.model_copy(update={"k": wanted,
-                                                                        "mixtures": 0}),
-                                        self.references, self.index).neighbours(queries) \
-            if wanted != self.k else self.neighbours(queries)
+        indices, distances = self.neighbours(queries, max(self.config.mixtures, self.k))
         scores = distances[:, :self.k].mean(axis=1)
         mixed = self._mixture_distances(queries, indices)
         return np.minimum(scores, mixed), indices[:, 0]

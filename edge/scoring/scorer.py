@@ -305,6 +305,21 @@ class SectionScorer:
         return scorer
 
 
+def section_folds(sections: np.ndarray, n_folds: int = 5, seed: int = 0,
+                  eligible: np.ndarray | None = None) -> np.ndarray:
+    """(N,) fold of each clip: the ``eligible`` clips (default all) of each section dealt into
+    ``n_folds`` folds at random (fewer when the section has fewer clips); -1 for the others."""
+    sections = np.asarray(sections)
+    eligible = np.ones(sections.shape[0], bool) if eligible is None else np.asarray(eligible)
+    rng = np.random.default_rng(seed)
+    folds = np.full(sections.shape[0], -1)
+    for section in np.unique(sections):
+        rows = np.flatnonzero((sections == section) & eligible)
+        if rows.size:
+            folds[rows] = rng.permutation(np.arange(rows.size) % min(n_folds, rows.size))
+    return folds
+
+
 def cross_fit_scores(config: ScorerConfig, weights: list[float], parts: Sequence[np.ndarray],
                      sections: np.ndarray, domains: Sequence[str], n_folds: int = 5,
                      seed: int = 0) -> np.ndarray:
@@ -317,12 +332,7 @@ def cross_fit_scores(config: ScorerConfig, weights: list[float], parts: Sequence
     sections = np.asarray(sections)
     domains_arr = np.asarray(domains)
     out = np.full(sections.shape[0], np.nan)
-    rng = np.random.default_rng(seed)
-    folds = np.empty(sections.shape[0], dtype=int)
-    for section in np.unique(sections):
-        rows = np.flatnonzero(sections == section)
-        k = min(n_folds, rows.size)
-        folds[rows] = rng.permutation(np.arange(rows.size) % k)
+    folds = section_folds(sections, n_folds, seed)
     for fold in np.unique(folds):
         held = folds == fold
         for section in np.unique(sections[held]):
