@@ -264,8 +264,13 @@ def test_state_is_retained_and_scores_are_published(broker: Broker, tmp_path: Pa
     assert loud.scores_dropped == 0
     subscriber.close()
 
+    watcher = Subscriber(broker.port, [STATE_TOPIC], client_id="watcher")
+    watcher.wait_subscribed()
     loud.publish_state(state("ok"))
     loud.publish_state(state("alarm", "episode-7"))
+    # the broker has the alarm state before a late subscriber asks for what it retains
+    watcher.wait_for(lambda m: any(b'"alarm"' in x.payload for x in m), what="the alarm state")
+    watcher.close()
     late = Subscriber(broker.port, [STATE_TOPIC], client_id="late")
     retained = late.wait_for(lambda m: len(m) >= 1, what="the retained state")[0]
     assert retained.retain
