@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.audio import read_audio
-from edge.bundle.calibrate import AlarmBudget
+from edge.bundle.calibrate import DEFAULT_FALSE_ALARMS_PER_DAY, AlarmBudget
 from edge.bundle.fit import References, fit_system, placeholder_member, write_bundle
 from edge.bundle.system import ScoringSystem
 from edge.errors import BadInput
@@ -61,7 +61,8 @@ class ExportOptions:
     backend: str | None = None               # knn|gmm; None: the selection's, else knn
     pooling: str | None = None               # with system: mean|std|meanstd
     threshold_quantile: float = 0.9
-    false_alarms_per_day: float | None = None  # alarm thresholds for this rate (AlarmBudget)
+    # alarm thresholds for this rate (AlarmBudget); None: the DCASE clip-quantile thresholds
+    false_alarms_per_day: float | None = DEFAULT_FALSE_ALARMS_PER_DAY
     opset: int = OPSET
     max_abs_diff: float = MAX_ABS_DIFF         # embedding parity limits
     min_cosine: float = MIN_COSINE

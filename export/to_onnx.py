@@ -19,6 +19,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from edge.bundle.calibrate import DEFAULT_FALSE_ALARMS_PER_DAY  # noqa: E402
 from export.build import ExportOptions  # noqa: E402
 from export.onnx_models import ANP_MAX_ABS_DIFF, MAX_ABS_DIFF, MIN_COSINE, OPSET  # noqa: E402
 
@@ -54,11 +55,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold-quantile", type=float, default=0.9,
                         help="per-section threshold: this quantile of a gamma fit to "
                              "out-of-sample normal scores (0.9 as the DCASE baseline)")
-    parser.add_argument("--false-alarms-per-day", type=float, default=None,
-                        help="set the alarm thresholds for this false-alarm rate per stream "
-                             "(an upper confidence bound, e.g. 0.0333 = one a month), from the "
-                             "references streamed out of sample (docs/ALARMS.md); default: "
-                             "the clip-quantile thresholds")
+    thresholds = parser.add_mutually_exclusive_group()
+    thresholds.add_argument("--false-alarms-per-day", type=float,
+                            default=DEFAULT_FALSE_ALARMS_PER_DAY,
+                            help="set the alarm thresholds for this false-alarm rate per stream "
+                                 "(an upper confidence bound; default 0.0333 = one a month), "
+                                 "from the references streamed out of sample (docs/ALARMS.md)")
+    thresholds.add_argument("--clip-quantile-thresholds", action="store_true",
+                            help="alarm at the DCASE clip-quantile thresholds instead (no "
+                                 "false-alarm promise; for comparisons)")
     parser.add_argument("--opset", type=int, default=OPSET)
     parser.add_argument("--max-abs-diff", type=float, default=MAX_ABS_DIFF)
     parser.add_argument("--min-cosine", type=float, default=MIN_COSINE)
@@ -73,7 +78,8 @@ def options_from(args: argparse.Namespace) -> ExportOptions:
         selection=args.selection, system=args.system, anp_run=args.anp_run,
         variant=args.variant, backend=args.backend, pooling=args.pooling,
         threshold_quantile=args.threshold_quantile,
-        false_alarms_per_day=args.false_alarms_per_day, opset=args.opset,
+        false_alarms_per_day=None if args.clip_quantile_thresholds
+        else args.false_alarms_per_day, opset=args.opset,
         max_abs_diff=args.max_abs_diff, min_cosine=args.min_cosine,
         anp_max_abs_diff=args.anp_max_abs_diff)
 

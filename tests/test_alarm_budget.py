@@ -167,3 +167,35 @@ def test_the_gamma_threshold_is_never_below_the_empirical_quantile() -> None:
     spread = np.random.default_rng(3).lognormal(2.2, 0.8, size=40)
     threshold = calibrate_threshold(spread, ThresholdConfig(method="gamma", quantile=0.9))
     assert threshold >= np.quantile(spread, 0.9) > 3 * np.median(spread) / 2
+
+
+def test_enough_enrolled_audio_sets_the_unit_threshold_without_the_data_set_tail() -> None:
+    """A data set's spliced clips of many conditions reach scores one unit never does; with
+    ten minutes of the unit's own sound its threshold is set by that sound alone (and says
+    so), with less it stays on every reference."""
+    from edge.bundle.calibrate import CalibrationTraces, budget_thresholds
+    from edge.bundle.enroll import stats_only_system
+
+    system = stats_only_system()[0]
+    rng = np.random.default_rng(0)
+    per_stretch = 270  # hops of 0.5 s: a stretch of about 2.3 minutes
+
+    def traces(stretches: int) -> CalibrationTraces:
+        data_set = np.abs(rng.standard_t(2, 2400)) * 5.0  # heavy tail, spliced conditions
+        own = [rng.normal(0.0, 1.0, per_stretch) for _ in range(stretches)]
+        scores = np.concatenate([data_set, *own])
+        streams = np.concatenate([np.zeros(2400, int)]
+                                 + [np.full(per_stretch, 1 + i) for i in range(stretches)])
+        on_site = np.arange(scores.size) >= 2400
+        return CalibrationTraces({"stats": scores}, np.zeros(scores.size, int),
+                                 np.full(scores.size, "target"), streams, 0, on_site)
+
+    budget, rule = AlarmBudget(), AlarmRuleConfig()
+    enough = budget_thresholds(system, traces(5), rule, budget)[0]
+    few = budget_thresholds(system, traces(2), rule, budget)[0]
+    assert enough.calibration["on"] == "enrolled audio"
+    assert few.calibration["on"] == "all references"
+    assert enough.calibration["budget"]["audio_minutes"] < 12
+    assert enough.threshold < few.threshold / 2
+    assert enough.calibration["budget"]["highest_seen"] < 6 < few.calibration["budget"][
+        "highest_seen"]

@@ -15,6 +15,7 @@ from edge.scoring.scorer import (
     SectionScorer,
     cross_fit_scores,
     pool,
+    section_folds,
     variant_parts,
 )
 from edge.scoring.thresholds import ThresholdConfig, calibrate_threshold, section_thresholds
@@ -134,6 +135,17 @@ def test_cross_fitted_reference_scores_are_not_self_matches():
     config = ScorerConfig(backend=KnnConfig(metric="euclidean"))
     scores = cross_fit_scores(config, [1.0], [x], np.zeros(30, int), ["source"] * 30)
     assert np.all(scores > 0.1)  # a reference against itself would score 0
+
+
+def test_enrolled_audio_is_held_out_in_stretches_of_time_not_clip_by_clip():
+    # 12 training clips dealt at random, 20 consecutive enrolled clips in 5 stretches: each
+    # enrolled part is scored against audio recorded minutes away, not its own neighbours
+    sections = np.zeros(32, int)
+    in_order = np.r_[np.zeros(12, bool), np.ones(20, bool)]
+    folds = section_folds(sections, 5, 0, in_time_order=in_order)
+    assert folds[12:].tolist() == [f for f in range(5) for _ in range(4)]
+    assert sorted(set(folds[:12].tolist())) == list(range(5))
+    assert np.any(np.diff(folds[:12]) < 0)  # the training clips still at random
 
 
 def test_gamma_threshold_sits_at_the_90th_percentile_of_normal_scores():

@@ -21,6 +21,7 @@ only make them higher: the promise stays on the safe side.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -41,6 +42,11 @@ logger = logging.getLogger(__name__)
 CALIBRATION_FILE = "calibration.npz"
 MIN_BLOCKS = 6  # fewer blocks of a domain: it has no promise of its own (the pooled one holds)
 CHUNK_SECONDS = 60.0  # audio pushed into the windower at a time
+DEFAULT_FALSE_ALARMS_PER_DAY = 1 / 30  # what export and enroll calibrate for unless told
+ENOUGH_MINUTES = 10.0  # enrolled audio below this: enrollment asks for more
+# a section whose enrolled audio covers this is calibrated on it alone (the hops of each
+# stretch cover its audio less a partial last window: 10 min of audio cover 9.8)
+ON_SITE_MINUTES = 0.9 * ENOUGH_MINUTES
 
 
 class AlarmBudget(BaseModel):
@@ -49,7 +55,7 @@ class AlarmBudget(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     false_alarms_per_day: float = Field(
-        1 / 30, gt=0, le=1000,
+        DEFAULT_FALSE_ALARMS_PER_DAY, gt=0, le=1000,
         description="false alarms per day per stream on healthy sound, at most (default one a "
                     "month)")
     confidence: float = Field(0.9, gt=0.5, lt=1.0,
@@ -67,7 +73,9 @@ class CalibrationTraces:
 
     ``members``: name -> (H,) raw member score per hop; ``sections`` (H,); ``domains`` (H,) the
     hop's domain ("" when not known); ``streams`` (H,) the id of the joined recording a hop
-    belongs to (hops of one recording are consecutive, in order); ``clips``: clips streamed.
+    belongs to (hops of one recording are consecutive, in order); ``clips``: clips streamed;
+    ``on_site`` (H,) bool: the hop is of enrolled audio (the unit's own sound, recorded where it
+    runs) rather than of a data set's clips.
     """
 
     members: dict[str, np.ndarray] = field(default_factory=dict)
@@ -75,10 +83,25 @@ class CalibrationTraces:
     domains: np.ndarray = field(default_factory=lambda: np.zeros(0, "<U8"))
     streams: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
     clips: int = 0
+    on_site: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+
+    def __post_init__(self) -> None:
+        self.on_site = np.asarray(self.on_site, bool)
+        if self.on_site.shape[0] != self.sections.shape[0]:
+            if self.on_site.size:
+                raise ValueError("on_site must have one flag per hop")
+            self.on_site = np.zeros(self.sections.shape[0], bool)  # stored before enrollment
 
     @property
     def hops(self) -> int:
         return int(self.sections.shape[0])
+
+    def on_site_minutes(self, section: int, hop_seconds: float, window_seconds: float) -> float:
+        """Minutes of enrolled audio of ``section`` its hops cover (each recording: its first
+        window, then ``hop_seconds`` a hop)."""
+        rows = self.on_site & (self.sections == section)
+        hops = np.unique(self.streams[rows], return_counts=True)[1]
+        return float(np.sum((hops - 1) * hop_seconds + window_seconds)) / 60.0
 
     def extend(self, other: CalibrationTraces) -> CalibrationTraces:
         if self.hops and set(self.members) != set(other.members):
@@ -90,13 +113,21 @@ class CalibrationTraces:
              for n in names},
             np.concatenate([self.sections, other.sections]),
             np.concatenate([self.domains, other.domains]),
-            np.concatenate([self.streams, other.streams + offset]), self.clips + other.clips)
+            np.concatenate([self.streams, other.streams + offset]), self.clips + other.clips,
+            np.concatenate([self.on_site, other.on_site]))
+
+    def select(self, rows: np.ndarray) -> CalibrationTraces:
+        """The hops ``rows`` (H,) bool (``clips`` kept: it describes the whole calibration)."""
+        return CalibrationTraces({n: v[rows] for n, v in self.members.items()},
+                                 self.sections[rows], self.domains[rows], self.streams[rows],
+                                 self.clips, self.on_site[rows])
 
     def save(self, folder: Path) -> Path:
         path = Path(folder) / CALIBRATION_FILE
         arrays: dict[str, Any] = {f"member_{n}": v for n, v in self.members.items()}
         arrays.update(sections=self.sections, domains=self.domains.astype("<U8"),
-                      streams=self.streams, clips=np.array(self.clips))
+                      streams=self.streams, clips=np.array(self.clips),
+                      on_site=self.on_site)
         np.savez(path, **arrays)
         return path
 
@@ -109,7 +140,8 @@ class CalibrationTraces:
             members = {k.removeprefix("member_"): data[k] for k in data.files
                        if k.startswith("member_")}
             return cls(members, data["sections"], data["domains"], data["streams"],
-                       int(data["clips"]))
+                       int(data["clips"]),
+                       data["on_site"] if "on_site" in data.files else np.zeros(0, bool))
 
 
 AudioOf = Callable[[], np.ndarray]  # gives a clip's 16 kHz waveform (N,) when called
@@ -119,7 +151,8 @@ def stream_traces(system: ScoringSystem, parts: dict[str, list[np.ndarray]],
                   sections: np.ndarray, domains: Sequence[str],
                   scorer_configs: dict[str, ScorerConfig], part_weights: dict[str, list[float]],
                   audio: dict[int, AudioOf], budget: AlarmBudget, n_folds: int = 5,
-                  seed: int = 0, conditions: Sequence[str] | None = None) -> CalibrationTraces:
+                  seed: int = 0, conditions: Sequence[str] | None = None,
+                  in_time_order: np.ndarray | None = None) -> CalibrationTraces:
     """Out-of-sample hop scores of the clips in ``audio`` (index -> its waveform).
 
     ``parts``: member -> [(N, D_i)] parts of all N references (the fitted bundle's);
@@ -129,12 +162,19 @@ def stream_traces(system: ScoringSystem, parts: dict[str, list[np.ndarray]],
     ``conditions`` (N,): each clip's operating condition (its attributes); clips of one
     condition are joined together, so the recording changes state once per condition rather
     than at every clip (enrolled audio, in time order, is joined as recorded).
+    ``in_time_order`` (N,): clips that are consecutive parts of recordings (an enrollment);
+    their folds are contiguous stretches of time, so later audio is scored against earlier
+    audio and the other way round, not against its own neighbours (``section_folds``). They
+    are joined as a recording of their own (never spliced to data-set clips) and their hops are
+    marked ``on_site``.
     """
     sections = np.asarray(sections)
     domains_arr = np.asarray(domains)
     with_audio = np.zeros(sections.shape[0], bool)
     with_audio[list(audio)] = True
-    folds = section_folds(sections, n_folds, seed, with_audio)
+    folds = section_folds(sections, n_folds, seed, with_audio, in_time_order)
+    enrolled = np.zeros(sections.shape[0], bool) if in_time_order is None \
+        else np.asarray(in_time_order, bool)
     keys = None if conditions is None else list(conditions)
     window_patches = window_patches_for(budget.window_seconds, system.front_end,
                                         system.patching)
@@ -149,16 +189,17 @@ def stream_traces(system: ScoringSystem, parts: dict[str, list[np.ndarray]],
         for section in np.unique(sections[held]):
             if section not in fold_system.sections:
                 continue  # every clip of the section is in this fold: nothing to score against
-            for domain in DOMAINS:
-                rows = np.flatnonzero(held & (sections == section) & (domains_arr == domain))
+            for domain, on_site in itertools.product(DOMAINS, (False, True)):
+                rows = np.flatnonzero(held & (sections == section) & (domains_arr == domain)
+                                      & (enrolled == on_site))
                 if rows.size == 0:
                     continue
-                if keys is not None:  # a state lasts several clips, as on a plant
+                if keys is not None and not on_site:  # a state lasts several clips
                     rows = np.array(sorted(rows, key=lambda i: (keys[int(i)], int(i))))
                 waveform = np.concatenate([audio[int(i)]() for i in rows])
                 traces = traces.extend(_score_recording(fold_system, waveform, int(section),
                                                         window_patches, hop_patches,
-                                                        len(rows)))
+                                                        len(rows), on_site))
     return traces
 
 
@@ -180,7 +221,8 @@ def _fold_system(system: ScoringSystem, parts: dict[str, list[np.ndarray]],
 
 
 def _score_recording(system: ScoringSystem, waveform: np.ndarray, section: int,
-                     window_patches: int, hop_patches: int, clips: int) -> CalibrationTraces:
+                     window_patches: int, hop_patches: int, clips: int,
+                     on_site: bool = False) -> CalibrationTraces:
     """Stream one recording through the daemon's windower; every hop's member scores."""
     windower = system.stream(window_patches, hop_patches)
     chunk = int(CHUNK_SECONDS * system.front_end.sample_rate)
@@ -200,7 +242,7 @@ def _score_recording(system: ScoringSystem, waveform: np.ndarray, section: int,
     n = len(hop_domains)
     return CalibrationTraces({k: np.asarray(v, np.float64) for k, v in scores.items()},
                              np.full(n, section), np.asarray(hop_domains, "<U8"),
-                             np.zeros(n, int), clips)
+                             np.zeros(n, int), clips, np.full(n, on_site))
 
 
 def combined_scores(system: ScoringSystem, traces: CalibrationTraces,
@@ -213,24 +255,38 @@ def combined_scores(system: ScoringSystem, traces: CalibrationTraces,
 
 def budget_thresholds(system: ScoringSystem, traces: CalibrationTraces,
                       rule: AlarmRuleConfig, budget: AlarmBudget,
+                      on_site_minutes: float = ON_SITE_MINUTES,
                       ) -> dict[int, SectionThreshold]:
     """Per section: pooled thresholds and each domain's with enough audio, for ``budget``
     under ``rule``. Sections with too little calibration audio are left out (the caller keeps
-    their clip-quantile thresholds and says there is no promise)."""
+    their clip-quantile thresholds and says there is no promise).
+
+    A section with at least ``on_site_minutes`` of enrolled audio is calibrated on that audio
+    alone: the unit's own sound where it runs is what the daemon will hear, while a data set's
+    clips (other units, every operating condition, spliced together) have a far heavier tail
+    than one unit has and would set its thresholds above its faults. The calibration says
+    which (``calibration["on"]``).
+    """
     out: dict[int, SectionThreshold] = {}
     for section in np.unique(traces.sections):
         rows = traces.sections == section
         combined = combined_scores(system, traces, int(section))
         streams, hop_domains = traces.streams[rows], traces.domains[rows]
-        pooled = _calibrate(combined, streams, np.ones(combined.shape[0], dtype=bool),
-                            "pooled", rule, budget)
+        on_site = traces.on_site[rows]
+        use_site = on_site.any() and \
+            traces.on_site_minutes(int(section), budget.hop_seconds,
+                               budget.window_seconds) >= on_site_minutes
+        base = on_site if use_site else np.ones(combined.shape[0], dtype=bool)
+        pooled = _calibrate(combined, streams, base, "pooled", rule, budget)
         if pooled is None:
             continue
         for domain in DOMAINS:
-            of_domain = _calibrate(combined, streams, hop_domains == domain, domain, rule,
-                                   budget)
+            of_domain = _calibrate(combined, streams, base & (hop_domains == domain), domain,
+                                   rule, budget)
             if of_domain is not None:
                 pooled.domains[domain] = of_domain
+        for levels in (pooled, *pooled.domains.values()):
+            levels.calibration["on"] = "enrolled audio" if use_site else "all references"
         out[int(section)] = pooled
     return out
 
@@ -257,6 +313,66 @@ def _calibrate(combined: np.ndarray, streams: np.ndarray, mask: np.ndarray, labe
         "clear_quantile": budget.clear_quantile, "hops": int(mask.sum())})
 
 
+@dataclass(frozen=True)
+class StretchCheck:
+    """One stretch of enrolled audio against the thresholds set without it.
+
+    ``start_min``/``minutes``: where it lies in the enrolled audio of its section;
+    ``peak_ratio``: its highest trip statistic over the threshold its hops would meet (under 1:
+    no alarm); ``alarms``: separate raises it would have made.
+    """
+
+    section: int
+    start_min: float
+    minutes: float
+    peak_ratio: float
+    alarms: int
+
+
+def cross_check(system: ScoringSystem, traces: CalibrationTraces, streams: Sequence[int],
+                rule: AlarmRuleConfig, budget: AlarmBudget) -> list[StretchCheck]:
+    """Each recording of ``streams`` (ids in ``traces``; an enrollment's stretches of time, in
+    order) run through the alarm rule against thresholds calibrated on every other recording:
+    would the rest of the audio have promised the false-alarm rate this stretch kept?
+
+    The stretches were already scored out of sample (``stream_traces``: contiguous folds);
+    here the thresholds are refitted without each in turn, from the stored traces (no audio).
+    A stretch that trips is sound the rest of the enrollment did not hold: an operating
+    condition or a plant event heard once. ``[]`` when no stretch has a section with enough
+    other audio.
+    """
+    hop = budget.hop_seconds
+    checks: list[StretchCheck] = []
+    offsets: dict[int, float] = {}
+    for stream in streams:
+        held = traces.streams == stream
+        if not held.any():
+            continue
+        section = int(traces.sections[held][0])
+        on_site = bool(traces.on_site[held].all())
+        start = offsets.get(section, 0.0)
+        minutes = ((float(held.sum()) - 1) * hop + budget.window_seconds) / 60.0
+        offsets[section] = start + minutes
+        rest = traces.select(~held)
+        levels = budget_thresholds(system, rest, rule, budget,
+                                   on_site_minutes=0.0 if on_site else ON_SITE_MINUTES,
+                                   ).get(section)
+        if levels is None:
+            continue
+        rows = np.flatnonzero(held)
+        combined = combined_scores(system, traces.select(held), section)
+        hop_domains = traces.domains[rows]
+        threshold = np.array([levels.for_domain(str(d) or None).threshold for d in hop_domains])
+        statistic = trip_statistic(combined - threshold, rule.trip_hops, rule.window_hops)
+        over = statistic > 0
+        alarms = int(np.sum(over[1:] & ~over[:-1]) + over[0]) if over.size else 0
+        ratio = np.where(threshold > 0, combined / np.maximum(threshold, 1e-12), np.inf)
+        peak = float(np.max(trip_statistic(ratio, rule.trip_hops, rule.window_hops))) \
+            if combined.size else 0.0
+        checks.append(StretchCheck(section, start, minutes, peak, alarms))
+    return checks
+
+
 def describe(threshold: SectionThreshold) -> dict[str, Any] | None:
     """The promise of a calibrated threshold, for ``bundle verify`` (None: no promise)."""
     budget = threshold.calibration.get("budget")
@@ -265,4 +381,5 @@ def describe(threshold: SectionThreshold) -> dict[str, Any] | None:
     return {"threshold": threshold.threshold,
             "false_alarms_per_day": budget["false_alarms_per_day"],
             "confidence": budget["confidence"], "expected_per_day": budget["expected_per_day"],
-            "audio_minutes": budget["audio_minutes"], "bound": budget["bound"]}
+            "audio_minutes": budget["audio_minutes"], "bound": budget["bound"],
+            "on": threshold.calibration.get("on", "all references")}

@@ -13,12 +13,18 @@ from __future__ import annotations
 import logging
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from edge.alarms.rule import AlarmRuleConfig
-from edge.bundle.calibrate import AlarmBudget
+from edge.bundle.calibrate import (
+    ENOUGH_MINUTES,
+    AlarmBudget,
+    StretchCheck,
+    cross_check,
+    describe,
+)
 from edge.bundle.fit import References, fit_system, placeholder_member, write_bundle
 from edge.bundle.load import Bundle, load_bundle
 from edge.bundle.manifest import MANIFEST
@@ -43,6 +49,17 @@ def cut_clips(waveform: np.ndarray, sample_rate: int, seconds: float = CLIP_SECO
     return [c for c in clips if c.shape[0] >= MIN_CLIP_SECONDS * sample_rate]
 
 
+class Enrolled(NamedTuple):
+    """What ``enroll`` did: the bundle folder, clips added, the cross-check of the new audio
+    (each stretch of time against thresholds set without it; ``[]`` without a budget or with
+    too little audio) and the section's promise (``calibrate.describe``; None: none)."""
+
+    folder: Path
+    added: int
+    checks: list[StretchCheck]
+    promise: dict[str, Any] | None
+
+
 def stats_only_system() -> tuple[ScoringSystem, dict[str, ScorerConfig], dict[str, list[float]]]:
     """A fresh system of the spectral-statistics detector alone (no network)."""
     member = placeholder_member("stats", "spectral", features=SPECTRAL_SYSTEMS["stats"])
@@ -53,11 +70,13 @@ def stats_only_system() -> tuple[ScoringSystem, dict[str, ScorerConfig], dict[st
 def enroll(models: str | Path, machine: str, section: int, clips: list[np.ndarray],
            source: str, domain: str = "target", device: str = "auto",
            threshold: ThresholdConfig | None = None,
-           budget: AlarmBudget | None = None) -> tuple[Path, int]:
-    """Add ``clips`` (16 kHz (N,) arrays) of ``machine``'s unit ``section`` to its bundle.
+           budget: AlarmBudget | None = None, clip_quantile: bool = False) -> Enrolled:
+    """Add ``clips`` (16 kHz (N,) arrays, consecutive parts of the recording(s) in time order)
+    of ``machine``'s unit ``section`` to its bundle.
 
-    Returns the bundle folder and how many clips were added. Creates a statistics-only bundle
-    when ``<models>/<machine>`` does not exist.
+    The alarm thresholds are calibrated for ``budget`` (default: the bundle's, else one false
+    alarm a month); ``clip_quantile``: keep the DCASE clip-quantile thresholds instead (no
+    promise). Creates a statistics-only bundle when ``<models>/<machine>`` does not exist.
     """
     if not clips:
         raise BadInput(f"no audio to enroll from {source}: give at least "
@@ -83,7 +102,13 @@ def enroll(models: str | Path, machine: str, section: int, clips: list[np.ndarra
         extra = {"system": {"chosen_by": "enrollment (no trained model for this machine type)"},
                  "provenance": {"created_by": "asd-edge enroll"}}
         calibration = threshold or ThresholdConfig()
+    if clip_quantile:
+        budget = None
+    elif budget is None:
+        budget = AlarmBudget()
     before = len(references.meta)
+    first_new_stream = int(references.traces.streams.max()) + 1 \
+        if references.traces is not None and references.traces.hops else 0
     for index, clip in enumerate(clips):
         references.add(system, clip, {"file": f"{Path(source).name}#{index:04d}",
                                       "section": section, "domain": domain,
@@ -92,8 +117,14 @@ def enroll(models: str | Path, machine: str, section: int, clips: list[np.ndarra
         raise BadInput(f"section {section:02d} would have only one normal clip: enroll at least "
                        f"{2 * CLIP_SECONDS:.0f} s so that a threshold can be calibrated")
     rule = AlarmRuleConfig(**references.calibration["rule"]) \
-        if references.calibration.get("rule") else None
+        if references.calibration.get("rule") else AlarmRuleConfig()
     fit_system(system, references, configs, weights, calibration, budget=budget, rule=rule)
+    checks: list[StretchCheck] = []
+    traces = references.traces
+    if budget is not None and traces is not None and traces.hops:
+        new_streams = np.unique(traces.streams[(traces.streams >= first_new_stream)
+                                               & (traces.sections == section)])
+        checks = cross_check(system, traces, [int(s) for s in new_streams], rule, budget)
     history = list(extra.get("provenance", {}).get("enrollments", []))
     history.append({"section": section, "clips": len(clips), "source": str(source),
                     "domain": domain})
@@ -106,7 +137,46 @@ def enroll(models: str | Path, machine: str, section: int, clips: list[np.ndarra
         write_bundle(folder, machine, system, references, configs, extra, model_file)
     logger.info("enrolled %d clip(s) into %s section %02d (%d references before)", len(clips),
                 folder, section, before)
-    return folder, len(clips)
+    return Enrolled(folder, len(clips), checks, describe(system.thresholds[section]))
+
+
+def enrollment_advice(enrolled: Enrolled, seconds: float) -> list[str]:
+    """What the cross-check says, for people: (lines) whether the enrolled audio (``seconds``
+    long) was stable, what it promises, and how much more to record when it is not enough."""
+    minutes = seconds / 60.0
+    lines = []
+    if enrolled.checks:
+        lines.append("cross-check, each stretch of the new audio against thresholds set "
+                     "without it:")
+        for check in enrolled.checks:
+            verdict = (f"would raise {check.alarms} alarm(s)" if check.alarms else "no alarm")
+            lines.append(f"  {check.start_min:5.1f}-{check.start_min + check.minutes:5.1f} min: "
+                         f"peak {check.peak_ratio:.2f} of the threshold, {verdict}")
+    tripped = [c for c in enrolled.checks if c.alarms]
+    if tripped:
+        where = ", ".join(f"{c.start_min:.0f}-{c.start_min + c.minutes:.0f} min"
+                          for c in tripped)
+        lines.append(f"NOT STABLE: {len(tripped)} of {len(enrolled.checks)} stretches ({where}) "
+                     "hold sound the rest did not (an operating condition or a plant event "
+                     f"heard once). Record at least {max(minutes, ENOUGH_MINUTES):.0f} more "
+                     "minutes in which those conditions recur, and enroll them too.")
+    elif enrolled.checks:
+        lines.append("stable: no stretch would have raised an alarm against the rest")
+    if minutes < ENOUGH_MINUTES:
+        lines.append(f"ENOUGH? {minutes:.1f} min enrolled: record at least "
+                     f"{ENOUGH_MINUTES - minutes:.0f} more minutes, covering every operating "
+                     "condition the unit runs in (speeds, loads, the plant around it), so the "
+                     "promise rests on the unit's own sound")
+    promise = enrolled.promise
+    if promise is None:
+        lines.append("promise: none (clip-quantile thresholds: too little audio, or "
+                     "--clip-quantile-thresholds)")
+    else:
+        lines.append(f"promise: at most {promise['false_alarms_per_day']:.3g} false alarms per "
+                     f"day per stream ({promise['confidence']:.0%} confidence; expected "
+                     f"{promise['expected_per_day']:.2g}), resting on "
+                     f"{promise['audio_minutes']:.1f} min of normal audio ({promise['on']})")
+    return lines
 
 
 def _threshold_config(bundle: Bundle) -> ThresholdConfig:

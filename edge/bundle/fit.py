@@ -219,7 +219,9 @@ def apply_budget(system: ScoringSystem, references: References,
                       for m in references.meta]
         new = stream_traces(system, parts, references.sections, references.domains,
                             scorer_configs, part_weights, references.audio, budget,
-                            conditions=conditions)
+                            conditions=conditions,
+                            in_time_order=np.array([bool(m.get("enrolled"))
+                                                    for m in references.meta]))
         references.traces = new if references.traces is None else references.traces.extend(new)
     references.calibration = {**budget.model_dump(), "rule": rule.model_dump()}
     if references.traces is None or references.traces.hops == 0:

@@ -76,8 +76,8 @@ def describe_promises(levels: SectionThreshold) -> list[str]:
         lines.append(f"{label}: at most {promise['false_alarms_per_day']:.3g} false alarms per "
                      f"day per stream ({promise['confidence']:.0%} confidence; expected "
                      f"{promise['expected_per_day']:.2g}), resting on "
-                     f"{promise['audio_minutes']:.1f} min of normal audio streamed out of "
-                     f"sample; threshold set by the {promise['bound']}")
+                     f"{promise['audio_minutes']:.1f} min of normal audio ({promise['on']}) "
+                     f"streamed out of sample; threshold set by the {promise['bound']}")
     return lines
 
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from edge.audio import SAMPLE_RATE, read_audio
 from edge.bundle.calibrate import AlarmBudget
-from edge.bundle.enroll import cut_clips, enroll
+from edge.bundle.enroll import cut_clips, enroll, enrollment_advice
 from edge.dataset import AUDIO_SUFFIXES
 from edge.errors import BadInput
 
@@ -32,9 +32,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--domain", default="target", choices=("source", "target"),
                         help="domain recorded in the references (a site's own unit: target)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--false-alarms-per-day", type=float, default=None,
-                        help="false-alarm budget per stream (default: the bundle's, else one "
-                             "a month)")
+    thresholds = parser.add_mutually_exclusive_group()
+    thresholds.add_argument("--false-alarms-per-day", type=float, default=None,
+                            help="false-alarm budget per stream (default: the bundle's, else "
+                                 "one a month)")
+    thresholds.add_argument("--clip-quantile-thresholds", action="store_true",
+                            help="DCASE clip-quantile alarm thresholds instead of a "
+                                 "false-alarm budget (no promise; for comparisons)")
 
 
 def _section(value: str) -> int:
@@ -81,8 +85,12 @@ def run(args: argparse.Namespace) -> int:
             raise BadInput(f"--false-alarms-per-day {args.false_alarms_per_day}: give a rate "
                            "above 0 and at most 1000 (e.g. 0.0333 for one a month)")
         budget = AlarmBudget(false_alarms_per_day=args.false_alarms_per_day)
-    folder, added = enroll(args.models, args.machine, section, clips, where, args.domain,
-                           args.device, budget=budget)
-    print(f"enrolled {added} clip(s) of {args.machine} section_{section:02d} into {folder}; "
-          f"check it with 'asd-edge bundle verify {folder}'")
+    enrolled = enroll(args.models, args.machine, section, clips, where, args.domain,
+                      args.device, budget=budget, clip_quantile=args.clip_quantile_thresholds)
+    seconds = sum(c.shape[0] for c in clips) / SAMPLE_RATE
+    print(f"enrolled {enrolled.added} clip(s) ({seconds / 60:.1f} min) of {args.machine} "
+          f"section_{section:02d} into {enrolled.folder}")
+    for line in enrollment_advice(enrolled, seconds):
+        print(line)
+    print(f"check it with 'asd-edge bundle verify {enrolled.folder}'")
     return 0

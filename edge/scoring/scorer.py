@@ -306,17 +306,30 @@ class SectionScorer:
 
 
 def section_folds(sections: np.ndarray, n_folds: int = 5, seed: int = 0,
-                  eligible: np.ndarray | None = None) -> np.ndarray:
+                  eligible: np.ndarray | None = None,
+                  in_time_order: np.ndarray | None = None) -> np.ndarray:
     """(N,) fold of each clip: the ``eligible`` clips (default all) of each section dealt into
-    ``n_folds`` folds at random (fewer when the section has fewer clips); -1 for the others."""
+    ``n_folds`` folds (fewer when the section has fewer clips); -1 for the others.
+
+    Clips marked ``in_time_order`` (N,) (consecutive parts of recordings, in index order: an
+    enrollment) go into contiguous folds, earlier parts apart from later ones: a clip's
+    neighbours in time sound like it, so a fold dealt at random would score each part against
+    its own neighbours and promise too much. The others are dealt at random.
+    """
     sections = np.asarray(sections)
     eligible = np.ones(sections.shape[0], bool) if eligible is None else np.asarray(eligible)
+    ordered = np.zeros(sections.shape[0], bool) if in_time_order is None \
+        else np.asarray(in_time_order, bool)
     rng = np.random.default_rng(seed)
     folds = np.full(sections.shape[0], -1)
     for section in np.unique(sections):
-        rows = np.flatnonzero((sections == section) & eligible)
+        rows = np.flatnonzero((sections == section) & eligible & ~ordered)
         if rows.size:
             folds[rows] = rng.permutation(np.arange(rows.size) % min(n_folds, rows.size))
+        rows = np.flatnonzero((sections == section) & eligible & ordered)
+        if rows.size:
+            count = min(n_folds, rows.size)
+            folds[rows] = np.arange(rows.size) * count // rows.size
     return folds
 
 
