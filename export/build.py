@@ -259,7 +259,7 @@ def system_for(choice: Choice, loaded, embedder, backend: str | None, anp=None
             if anp is None:
                 raise ValueError("an anp member needs its exported model")
             members.append(placeholder_member(
-                spec.name, "anp", weight=spec.weight, patch_model=anp.session,
+                spec.name, "anp", weight=spec.weight, anp_model=anp.session,
                 model=anp.manifest, model_path=anp.path))
             configs[spec.name] = ScorerConfig()  # unused: the member scores directly
             part_weights[spec.name] = [1.0]
@@ -329,7 +329,7 @@ def build_bundle(loaded, options: ExportOptions, dataset, onnx_path: Path, embed
                        "checkpoint": getattr(loaded, "provenance", {}),
                        **({"anp_run": anp.manifest["run"]} if anp is not None else {})},
     }
-    uses_model = any(m.kind == "embedding" for m in system.members)
+    uses_model = system.embeds
     return write_bundle(Path(options.out) / options.machine, options.machine, system, references,
                         configs, extra if uses_model else {k: v for k, v in extra.items()
                                                            if k != "model"},

@@ -69,11 +69,10 @@ def enroll(models: str | Path, machine: str, section: int, clips: list[np.ndarra
         bundle = load_bundle(models, machine, device=device)
         system = bundle.system
         references = References.load(bundle.path, bundle.manifest)
-        configs = {e["name"]: ScorerConfig(**e["scorer_config"])
-                   for e in bundle.manifest["system"]["members"]}
+        configs = {e.name: e.scorer_config for e in bundle.manifest.system.members}
         weights = {m.name: list(m.scorer.weights) for m in system.members}
-        extra = {k: v for k, v in bundle.manifest.items()
-                 if k in ("model", "labels", "provenance", "system")}
+        extra = bundle.manifest.model_dump(mode="json", exclude_none=True,
+                                           include={"model", "labels", "provenance", "system"})
         calibration = threshold or _threshold_config(bundle)
         kept = bundle.alarm_calibration
         budget = budget or (kept[0] if kept else None)
@@ -111,8 +110,8 @@ def enroll(models: str | Path, machine: str, section: int, clips: list[np.ndarra
 
 def _threshold_config(bundle: Bundle) -> ThresholdConfig:
     """The calibration the bundle used (its first section's), so enrollment keeps it."""
-    for entry in bundle.manifest.get("sections", {}).values():
-        calibration = entry.get("calibration", {})
+    for entry in bundle.manifest.sections.values():
+        calibration = entry.calibration
         calibration = calibration.get("decision", calibration)  # alarm levels: a budget
         if "method" in calibration:
             return ThresholdConfig(method=calibration["method"],

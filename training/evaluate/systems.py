@@ -223,15 +223,12 @@ def score_bundle(dataset: Dataset, bundle) -> MachineScores:
         pooled = system.thresholds[clip.section]
         decided.append(pooled.for_domain(result.domain))
         domains.append("pooled" if decided[-1] is pooled else str(result.domain))
-    counts = Counter(f"{int(r['section']):02d}" for r in bundle.manifest.get("references", []))
-    members = [{"name": m.name, "kind": m.kind, "weight": m.weight,
-                **({"variant": m.variant, "variant_weight": m.variant_weight,
-                    "pooling": m.pooling} if m.kind == "embedding" else {})}
-               for m in system.members]
+    counts = Counter(f"{r.section:02d}" for r in bundle.manifest.references)
+    members = [m.summary() for m in system.members]
     result = MachineScores(
         f"bundle:{'+'.join(m.name for m in system.members)}", machine, test, scores, {},
         {"bundle": str(bundle.path), "members": members, "provider": bundle.provider,
-         "chosen_by": bundle.manifest.get("system", {}).get("chosen_by"),
+         "chosen_by": bundle.manifest.system.chosen_by,
          "references": dict(sorted(counts.items())),
          "domain_member": system.domain_member.name if system.domain_member else None},
         thresholds={s: t.threshold for s, t in system.thresholds.items()},
