@@ -25,6 +25,7 @@ from edge.bundle.manifest import MANIFEST
 from edge.bundle.system import ScoringSystem
 from edge.errors import BadInput
 from edge.features import DEFAULT_FRONT_END, DEFAULT_PATCHING
+from edge.progress import track
 from edge.scoring.scorer import ScorerConfig
 from edge.scoring.spectral import SPECTRAL_SYSTEMS, spectral_scorer_config
 from edge.scoring.thresholds import ThresholdConfig
@@ -83,7 +84,7 @@ def enroll(models: str | Path, machine: str, section: int, clips: list[np.ndarra
                  "provenance": {"created_by": "asd-edge enroll"}}
         calibration = threshold or ThresholdConfig()
     before = len(references.meta)
-    for index, clip in enumerate(clips):
+    for index, clip in enumerate(track(clips, f"enroll {machine} section_{section:02d}")):
         references.add(system, clip, {"file": f"{Path(source).name}#{index:04d}",
                                       "section": section, "domain": domain,
                                       "attributes": {}, "enrolled": True})

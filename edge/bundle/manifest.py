@@ -169,9 +169,9 @@ class AnpMemberSpec(MemberSpec):
                          scorer=DirectScorer.load(bundle_dir / self.scorer),
                          model=self.model.model_dump(mode="json", exclude_none=True),
                          model_path=model_path,
-                         anp_model=OnnxAnp(model_path, front_end, patching,
-                                           self.model.partitions, device=device,
-                                           threads=threads))
+                         patch_model=OnnxAnp(model_path, front_end, patching,
+                                             self.model.partitions, device=device,
+                                             threads=threads))
 
 
 AnyMemberSpec = Annotated[EmbeddingMemberSpec | SpectralMemberSpec | AnpMemberSpec,

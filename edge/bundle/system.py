@@ -122,13 +122,16 @@ class Member(ABC):
     scorer: SectionScorer
     weight: float = 1.0
     norm: dict[int, tuple[float, float]] = field(default_factory=dict)
-    # a member's own model file (the ANP's ONNX): its entry in bundle.json ("file" in the
-    # member's folder, ...) and where write_bundle copies it from; none for most kinds
+    # a member's own per-patch model (the ANP's; OnnxAnp on the edge), run once per new patch,
+    # its entry in bundle.json ("file" in the member's folder, ...) and where write_bundle
+    # copies its file from; none for the kinds that have no model of their own
+    patch_model: PatchScorer | None = None
     model: dict[str, Any] = field(default_factory=dict)
     model_path: Path | None = None
 
     kind: ClassVar[str]  # its ``kind`` in bundle.json
     embeds: ClassVar[bool] = False  # its parts come from the embedder's outputs
+    has_patch_model: ClassVar[bool] = False  # its parts come from its own ``patch_model``
     scores_directly: ClassVar[bool] = False  # its one part already is its score
 
     @abstractmethod
@@ -142,11 +145,6 @@ class Member(ABC):
     def summary(self) -> dict[str, Any]:
         """Name, kind, weight and the settings a report shows."""
         return {"name": self.name, "kind": self.kind, "weight": self.weight}
-
-    @property
-    def patch_model(self) -> PatchScorer | None:
-        """Its own per-patch model (run once per new patch), if it has one."""
-        return None
 
     @property
     def front_end(self) -> FrontEnd | None:
@@ -217,9 +215,8 @@ class AnpMember(Member):
     """The attentive neural process: its own per-patch model gives target NLLs per partition;
     the window's score is their mean over patches and partitions (``DirectScorer``)."""
 
-    anp_model: PatchScorer | None = None  # the per-patch model (OnnxAnp on the edge)
-
     kind: ClassVar[str] = "anp"
+    has_patch_model: ClassVar[bool] = True
     scores_directly: ClassVar[bool] = True
 
     def parts(self, window: Window) -> list[np.ndarray]:
@@ -233,12 +230,6 @@ class AnpMember(Member):
 
     def summary(self) -> dict[str, Any]:
         return {**super().summary(), "partitions": self.model.get("partitions")}
-
-    @property
-    def patch_model(self) -> PatchScorer | None:
-        if self.anp_model is None:
-            raise ValueError(f"member {self.name!r} has no patch model loaded")
-        return self.anp_model
 
 
 MEMBER_KINDS: dict[str, type[Member]] = {
@@ -311,8 +302,13 @@ class ScoringSystem:
     @property
     def patch_models(self) -> dict[str, PatchScorer]:
         """Per-patch models other than the embedder, by member name."""
-        return {m.name: model for m in self.members
-                if (model := m.patch_model) is not None}
+        out = {}
+        for m in self.members:
+            if m.has_patch_model:
+                if m.patch_model is None:
+                    raise ValueError(f"member {m.name!r} has no patch model loaded")
+                out[m.name] = m.patch_model
+        return out
 
     @property
     def extra_front_ends(self) -> dict[str, FrontEnd]:
