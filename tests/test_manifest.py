@@ -25,13 +25,15 @@ MACHINE = "fan"
 
 @pytest.fixture(scope="module")
 def enrolled(tmp_path_factory) -> Path:
-    """A statistics-only bundle enrolled from 6 synthetic normal clips (as a site makes one)."""
+    """A statistics-only bundle enrolled from 6 synthetic normal clips (as a site makes one),
+    its thresholds set for a false-alarm budget."""
     root = tmp_path_factory.mktemp("manifest")
     data = synthesize_dataset(root / "data", [MACHINE], sections=1, n_train=6,
                               n_target_train=0, n_test=1, seed=5)
     models = root / "models"
     assert main(["enroll", "--dir", str(data / MACHINE / "train"), "--machine", MACHINE,
-                 "--section", "0", "--models", str(models), "--domain", "source"]) == 0
+                 "--section", "0", "--models", str(models), "--domain", "source",
+                 "--false-alarms-per-day", "1"]) == 0
     return models / MACHINE
 
 
@@ -58,6 +60,9 @@ def test_an_enrolled_bundle_loads_through_the_model_and_reads_as_written(enrolle
     assert isinstance(manifest, BundleManifest)
     assert [m.kind for m in manifest.system.members] == ["spectral"]
     assert manifest.sections["00"].threshold > manifest.sections["00"].clear_threshold > 0
+    calibration = manifest.alarm_calibration
+    assert calibration is not None and calibration.false_alarms_per_day == 1.0
+    assert calibration.rule.clear_fraction is None
     # written through the same model: reading and writing it again changes nothing
     assert manifest.to_json() == (enrolled / MANIFEST).read_text()
     bundle = load_bundle(enrolled.parent, MACHINE)
@@ -92,6 +97,10 @@ def _delete(path: tuple):
      ("sections.00.threshold", "finite number")),
     (_set(("sections", "00", "domains", "source", "clear_threshold"), math.inf),
      ("sections.00.domains.source.clear_threshold", "finite number")),
+    (_set(("alarm_calibration", "rule", "clear_threshold"), math.nan),
+     ("alarm_calibration.rule", "clear_threshold should be a finite number")),
+    (_set(("alarm_calibration", "false_alarms_per_day"), math.inf),
+     ("alarm_calibration.false_alarms_per_day", "finite number")),
     (_set(("system", "members", 0, "norm", "00"), [1.0, 0.0]),
      ("system.members.0.spectral.norm.00.1", "greater than 0")),
     (_delete(("sections", "00", "threshold")),
@@ -100,7 +109,8 @@ def _delete(path: tuple):
     (_set(("system", "members", 0, "weight"), "heavy"),
      ("system.members.0.spectral.weight", "'heavy'")),
     (_set(("sections", "00", "thresold"), 1.0), ("sections.00.thresold: unknown key",)),
-], ids=["unknown-kind", "nan-threshold", "infinite-clear", "zero-std", "missing-threshold",
+], ids=["unknown-kind", "nan-threshold", "infinite-clear", "nan-rule-clear",
+        "infinite-budget", "zero-std", "missing-threshold",
         "missing-machine", "string-weight", "typo-key"])
 def test_a_hand_edited_bad_manifest_is_refused_naming_the_field(enrolled, tmp_path, capsys,
                                                                 edit, fragments) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -31,6 +32,7 @@ from pydantic import (
     StringConstraints,
     TypeAdapter,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -260,6 +262,14 @@ class AlarmCalibration(AlarmBudget):
     file: str = Field(description="the out-of-sample hop scores (calibration.npz)")
     rule: AlarmRuleConfig = Field(description="the alarm rule the thresholds were set for")
 
+    @field_validator("rule")
+    @classmethod
+    def _finite_rule(cls, rule: AlarmRuleConfig) -> AlarmRuleConfig:
+        for name, value in rule.model_dump().items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{name} should be a finite number (got {value})")
+        return rule
+
     def budget(self) -> AlarmBudget:
         return AlarmBudget(**self.model_dump(include=set(AlarmBudget.model_fields)))
 
@@ -316,7 +326,9 @@ class BundleManifest(Strict):
         return self
 
     def to_json(self) -> str:
-        return json.dumps(self.model_dump(mode="json", exclude_none=True), indent=2)
+        """bundle.json's text: the keys the writer gave (a null it gave stays null, e.g.
+        ``alarm_calibration.rule.clear_fraction``), none it left to the defaults."""
+        return json.dumps(self.model_dump(mode="json", exclude_unset=True), indent=2)
 
 
 def sha256_file(path: Path) -> str:
@@ -327,11 +339,14 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that a reader sees the old or the new file, never half."""
+def atomic_write_text(path: Path, text: str, mode: int | None = None) -> None:
+    """Write ``text`` to ``path`` so that a reader sees the old or the new file, never half;
+    ``mode`` (e.g. 0o644): its permissions (default: mkstemp's 0600)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
+        if mode is not None:
+            os.fchmod(fd, mode)
         with os.fdopen(fd, "w") as handle:
             handle.write(text)
             handle.flush()
@@ -376,8 +391,7 @@ def write_manifest(bundle_dir: Path, manifest: dict[str, Any]) -> BundleManifest
         raise RuntimeFailure(validation_error(bundle_dir / MANIFEST, err,
                                               "nothing was written (a bug: please report it)")
                              ) from err
-    atomic_write_text(bundle_dir / MANIFEST, checked.to_json())
-    (bundle_dir / MANIFEST).chmod(0o644)
+    atomic_write_text(bundle_dir / MANIFEST, checked.to_json(), mode=0o644)
     return checked
 
 

@@ -95,8 +95,7 @@ def write_schema_docs(docs: Path) -> list[Path]:
     changed = []
     for path, text in schema_files(docs).items():
         if not path.is_file() or path.read_text() != text:
-            atomic_write_text(path, text)
-            path.chmod(0o644)
+            atomic_write_text(path, text, mode=0o644)
             changed.append(path)
     return changed
 

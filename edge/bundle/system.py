@@ -147,7 +147,7 @@ class Member(ABC):
         return {"name": self.name, "kind": self.kind, "weight": self.weight}
 
     @property
-    def front_end(self) -> FrontEnd | None:
+    def extra_front_end(self) -> FrontEnd | None:
         """Its own front end (frames computed beside the model's), if it has one."""
         return None
 
@@ -206,7 +206,7 @@ class SpectralMember(Member):
         return {"features": self.features.model_dump()}
 
     @property
-    def front_end(self) -> FrontEnd | None:
+    def extra_front_end(self) -> FrontEnd | None:
         return self.features.front_end
 
 
@@ -313,7 +313,7 @@ class ScoringSystem:
     @property
     def extra_front_ends(self) -> dict[str, FrontEnd]:
         return {m.name: front_end for m in self.members
-                if (front_end := m.front_end) is not None}
+                if (front_end := m.extra_front_end) is not None}
 
     @property
     def sections(self) -> list[int]:
