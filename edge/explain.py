@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from edge.bundle.load import Bundle
-from edge.bundle.system import Member
+from edge.bundle.system import EmbeddingMember
 from edge.scoring.backends import KnnBackend
 from edge.scoring.explain import deviating_bands, deviating_spans, subspace_shares
 from edge.scoring.scorer import pool
@@ -42,9 +42,10 @@ def explain_window(bundle: Bundle, window: Window, section: int,
     }
     if not detail:
         return out
-    references = [r for r in bundle.manifest.get("references", []) if r["section"] == section]
+    references = [r.model_dump(mode="json") for r in bundle.manifest.references
+                  if r.section == section]
     for member in system.members:
-        if member.kind == "embedding":
+        if isinstance(member, EmbeddingMember):
             out.update(_nearest(member, window, section, references))
             break
     profile = system.profiles.get(section)
@@ -60,7 +61,7 @@ def explain_window(bundle: Bundle, window: Window, section: int,
     return out
 
 
-def _nearest(member: Member, window: Window, section: int,
+def _nearest(member: EmbeddingMember, window: Window, section: int,
              references: list[dict[str, Any]]) -> dict[str, Any]:
     """The nearest reference clip and the subspace shares, for a knn member over clips."""
     backends = member.scorer.sections[section].backends

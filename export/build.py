@@ -19,16 +19,18 @@ from __future__ import annotations
 import json
 import logging
 import re
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from edge.audio import read_audio
 from edge.bundle.calibrate import DEFAULT_FALSE_ALARMS_PER_DAY, AlarmBudget
 from edge.bundle.fit import References, fit_system, placeholder_member, write_bundle
-from edge.bundle.system import ScoringSystem
+from edge.bundle.system import AnpMember, EmbeddingMember, Member, ScoringSystem, SpectralMember
 from edge.errors import BadInput
+from edge.progress import track
 from edge.scoring.backends import GmmConfig, KnnConfig
 from edge.scoring.scorer import ScorerConfig, variant_parts
 from edge.scoring.spectral import SPECTRAL_SYSTEMS, spectral_scorer_config
@@ -69,21 +71,89 @@ class ExportOptions:
     anp_max_abs_diff: float = ANP_MAX_ABS_DIFF  # ANP parity limit, nats
 
 
-@dataclass
-class MemberChoice:
-    """One member to ship: what the selection (or ``--system``) named and how to build it."""
+@dataclass(kw_only=True)
+class MemberChoice(ABC):
+    """One member to ship: what the selection (or ``--system``) named and how to build it;
+    a subclass per member kind."""
 
     name: str                 # member name in the bundle (also its folder: filesystem-safe)
-    kind: str                 # "embedding" | "spectral" | "anp"
     system: str               # the selected system's name, e.g. "tone:weighted@0.25", "stats"
     weight: float = 1.0
+    scorer: ScorerConfig | None = None  # None: the default of the member's kind
+
+    kind: ClassVar[str]
+
+    @abstractmethod
+    def build(self, loaded: Any, backend: str | None, anp: Any, from_selection: bool
+              ) -> tuple[Member, ScorerConfig, list[float]]:
+        """The unfitted member, its scorer config and part weights (see ``system_for``)."""
+
+
+@dataclass(kw_only=True)
+class EmbeddingChoice(MemberChoice):
+    """A variant of the exported network's embeddings."""
+
     variant: str = "concat"
     variant_weight: float = 0.5
     pooling: str = "mean"
-    scorer: ScorerConfig | None = None  # None: the default of the member's kind
-    run: str | None = None    # kind "anp": its run folder
-    partitions: int = ANP_PARTITIONS  # kind "anp": ANP-Boot partitions, drawn from seed
+
+    kind: ClassVar[str] = EmbeddingMember.kind
+
+    def build(self, loaded: Any, backend: str | None, anp: Any, from_selection: bool
+              ) -> tuple[Member, ScorerConfig, list[float]]:
+        variant = self.variant
+        if loaded.attribute_dim == 0 and variant != "sections":
+            if from_selection:
+                raise BadInput(f"{self.system}: the selection scored an attribute embedding, "
+                               f"but run objective {loaded.objective} has one embedding; pass "
+                               "the run the selection was made with")
+            logger.info("objective %s has one embedding: scoring its sections variant",
+                        loaded.objective)
+            variant = "sections"
+        member = placeholder_member(self.name, self.kind, weight=self.weight,
+                                    pooling=self.pooling, variant=variant,
+                                    variant_weight=self.variant_weight)
+        config = self.scorer or ScorerConfig(backend=KnnConfig(metric="cosine"))
+        if backend:
+            config = config.model_copy(update={"backend": KnnConfig(metric="cosine")
+                                               if backend == "knn" else GmmConfig()})
+        return member, config, variant_parts([[0.0]], [[0.0]], variant,
+                                             self.variant_weight)[1]
+
+
+@dataclass(kw_only=True)
+class SpectralChoice(MemberChoice):
+    """A model-free spectral detector (``stats``, ``bandenergy``)."""
+
+    kind: ClassVar[str] = SpectralMember.kind
+
+    def build(self, loaded: Any, backend: str | None, anp: Any, from_selection: bool
+              ) -> tuple[Member, ScorerConfig, list[float]]:
+        member = placeholder_member(self.name, self.kind, weight=self.weight,
+                                    features=SPECTRAL_SYSTEMS[self.name])
+        return member, self.scorer or spectral_scorer_config(), [1.0]
+
+
+@dataclass(kw_only=True)
+class AnpChoice(MemberChoice):
+    """The attentive neural process of ``run``, its ANP-Boot partitions drawn from ``seed``."""
+
+    run: str | None = None
+    partitions: int = ANP_PARTITIONS
     seed: int = 0
+
+    kind: ClassVar[str] = AnpMember.kind
+
+    def build(self, loaded: Any, backend: str | None, anp: Any, from_selection: bool
+              ) -> tuple[Member, ScorerConfig, list[float]]:
+        if anp is None:
+            raise ValueError("an anp member needs its exported model")
+        member = placeholder_member(self.name, self.kind, weight=self.weight,
+                                    patch_model=anp.session, model=anp.manifest,
+                                    model_path=anp.path)
+        return member, ScorerConfig(), [1.0]  # the config is unused: it scores directly
+
+
 
 
 @dataclass
@@ -159,12 +229,13 @@ def choice_from_selection(entry: dict[str, Any], path: Path, machine: str,
         scorer = settings.get(name, {}).get("scorer")
         scorer = ScorerConfig.model_validate(scorer) if scorer else None
         if name in SPECTRAL_SYSTEMS:
-            members.append(MemberChoice(name, "spectral", name, float(weight), scorer=scorer))
+            members.append(SpectralChoice(name=name, system=name, weight=float(weight),
+                                          scorer=scorer))
             continue
         if name in anp:
             anp_settings = settings.get(name, {})
-            members.append(MemberChoice(
-                ANP_MEMBER, "anp", name, float(weight), run=anp_settings.get("run"),
+            members.append(AnpChoice(
+                name=ANP_MEMBER, system=name, weight=float(weight), run=anp_settings.get("run"),
                 partitions=int(anp_settings.get("partitions", ANP_PARTITIONS)),
                 seed=int(anp_settings.get("seed", 0))))
             continue
@@ -181,8 +252,8 @@ def choice_from_selection(entry: dict[str, Any], path: Path, machine: str,
         except ValueError as err:
             raise BadInput(f"{where}: {name!r}: weight {w!r} is not a number") from err
         member = "embedding-" + re.sub(r"[^A-Za-z0-9._-]", "-", variant_label)
-        members.append(MemberChoice(
-            member, "embedding", name, float(weight), variant=variant,
+        members.append(EmbeddingChoice(
+            name=member, system=name, weight=float(weight), variant=variant,
             variant_weight=variant_weight,
             pooling=settings.get(name, {}).get("pooling", "mean"), scorer=scorer))
     record = {"selection": str(path), "systems": systems, "weights": weights,
@@ -194,7 +265,7 @@ def choice_from_selection(entry: dict[str, Any], path: Path, machine: str,
 def with_anp_run(choice: Choice, anp_run: str | None) -> Choice:
     """Give the choice's ANP member its run (``anp_run`` first); BadInput when it has none,
     or when ``anp_run`` is given for a choice without an ANP."""
-    anp = [m for m in choice.members if m.kind == "anp"]
+    anp = [m for m in choice.members if isinstance(m, AnpChoice)]
     if anp_run and not anp:
         raise BadInput(f"--anp-run {anp_run}: the system shipped "
                        f"({' + '.join(m.system for m in choice.members)}) has no ANP member; "
@@ -219,9 +290,10 @@ def choice_from_system(system: str, variant: str, pooling: str) -> Choice:
                        f"{', '.join(unknown) or system}; use embedding, "
                        f"{', '.join(SPECTRAL_SYSTEMS)}, {ANP_MEMBER} or a '+' ensemble of "
                        "different ones")
-    kinds = {"embedding": "embedding", ANP_MEMBER: "anp"}
-    members = [MemberChoice(n, kinds.get(n, "spectral"), n, variant=variant, pooling=pooling)
-               for n in names]
+    members: list[MemberChoice] = [
+        EmbeddingChoice(name=n, system=n, variant=variant, pooling=pooling) if n == "embedding"
+        else AnpChoice(name=n, system=n) if n == ANP_MEMBER else SpectralChoice(name=n, system=n)
+        for n in names]
     return Choice(members, "--system")
 
 
@@ -256,40 +328,9 @@ def system_for(choice: Choice, loaded, embedder, backend: str | None, anp=None
     ``export.anp_onnx.AnpExport``) is the exported ANP of an ``anp`` member."""
     members, configs, part_weights = [], {}, {}
     for spec in choice.members:
-        if spec.kind == "anp":
-            if anp is None:
-                raise ValueError("an anp member needs its exported model")
-            members.append(placeholder_member(
-                spec.name, "anp", weight=spec.weight, patch_model=anp.session,
-                model=anp.manifest, model_path=anp.path))
-            configs[spec.name] = ScorerConfig()  # unused: the member scores directly
-            part_weights[spec.name] = [1.0]
-            continue
-        if spec.kind == "embedding":
-            variant = spec.variant
-            if loaded.attribute_dim == 0 and variant != "sections":
-                if choice.from_selection:
-                    raise BadInput(f"{spec.system}: the selection scored an attribute "
-                                   f"embedding, but run objective {loaded.objective} has one "
-                                   "embedding; pass the run the selection was made with")
-                logger.info("objective %s has one embedding: scoring its sections variant",
-                            loaded.objective)
-                variant = "sections"
-            members.append(placeholder_member(
-                spec.name, "embedding", weight=spec.weight, pooling=spec.pooling,
-                variant=variant, variant_weight=spec.variant_weight))
-            config = spec.scorer or ScorerConfig(backend=KnnConfig(metric="cosine"))
-            if backend:
-                config = config.model_copy(update={"backend": KnnConfig(metric="cosine")
-                                                   if backend == "knn" else GmmConfig()})
-            configs[spec.name] = config
-            part_weights[spec.name] = variant_parts(
-                [[0.0]], [[0.0]], variant, spec.variant_weight)[1]
-        else:
-            members.append(placeholder_member(spec.name, "spectral", weight=spec.weight,
-                                              features=SPECTRAL_SYSTEMS[spec.name]))
-            configs[spec.name] = spec.scorer or spectral_scorer_config()
-            part_weights[spec.name] = [1.0]
+        member, configs[spec.name], part_weights[spec.name] = spec.build(
+            loaded, backend, anp, choice.from_selection)
+        members.append(member)
     system = ScoringSystem(loaded.front_end, loaded.patching, members, embedder=embedder)
     return system, configs, part_weights
 
@@ -301,7 +342,7 @@ def build_bundle(loaded, options: ExportOptions, dataset, onnx_path: Path, embed
     system, configs, part_weights = system_for(choice, loaded, embedder, options.backend, anp)
     references = References()
     clips = dataset.select(machine=options.machine, split="train", label="normal")
-    for clip in clips:
+    for clip in track(clips, f"export {options.machine}: reference clips"):
         references.add(system, read_audio(clip.path), {
             "file": clip.name, "section": clip.section, "domain": clip.domain,
             "attributes": clip.attribute_dict()}, audio=partial(read_audio, clip.path))
@@ -330,7 +371,7 @@ def build_bundle(loaded, options: ExportOptions, dataset, onnx_path: Path, embed
                        "checkpoint": getattr(loaded, "provenance", {}),
                        **({"anp_run": anp.manifest["run"]} if anp is not None else {})},
     }
-    uses_model = any(m.kind == "embedding" for m in system.members)
+    uses_model = system.embeds
     return write_bundle(Path(options.out) / options.machine, options.machine, system, references,
                         configs, extra if uses_model else {k: v for k, v in extra.items()
                                                            if k != "model"},

@@ -26,7 +26,7 @@ from pathlib import Path
 from edge.dataset import scan
 from edge.errors import BadInput, RuntimeFailure
 from edge.inference.onnx_runtime import OnnxEmbedder
-from export.build import ExportOptions, build_bundle, read_choice
+from export.build import AnpChoice, ExportOptions, build_bundle, read_choice
 from export.onnx_models import AnpParity, Parity, check_parity, export_model, parity_patches
 
 
@@ -73,7 +73,7 @@ def export_bundle(options: ExportOptions) -> ExportResult:
                 f"{options.max_abs_diff:.0e}, min cosine {parity.min_cosine:.7f} vs limit "
                 f"{options.min_cosine}; nothing was written")
         anp = None
-        anp_member = next((m for m in choice.members if m.kind == "anp"), None)
+        anp_member = next((m for m in choice.members if isinstance(m, AnpChoice)), None)
         if anp_member is not None:
             from export.anp_onnx import export_anp_member
 

@@ -138,7 +138,7 @@ def test_export_ships_the_ensemble_the_selection_chose(trained, tmp_path, capsys
         ("stats", "spectral", 0.25)]
     assert members["embedding-weighted-0.25"].variant == "weighted"
     assert members["embedding-weighted-0.25"].variant_weight == 0.25
-    assert bundle.manifest["system"]["systems"] == chosen
+    assert bundle.manifest.system.systems == chosen
     clip = next(c for c in scan(data).select(machine="fan", split="test") if c.is_anomaly)
     score, member_scores = bundle.system.score_clip(read_audio(clip.path), clip.section)
     assert np.isfinite(score) and set(member_scores) == set(members)
@@ -159,7 +159,7 @@ def test_an_autoencoder_choice_is_refused_and_system_overrides_it(trained, tmp_p
     assert main([*args, "--system", "stats"]) == 0
     bundle = load_bundle(tmp_path / "models" / "fan", device="cpu")
     assert [m.name for m in bundle.system.members] == ["stats"]
-    assert bundle.manifest["system"]["chosen_by"] == "--system"
+    assert bundle.manifest.system.chosen_by == "--system"
 
 
 def test_a_selection_made_with_std_pooling_ships_std_pooling(trained, tmp_path):

@@ -61,7 +61,7 @@ def test_bundle_scores_equal_the_checkpoint_scores(exported) -> None:
     data, run, models = exported
     bundle = load_bundle(models, "fan", device="cpu")
     manifest = bundle.manifest
-    assert manifest["model"]["parity"]["max_abs_diff"] <= 1e-4
+    assert manifest.model is not None and manifest.model.parity["max_abs_diff"] <= 1e-4
     system = bundle.system
     torch_run = load_run(run)
     clips = scan(data).select(machine="fan", split="test")

@@ -31,6 +31,7 @@ from edge.bundle.manifest import MANIFEST
 from edge.bundle.system import ScoringSystem
 from edge.errors import BadInput
 from edge.features import DEFAULT_FRONT_END, DEFAULT_PATCHING
+from edge.progress import track
 from edge.scoring.scorer import ScorerConfig
 from edge.scoring.spectral import SPECTRAL_SYSTEMS, spectral_scorer_config
 from edge.scoring.thresholds import ThresholdConfig
@@ -88,11 +89,10 @@ def enroll(models: str | Path, machine: str, section: int, clips: list[np.ndarra
         bundle = load_bundle(models, machine, device=device)
         system = bundle.system
         references = References.load(bundle.path, bundle.manifest)
-        configs = {e["name"]: ScorerConfig(**e["scorer_config"])
-                   for e in bundle.manifest["system"]["members"]}
+        configs = {e.name: e.scorer_config for e in bundle.manifest.system.members}
         weights = {m.name: list(m.scorer.weights) for m in system.members}
-        extra = {k: v for k, v in bundle.manifest.items()
-                 if k in ("model", "labels", "provenance", "system")}
+        extra = bundle.manifest.model_dump(mode="json", exclude_none=True,
+                                           include={"model", "labels", "provenance", "system"})
         calibration = threshold or _threshold_config(bundle)
         kept = bundle.alarm_calibration
         budget = budget or (kept[0] if kept else None)
@@ -109,7 +109,7 @@ def enroll(models: str | Path, machine: str, section: int, clips: list[np.ndarra
     before = len(references.meta)
     first_new_stream = int(references.traces.streams.max()) + 1 \
         if references.traces is not None and references.traces.hops else 0
-    for index, clip in enumerate(clips):
+    for index, clip in enumerate(track(clips, f"enroll {machine} section_{section:02d}")):
         references.add(system, clip, {"file": f"{Path(source).name}#{index:04d}",
                                       "section": section, "domain": domain,
                                       "attributes": {}, "enrolled": True})
@@ -181,8 +181,8 @@ def enrollment_advice(enrolled: Enrolled, seconds: float) -> list[str]:
 
 def _threshold_config(bundle: Bundle) -> ThresholdConfig:
     """The calibration the bundle used (its first section's), so enrollment keeps it."""
-    for entry in bundle.manifest.get("sections", {}).values():
-        calibration = entry.get("calibration", {})
+    for entry in bundle.manifest.sections.values():
+        calibration = entry.calibration
         calibration = calibration.get("decision", calibration)  # alarm levels: a budget
         if "method" in calibration:
             return ThresholdConfig(method=calibration["method"],

@@ -34,9 +34,10 @@ from edge.bundle.calibrate import (
     budget_thresholds,
     stream_traces,
 )
-from edge.bundle.manifest import write_manifest
+from edge.bundle.manifest import BundleManifest, write_manifest
 from edge.bundle.system import (
     DOMAINS,
+    MEMBER_KINDS,
     DirectScorer,
     Member,
     ScoringSystem,
@@ -115,20 +116,21 @@ class References:
         return spectral_profiles(np.stack(self.spectra), self.sections)
 
     @classmethod
-    def load(cls, bundle_dir: Path, manifest: dict[str, Any]) -> References:
-        refs = cls(meta=list(manifest["references"]))
+    def load(cls, bundle_dir: Path, manifest: BundleManifest) -> References:
+        refs = cls(meta=[r.model_dump(mode="json", exclude_none=True)
+                         for r in manifest.references])
         with np.load(bundle_dir / PROFILES_FILE, allow_pickle=False) as data:
             refs.spectra = list(data["spectra"])
-        for entry in manifest["system"]["members"]:
-            with np.load(bundle_dir / entry["scorer"] / REFERENCES_FILE,
+        for entry in manifest.system.members:
+            with np.load(bundle_dir / entry.scorer / REFERENCES_FILE,
                          allow_pickle=False) as data:
                 n_parts = len([k for k in data.files if k.startswith("part")])
                 stacked = [data[f"part{i}"] for i in range(n_parts)]
-            refs.parts[entry["name"]] = [[x[row] for x in stacked]
-                                         for row in range(len(refs.meta))]
+            refs.parts[entry.name] = [[x[row] for x in stacked]
+                                      for row in range(len(refs.meta))]
         refs.traces = CalibrationTraces.load(bundle_dir)
-        refs.calibration = {k: v for k, v in manifest.get("alarm_calibration", {}).items()
-                            if k != "file"}
+        refs.calibration = {} if manifest.alarm_calibration is None else \
+            manifest.alarm_calibration.model_dump(mode="json", exclude={"file"})
         return refs
 
 
@@ -327,5 +329,5 @@ def write_bundle(out_dir: Path, machine: str, system: ScoringSystem, references:
 
 
 def placeholder_member(name: str, kind: str, **kwargs: Any) -> Member:
-    """A member not fitted yet (its scorer is set by ``fit_system``)."""
-    return Member(name=name, kind=kind, scorer=SectionScorer(ScorerConfig(), [1.0]), **kwargs)
+    """A member of ``kind`` not fitted yet (its scorer is set by ``fit_system``)."""
+    return MEMBER_KINDS[kind](name=name, scorer=SectionScorer(ScorerConfig(), [1.0]), **kwargs)

@@ -36,10 +36,11 @@ from __future__ import annotations
 
 import json
 import logging
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol, TypeVar
+from typing import Any, ClassVar, NamedTuple, Protocol, TypeVar
 
 import numpy as np
 
@@ -112,45 +113,43 @@ class DirectScorer(SectionScorer):
         return cls().fit([], np.array(manifest["sections"], dtype=int), [])
 
 
-@dataclass
-class Member:
-    """One scoring system inside a bundle (see the module docstring)."""
+@dataclass(kw_only=True)
+class Member(ABC):
+    """One scoring system inside a bundle (see the module docstring); a subclass per kind owns
+    its parts and what it needs to run. ``edge.bundle.manifest`` reads and writes them."""
 
     name: str
-    kind: str  # "embedding" | "spectral" | "anp"
     scorer: SectionScorer
     weight: float = 1.0
-    pooling: str = "mean"
-    variant: str = "concat"
-    variant_weight: float = 0.5
-    features: SpectralFeatures | None = None
     norm: dict[int, tuple[float, float]] = field(default_factory=dict)
-    # kind "anp": the per-patch model (OnnxAnp), its entry in bundle.json ("file" in the
-    # member's folder, "partitions", "seed", "parity", ...) and where write_bundle copies it from
+    # a member's own per-patch model (the ANP's; OnnxAnp on the edge), run once per new patch,
+    # its entry in bundle.json ("file" in the member's folder, ...) and where write_bundle
+    # copies its file from; none for the kinds that have no model of their own
     patch_model: PatchScorer | None = None
     model: dict[str, Any] = field(default_factory=dict)
     model_path: Path | None = None
 
-    @property
-    def scores_directly(self) -> bool:
-        return self.kind == "anp"
+    kind: ClassVar[str]  # its ``kind`` in bundle.json
+    embeds: ClassVar[bool] = False  # its parts come from the embedder's outputs
+    has_patch_model: ClassVar[bool] = False  # its parts come from its own ``patch_model``
+    scores_directly: ClassVar[bool] = False  # its one part already is its score
 
+    @abstractmethod
     def parts(self, window: Window) -> list[np.ndarray]:
         """The member's feature parts [(1, D_i)] of one window."""
-        if self.kind == "anp":
-            per_patch = window.patch_outputs.get(self.name)
-            if per_patch is None:
-                raise ValueError(f"member {self.name!r} needs a window with its patch outputs")
-            return [np.array([[pool(per_patch, "mean").mean()]])]  # patches, then partitions
-        if self.kind == "embedding":
-            if window.section_embeddings is None or window.attribute_embeddings is None:
-                raise ValueError("an embedding member needs a window with embeddings")
-            section = pool(window.section_embeddings, self.pooling)[None]
-            attribute = pool(window.attribute_embeddings, self.pooling)[None]
-            return variant_parts(section, attribute, self.variant, self.variant_weight)[0]
-        assert self.features is not None
-        frames = window.extra_frames[self.name]
-        return [clip_statistics(frames, self.features.statistics)[None]]
+
+    def manifest_fields(self) -> dict[str, Any]:
+        """Its kind's own entries in bundle.json (beside name, kind, weight, scorer, norm)."""
+        return {}
+
+    def summary(self) -> dict[str, Any]:
+        """Name, kind, weight and the settings a report shows."""
+        return {"name": self.name, "kind": self.kind, "weight": self.weight}
+
+    @property
+    def extra_front_end(self) -> FrontEnd | None:
+        """Its own front end (frames computed beside the model's), if it has one."""
+        return None
 
     def score(self, window: Window, section: int) -> float:
         return float(self.scorer.score(self.parts(window), np.array([section]))[0])
@@ -163,6 +162,78 @@ class Member:
     def standardise(self, score: Score, section: int) -> Score:
         mean, std = self.norm.get(section, (0.0, 1.0))
         return (score - mean) / std
+
+
+@dataclass(kw_only=True)
+class EmbeddingMember(Member):
+    """The exported network: per-patch z_S, z_A -> ``pooling`` -> ``variant`` -> scorer."""
+
+    pooling: str = "mean"
+    variant: str = "concat"
+    variant_weight: float = 0.5
+
+    kind: ClassVar[str] = "embedding"
+    embeds: ClassVar[bool] = True
+
+    def parts(self, window: Window) -> list[np.ndarray]:
+        if window.section_embeddings is None or window.attribute_embeddings is None:
+            raise ValueError("an embedding member needs a window with embeddings")
+        section = pool(window.section_embeddings, self.pooling)[None]
+        attribute = pool(window.attribute_embeddings, self.pooling)[None]
+        return variant_parts(section, attribute, self.variant, self.variant_weight)[0]
+
+    def manifest_fields(self) -> dict[str, Any]:
+        return {"pooling": self.pooling, "variant": self.variant,
+                "variant_weight": self.variant_weight}
+
+    def summary(self) -> dict[str, Any]:
+        return {**super().summary(), **self.manifest_fields()}
+
+
+@dataclass(kw_only=True)
+class SpectralMember(Member):
+    """Clip statistics of its own front end (``features``) -> scorer; no network."""
+
+    features: SpectralFeatures = field(default_factory=SpectralFeatures)
+
+    kind: ClassVar[str] = "spectral"
+
+    def parts(self, window: Window) -> list[np.ndarray]:
+        frames = window.extra_frames[self.name]
+        return [clip_statistics(frames, self.features.statistics)[None]]
+
+    def manifest_fields(self) -> dict[str, Any]:
+        return {"features": self.features.model_dump()}
+
+    @property
+    def extra_front_end(self) -> FrontEnd | None:
+        return self.features.front_end
+
+
+@dataclass(kw_only=True)
+class AnpMember(Member):
+    """The attentive neural process: its own per-patch model gives target NLLs per partition;
+    the window's score is their mean over patches and partitions (``DirectScorer``)."""
+
+    kind: ClassVar[str] = "anp"
+    has_patch_model: ClassVar[bool] = True
+    scores_directly: ClassVar[bool] = True
+
+    def parts(self, window: Window) -> list[np.ndarray]:
+        per_patch = window.patch_outputs.get(self.name)
+        if per_patch is None:
+            raise ValueError(f"member {self.name!r} needs a window with its patch outputs")
+        return [np.array([[pool(per_patch, "mean").mean()]])]  # patches, then partitions
+
+    def manifest_fields(self) -> dict[str, Any]:
+        return {"model": self.model}
+
+    def summary(self) -> dict[str, Any]:
+        return {**super().summary(), "partitions": self.model.get("partitions")}
+
+
+MEMBER_KINDS: dict[str, type[Member]] = {
+    cls.kind: cls for cls in (EmbeddingMember, SpectralMember, AnpMember)}
 
 
 DOMAINS = ("source", "target")
@@ -226,14 +297,14 @@ class ScoringSystem:
 
     @property
     def embeds(self) -> bool:
-        return any(m.kind == "embedding" for m in self.members)
+        return any(m.embeds for m in self.members)
 
     @property
     def patch_models(self) -> dict[str, PatchScorer]:
         """Per-patch models other than the embedder, by member name."""
         out = {}
         for m in self.members:
-            if m.kind == "anp":
+            if m.has_patch_model:
                 if m.patch_model is None:
                     raise ValueError(f"member {m.name!r} has no patch model loaded")
                 out[m.name] = m.patch_model
@@ -241,8 +312,8 @@ class ScoringSystem:
 
     @property
     def extra_front_ends(self) -> dict[str, FrontEnd]:
-        return {m.name: m.features.front_end for m in self.members
-                if m.kind == "spectral" and m.features is not None}
+        return {m.name: front_end for m in self.members
+                if (front_end := m.extra_front_end) is not None}
 
     @property
     def sections(self) -> list[int]:
@@ -295,7 +366,7 @@ class ScoringSystem:
     @property
     def runs_patch_models(self) -> bool:
         """True when windows need per-patch model outputs (an embedder or a patch model)."""
-        return self.embeds or any(m.kind == "anp" for m in self.members)
+        return self.embeds or bool(self.patch_models)
 
     def run_patch_models(self, batch: np.ndarray) -> PatchOutputs:
         """Every per-patch model of the system on (P, F, T) float32 patches: the embedder's
@@ -351,37 +422,9 @@ class ScoringSystem:
 
 
 def member_to_manifest(member: Member, folder: str) -> dict[str, Any]:
-    """The JSON of a member in bundle.json; its scorer lives in ``folder`` of the bundle."""
-    entry: dict[str, Any] = {"name": member.name, "kind": member.kind, "weight": member.weight,
-                             "scorer": folder,
-                             "norm": {f"{s:02d}": list(v) for s, v in member.norm.items()}}
-    if member.kind == "embedding":
-        entry.update(pooling=member.pooling, variant=member.variant,
-                     variant_weight=member.variant_weight)
-    elif member.kind == "anp":
-        entry["model"] = member.model
-    else:
-        assert member.features is not None
-        entry["features"] = member.features.model_dump()
-    return entry
-
-
-def member_from_manifest(entry: dict[str, Any], bundle_dir: Path) -> Member:
-    """A member of bundle.json; an ``anp`` member's ``patch_model`` is loaded by the caller
-    (``edge.bundle.load``, which knows the device)."""
-    norm = {int(s): (float(v[0]), float(v[1])) for s, v in entry.get("norm", {}).items()}
-    if entry["kind"] == "anp":
-        model = {**entry["model"], "partitions": int(entry["model"]["partitions"])}
-        return Member(entry["name"], "anp", DirectScorer.load(bundle_dir / entry["scorer"]),
-                      float(entry["weight"]), norm=norm, model=model,
-                      model_path=bundle_dir / entry["scorer"] / model["file"])
-    scorer = SectionScorer.load(bundle_dir / entry["scorer"])
-    if entry["kind"] == "embedding":
-        return Member(entry["name"], "embedding", scorer, float(entry["weight"]),
-                      entry["pooling"], entry["variant"], float(entry["variant_weight"]),
-                      norm=norm)
-    if entry["kind"] == "spectral":
-        return Member(entry["name"], "spectral", scorer, float(entry["weight"]),
-                      features=SpectralFeatures(**entry["features"]), norm=norm)
-    raise BadInput(f"{bundle_dir}/bundle.json: member kind {entry['kind']!r} unknown; "
-                   "upgrade asd-edge or re-export the bundle")
+    """The JSON of a member in bundle.json; its scorer lives in ``folder`` of the bundle.
+    (``edge.bundle.manifest`` checks it against the member's model when the bundle is
+    written.)"""
+    return {"name": member.name, "kind": member.kind, "weight": member.weight,
+            "scorer": folder, "norm": {f"{s:02d}": list(v) for s, v in member.norm.items()},
+            **member.manifest_fields()}

@@ -4,8 +4,9 @@ Each command is a module with ``add_arguments(parser)`` and ``run(args) -> int``
 when it is used (so ``edge`` never imports torch: the training commands live in ``training`` and
 ``export`` and import torch inside ``run``). Errors: ``BadInput`` -> one line, exit 2;
 ``RuntimeFailure`` -> one line, exit 1; no traceback unless ``--debug``. The global flags
-(``-v``/``--verbose``, ``--debug``) go before or after the command; ``--version`` prints the
-installed package's version.
+(``-v``/``--verbose``, ``--debug``, ``--progress``) go before or after the command;
+``--version`` prints the installed package's version. Progress bars (``edge.progress``) show on
+stderr when it is a terminal, or with ``--progress``; never under ``--json``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from edge import __version__
+from edge import __version__, progress
 from edge.errors import AsdEdgeError, BadInput
 
 logger = logging.getLogger("asd_edge")
@@ -84,6 +85,9 @@ def _add_global_flags(parser: argparse.ArgumentParser, default: object) -> None:
                         help="debug logging")
     parser.add_argument("--debug", action="store_true", default=default,
                         help="show tracebacks on errors")
+    parser.add_argument("--progress", action="store_true", default=default,
+                        help="progress bars on stderr even when it is not a terminal "
+                             "(default: only on a terminal, never with --json)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -105,14 +109,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                                       description=COMMANDS[known.command][1],
                                       epilog="global options, before or after the command: "
                                              "-v/--verbose (debug logging), --debug "
-                                             "(tracebacks on errors)")
+                                             "(tracebacks on errors), --progress (progress "
+                                             "bars also when stderr is not a terminal)")
         module.add_arguments(sub)
         args = sub.parse_args(rest)
         args.debug = known.debug
+        progress.configure(progress.wanted(known.progress, bool(getattr(args, "json", False))))
         try:
             return int(module.run(args) or 0)
         except ModuleNotFoundError as err:  # optional packages are imported where used
             raise _missing_package(known.command, err) from err
+        finally:
+            progress.configure(False)  # a caller in the same process (tests) starts off again
     except AsdEdgeError as err:
         if known.debug:
             raise

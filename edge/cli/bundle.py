@@ -1,4 +1,6 @@
-"""``asd-edge bundle verify MODELS/M``: versions, hashes, shapes, one inference, a summary."""
+"""``asd-edge bundle verify MODELS/M``: versions, fields, hashes, shapes, one inference, a
+summary. ``asd-edge bundle schema [DOCS]``: regenerate (``--check``: compare) the manifest's JSON
+schema and its table in DOCS (default ``docs``)."""
 
 from __future__ import annotations
 
@@ -10,20 +12,29 @@ import numpy as np
 
 from edge.bundle.calibrate import describe
 from edge.bundle.load import Bundle, load_bundle
+from edge.bundle.schema import main as schema_main
 from edge.bundle.system import SectionThreshold
 from edge.errors import BadInput
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("action", choices=("verify",), help="what to do with the bundle")
-    parser.add_argument("path", help="bundle folder (MODELS/<machine>)")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--json", action="store_true",
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    verify = actions.add_parser("verify", help="check a bundle and score one second of noise")
+    verify.add_argument("path", help="bundle folder (MODELS/<machine>)")
+    verify.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    verify.add_argument("--json", action="store_true",
                         help="print the same facts as one JSON document (for scripts); "
                              "same exit codes")
+    schema = actions.add_parser("schema", help="write bundle.json's JSON schema and its "
+                                               "reference tables into the docs folder")
+    schema.add_argument("docs", nargs="?", default="docs", help="the docs folder (docs)")
+    schema.add_argument("--check", action="store_true",
+                        help="write nothing; exit 1 when the docs differ from the model")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.action == "schema":
+        return schema_main([*(["--check"] if args.check else []), args.docs])
     bundle = load_bundle(args.path, device=args.device)
     system = bundle.system
     manifest = bundle.manifest
@@ -40,11 +51,11 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(verify_facts(bundle, scores), indent=2))
         return 0
     members = ", ".join(f"{m.name} (x{m.weight:g})" for m in system.members)
-    print(f"{bundle.path}: OK - asd-edge bundle format {manifest['format_version']}, "
+    print(f"{bundle.path}: OK - asd-edge bundle format {manifest.format_version}, "
           f"machine {bundle.machine}")
-    print(f"  system: {members}; chosen by {manifest['system'].get('chosen_by', '?')}")
-    print(f"  provider: {bundle.provider}; files: {len(manifest['files'])} (sha256 checked)")
-    print(f"  references: {len(manifest['references'])} normal clips")
+    print(f"  system: {members}; chosen by {manifest.system.chosen_by}")
+    print(f"  provider: {bundle.provider}; files: {len(manifest.files)} (sha256 checked)")
+    print(f"  references: {len(manifest.references)} normal clips")
     for section in system.sections:
         t = system.thresholds.get(section)
         limit = describe_thresholds(t) if t else "no threshold"
@@ -99,11 +110,11 @@ def verify_facts(bundle: Bundle, scores: dict[int, float]) -> dict[str, Any]:
                                               "test_score": float(scores[section]),
                                               **(levels(t) if t else {"threshold": None})}
     return {"path": str(bundle.path), "ok": True,
-            "format_version": manifest["format_version"], "machine": bundle.machine,
+            "format_version": manifest.format_version, "machine": bundle.machine,
             "members": [{"name": m.name, "weight": float(m.weight)} for m in system.members],
-            "chosen_by": manifest["system"].get("chosen_by"), "provider": bundle.provider,
-            "files": len(manifest["files"]), "sha256_checked": True,
-            "references": len(manifest["references"]), "sections": sections}
+            "chosen_by": manifest.system.chosen_by, "provider": bundle.provider,
+            "files": len(manifest.files), "sha256_checked": True,
+            "references": len(manifest.references), "sections": sections}
 
 
 def describe_thresholds(levels: SectionThreshold) -> str:

@@ -10,9 +10,9 @@ Stream settings (the alarm rule, window, hop, domain) come from the first stream
 from __future__ import annotations
 
 import argparse
-import sys
 
 from edge.errors import BadInput
+from edge.progress import Bar
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,15 +45,13 @@ def run(args: argparse.Namespace) -> int:
     total = len(find_streams(args.streams))
     settings = stream_settings_from(args.config)
 
-    def progress(done: int) -> None:
-        print(f"\r  replayed {done}/{total} recordings", end="", file=sys.stderr, flush=True)
-
     if args.threads is not None and args.threads < 1:
         raise BadInput(f"--threads {args.threads}: give 1 or more")
-    report = evaluate_streams(args.streams, args.models, args.out, settings, args.device,
-                              args.threads, plots=not args.no_plots, progress=progress,
-                              save_scores=args.save_scores)
-    print(file=sys.stderr)
+    with Bar("replayed recordings", total) as bar:
+        bar.update(0)
+        report = evaluate_streams(args.streams, args.models, args.out, settings, args.device,
+                                  args.threads, plots=not args.no_plots, progress=bar.update,
+                                  save_scores=args.save_scores)
     total_row = report["summary"]["total"]
     per_day = total_row["false_alarms_per_day"]
     print(f"{total_row['recordings']} recordings, {total_row['normal_hours']:.2f} h normal: "

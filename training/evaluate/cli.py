@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
                            f"{bundle.machine} only; drop --machines or pass {bundle.machine}")
         results.append(score_bundle(dataset, bundle))
         extra.update(bundle=str(args.bundle), thresholds={
-            "from": "bundle", "sections": bundle.manifest.get("sections", {})})
+            "from": "bundle", "sections": bundle.manifest.model_dump(mode="json")["sections"]})
     elif args.run:
         from training.anp import is_anp_checkpoint, load_anp_run
         from training.checkpoint import load_checkpoint

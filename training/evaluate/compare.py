@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge import progress
 from edge.dataset import scan
 from edge.errors import AsdEdgeError
 from training.evaluate.metrics import official_score, summary
@@ -243,7 +244,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bootstrap", type=int, default=200,
                         help="resamples for the held-out difference intervals")
     parser.add_argument("--out", required=True, help="Markdown file (JSON written beside it)")
+    parser.add_argument("--progress", action="store_true",
+                        help="progress bars on stderr also when it is not a terminal")
     args = parser.parse_args(argv)
+    progress.configure(progress.wanted(args.progress))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if any("=" not in item for item in args.run):
         print("error: --run takes NAME=RUN_DIR", file=sys.stderr)
@@ -256,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     except AsdEdgeError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code
+    finally:
+        progress.configure(False)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(markdown(result, "python -m training.evaluate.compare " + " ".join(argv)))

@@ -19,6 +19,7 @@ from edge.audio import read_audio
 from edge.dataset import Clip, Dataset
 from edge.errors import BadInput
 from edge.features import FrontEnd
+from edge.progress import track
 from edge.scoring.backends import GmmConfig, KnnConfig, pairwise_distances
 from edge.scoring.explain import subspace_shares
 from edge.scoring.scorer import (
@@ -105,8 +106,8 @@ def score_by_references(system: str, machine: str, train: Sequence[Clip],
     ``featurize(clip)`` gives the clip's parts (one vector per part). Returns the scores, the
     fitted scorer and the reference parts (for explanations).
     """
-    train_parts = _stack([featurize(c) for c in train])
-    test_parts = _stack([featurize(c) for c in test])
+    train_parts = _stack([featurize(c) for c in track(train, f"{system} {machine}: references")])
+    test_parts = _stack([featurize(c) for c in track(test, f"{system} {machine}: test clips")])
     sections = np.array([c.section for c in train])
     domains = [c.domain or "source" for c in train]
     scorer = SectionScorer(config, weights).fit(train_parts, sections, domains)
@@ -216,22 +217,20 @@ def score_bundle(dataset: Dataset, bundle) -> MachineScores:
     test = labelled_test_clips(dataset, machine)
     for section in sorted({c.section for c in test}):
         system.check_section(section)
-    assessed = [system.assess_clip(read_audio(c.path), c.section) for c in test]
+    assessed = [system.assess_clip(read_audio(c.path), c.section)
+                for c in track(test, f"bundle {machine}: test clips")]
     scores = np.array([a.score for a in assessed])
     decided, domains = [], []  # per clip: the thresholds used, and whose
     for clip, result in zip(test, assessed, strict=True):
         pooled = system.thresholds[clip.section]
         decided.append(pooled.for_domain(result.domain))
         domains.append("pooled" if decided[-1] is pooled else str(result.domain))
-    counts = Counter(f"{int(r['section']):02d}" for r in bundle.manifest.get("references", []))
-    members = [{"name": m.name, "kind": m.kind, "weight": m.weight,
-                **({"variant": m.variant, "variant_weight": m.variant_weight,
-                    "pooling": m.pooling} if m.kind == "embedding" else {})}
-               for m in system.members]
+    counts = Counter(f"{r.section:02d}" for r in bundle.manifest.references)
+    members = [m.summary() for m in system.members]
     result = MachineScores(
         f"bundle:{'+'.join(m.name for m in system.members)}", machine, test, scores, {},
         {"bundle": str(bundle.path), "members": members, "provider": bundle.provider,
-         "chosen_by": bundle.manifest.get("system", {}).get("chosen_by"),
+         "chosen_by": bundle.manifest.system.chosen_by,
          "references": dict(sorted(counts.items())),
          "domain_member": system.domain_member.name if system.domain_member else None},
         thresholds={s: t.threshold for s, t in system.thresholds.items()},
@@ -262,7 +261,8 @@ def score_anp(dataset: Dataset, machine: str, run, system: str = "anp", partitio
             boot[clip.path] = run.boot_clip(read_audio(clip.path), partitions, seed)
         return boot[clip.path]
 
-    test_boot = np.stack([clip_boot(c) for c in test])  # (N, partitions)
+    test_boot = np.stack([clip_boot(c) for c in track(test, f"{system} {machine}: test clips")]
+                         )  # (N, partitions)
     short = [c.name for c, row in zip(test, test_boot, strict=True) if not np.isfinite(row).all()]
     if short:
         raise BadInput(f"{machine}: {len(short)} test clip(s) shorter than one patch (e.g. "
