@@ -19,6 +19,8 @@ import logging
 import queue
 import threading
 import time
+import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
@@ -38,7 +40,13 @@ from edge.explain import explain_window
 from edge.health import Health
 from edge.inference.onnx_runtime import resolve_providers
 from edge.outputs import FanOut, Output
-from edge.outputs.events import EventWindow, ScoreMessage, StreamState, make_event
+from edge.outputs.events import (
+    AlarmEvent,
+    EventWindow,
+    ScoreMessage,
+    StreamState,
+    make_event,
+)
 from edge.streaming import StreamingWindows, Window, hop_patches_for, window_patches_for
 
 logger = logging.getLogger(__name__)
@@ -196,6 +204,18 @@ def calibrated_levels(config: StreamConfig, bundle: Bundle) -> SectionThreshold:
     return levels
 
 
+def open_episodes(events: Iterable[AlarmEvent]) -> list[AlarmEvent]:
+    """The raises of ``events`` whose episode has no clear (in time order)."""
+    raised: dict[str, AlarmEvent] = {}
+    cleared: set[str] = set()
+    for event in sorted(events, key=lambda e: e.time):
+        if event.type == "raise":
+            raised.setdefault(event.id, event)
+        else:
+            cleared.add(event.id)
+    return [event for episode, event in raised.items() if episode not in cleared]
+
+
 def _levels(alarm: AlarmConfig, calibrated: SectionThreshold) -> tuple[float, float]:
     """(threshold, clear threshold) of one calibrated domain under the stream's alarm config:
     its absolute clear_threshold, else its clear_fraction when set (not None), else the
@@ -284,6 +304,7 @@ class Daemon:
 
     def start(self, outputs: Output) -> None:
         self.outputs = outputs
+        self._clear_open_episodes()
         now = datetime.now(UTC)
         for runner in self.runners:
             self.outputs.publish_state(StreamState(
@@ -298,6 +319,38 @@ class Daemon:
             self._threads.append(thread)
         logger.info("listening: %s; inference on %s", ", ".join(r.name for r in self.runners),
                     self.provider)
+
+    def _clear_open_episodes(self) -> None:
+        """Clear the episodes an earlier run left open (killed, power cut), reason "restart".
+
+        The events of earlier runs are what the outputs hold: the journal's lines and the
+        outbox's unsent rows (the outbox is written first, so a kill between the two leaves an
+        event in the outbox only; it is journaled now). An episode whose last event is a raise
+        gets its clear now, before this run's first state: the rule starts with no alarm, and
+        a fault still there raises a new episode within ``trip_hops`` hops."""
+        outputs = getattr(self.outputs, "outputs", [self.outputs])
+        recorded: dict[str, AlarmEvent] = {}
+        for output in outputs:
+            if hasattr(output, "recorded_events"):
+                recorded.update((e.event_id, e) for e in output.recorded_events())
+            if hasattr(output, "pending_events"):
+                recorded.update((e.event_id, e) for e in output.pending_events())
+        for output in outputs:
+            if hasattr(output, "add_missing"):
+                added = output.add_missing(sorted(recorded.values(), key=lambda e: e.time))
+                if added:
+                    logger.info("journaled %d event(s) an earlier run left in the outbox only",
+                                added)
+        for raised in open_episodes(recorded.values()):
+            now = datetime.now(UTC)
+            logger.warning("%s/%s/%s: episode %s (raised %s) was open when the daemon last "
+                           "stopped; cleared with reason 'restart'", raised.node,
+                           raised.machine, raised.section, raised.id, raised.time.isoformat())
+            self.outputs.publish_event(raised.model_copy(update={
+                "event_id": str(uuid.uuid4()), "type": "clear", "time": now,
+                "explanation": {"reason": "restart", "raised": raised.event_id},
+                "clip": None}))
+            self.events_sent += 1
 
     # -- scoring -------------------------------------------------------------------------------
 

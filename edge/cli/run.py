@@ -100,11 +100,14 @@ def _device(value: str | None) -> int | str | None:
 
 
 def build_outputs(config: EdgeConfig):
-    """The journal always (a local record of every event), MQTT when configured."""
+    """MQTT when configured, then the journal always (a local record of every event).
+
+    MQTT first: its durable outbox has an event before the journal does, so a daemon killed
+    between the two still delivers it (the next start journals it, ``Daemon.start``)."""
     from edge.outputs import FanOut, Output
     from edge.outputs.journal import Journal
 
-    outputs: list[Output] = [Journal(config.state_dir / "journal.jsonl")]
+    outputs: list[Output] = []
     if config.mqtt is not None:
         from edge.outputs.mqtt import MqttOutput
 
@@ -112,6 +115,7 @@ def build_outputs(config: EdgeConfig):
                           outbox_path=config.outbox_path, max_rows=config.outbox.max_events)
         mqtt.start()
         outputs.append(mqtt)
+    outputs.append(Journal(config.state_dir / "journal.jsonl"))
     return FanOut(outputs)
 
 

@@ -4,12 +4,16 @@ Assistant discovery) and the local journal, behind one small ``Output`` protocol
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from typing import Protocol
 
+from edge.errors import AsdEdgeError
 from edge.outputs.events import AlarmEvent, ScoreMessage, StreamState
 
 logger = logging.getLogger(__name__)
+
+ERROR_LOG_INTERVAL_S = 300.0  # a failing output is logged again at most this often
 
 
 class Output(Protocol):
@@ -33,13 +37,28 @@ class FanOut:
 
     def __init__(self, outputs: Sequence[Output]) -> None:
         self.outputs = list(outputs)
+        self.failures: dict[str, int] = {}  # failures per output type, for status and metrics
+        self._logged: dict[str, float] = {}
 
     def _each(self, method: str, *args: object) -> None:
         for output in self.outputs:
             try:
                 getattr(output, method)(*args)
+            except AsdEdgeError as err:  # a known failure (a full disk): one line, no trace
+                self._failed(output, method, err)
             except Exception:
                 logger.exception("output %s failed in %s", type(output).__name__, method)
+
+    def _failed(self, output: object, method: str, err: AsdEdgeError) -> None:
+        """Log a failing output once, then at most every ``ERROR_LOG_INTERVAL_S`` while it
+        keeps failing (a full disk fails every event); ``failures`` counts them all."""
+        name = type(output).__name__
+        self.failures[name] = self.failures.get(name, 0) + 1
+        now = time.monotonic()
+        if now - self._logged.get(name, -ERROR_LOG_INTERVAL_S) >= ERROR_LOG_INTERVAL_S:
+            self._logged[name] = now
+            logger.error("output %s failed in %s (%d failure(s) so far): %s", name, method,
+                         self.failures[name], err)
 
     def publish_event(self, event: AlarmEvent) -> None:
         self._each("publish_event", event)

@@ -45,6 +45,20 @@ class Journal:
                     event.node, event.machine, event.section, event.id, event.score,
                     event.threshold)
 
+    def recorded_events(self) -> list[AlarmEvent]:
+        """The events of earlier runs in the journal (to find episodes a crash left open)."""
+        with self._lock:
+            return read_journal(self.path) if self.path.exists() else []
+
+    def add_missing(self, events: list[AlarmEvent]) -> int:
+        """Journal those of ``events`` the file does not hold yet (an event a crash left in
+        the outbox only: the outbox is written first); returns how many."""
+        known = {event.event_id for event in self.recorded_events()}
+        missing = [event for event in events if event.event_id not in known]
+        for event in missing:
+            self.publish_event(event)
+        return len(missing)
+
     def publish_state(self, state: StreamState) -> None:
         """Not journaled: the events already record every change of state."""
 

@@ -43,7 +43,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from edge.alarms.rule import StreamKey
 from edge.config import MqttConfig, TlsConfig
-from edge.errors import BadInput
+from edge.errors import BadInput, RuntimeFailure
 from edge.outputs.discovery import (
     discovery_config,
     discovery_topic,
@@ -55,6 +55,8 @@ from edge.outputs.outbox import DEFAULT_MAX_BYTES, DEFAULT_MAX_ROWS, Outbox
 logger = logging.getLogger(__name__)
 
 OUTBOX_FILE = "outbox.sqlite3"
+MEMORY_EVENTS = 10_000  # alarm events held in memory while the outbox cannot be written
+ERROR_LOG_INTERVAL_S = 300.0  # a persisting outbox failure is logged again at most this often
 _EARLY_ACKS_KEPT = 1024  # see MqttOutput._on_publish
 
 
@@ -106,6 +108,13 @@ class MqttOutput:
         self._early_acks: OrderedDict[int, ReasonCode] = OrderedDict()
         self._states: dict[StreamKey, StreamState] = {}
         self._unreachable_logged = False
+        # Events the outbox could not store (key < 0, counting down; see publish_event).
+        self._memory: dict[int, tuple[str, bytes]] = {}
+        self._memory_seq = 0
+        self.memory_dropped = 0
+        self.outbox_error: str | None = None  # the latest write failure, None once it works
+        self.outbox_failures = 0
+        self._outbox_error_logged = 0.0
         self._sender: threading.Thread | None = None
         self._closed = False
         self._client = self._make_client(password)  # bad TLS files fail here, before the outbox
@@ -161,9 +170,83 @@ class MqttOutput:
     # -- the Output protocol ---------------------------------------------------------------
 
     def publish_event(self, event: AlarmEvent) -> None:
-        """Store the event in the outbox (durably) and wake the sender."""
-        self.outbox.put(self.topics.stream(event.stream, "alarm"), event.to_json(), qos=1)
+        """Store the event in the outbox (durably) and wake the sender.
+
+        An outbox that cannot be written (a full or read-only state disk) does not lose the
+        event: it is kept in memory (at most ``MEMORY_EVENTS``), sent straight to the broker
+        while connected, and moved into the outbox when the disk takes it again; the failure
+        is in ``outbox_error`` (status, metrics) and logged once per outage."""
+        topic, payload = self.topics.stream(event.stream, "alarm"), event.to_json()
+        with self._lock:
+            waiting = bool(self._memory)
+        if not waiting:
+            try:
+                self.outbox.put(topic, payload, qos=1)
+            except RuntimeFailure as err:
+                self._outbox_failed(err)
+            else:
+                self._wake.set()
+                return
+        with self._lock:
+            self._memory_seq -= 1
+            self._memory[self._memory_seq] = (topic, payload)
+            while len(self._memory) > MEMORY_EVENTS:
+                oldest = max(self._memory)  # the keys count down: the largest is the oldest
+                del self._memory[oldest]
+                self.memory_dropped += 1
         self._wake.set()
+
+    def pending_events(self) -> list[AlarmEvent]:
+        """The alarm events waiting in the outbox (from before this start, or not yet sent)."""
+        events = []
+        after = 0
+        while batch := self.outbox.peek(after_seq=after, limit=500):
+            after = batch[-1].seq
+            for item in batch:
+                if item.topic.endswith("/alarm"):
+                    try:
+                        events.append(AlarmEvent.from_json(item.payload))
+                    except ValueError:
+                        logger.warning("outbox message %d on %s is not an alarm event; "
+                                       "sent as it is", item.seq, item.topic)
+        return events
+
+    def _outbox_failed(self, err: Exception) -> None:
+        with self._lock:
+            first = self.outbox_error is None
+            self.outbox_error = str(err)
+            self.outbox_failures += 1
+            now = time.monotonic()
+            due = first or now - self._outbox_error_logged >= ERROR_LOG_INTERVAL_S
+            if due:
+                self._outbox_error_logged = now
+        if due:
+            logger.error("%s; alarm events are kept in memory (%d held) and sent straight to "
+                         "the broker until the disk takes them again: free space on the state "
+                         "disk (%d write failure(s) so far)", err, len(self._memory) + 1,
+                         self.outbox_failures)
+
+    def _store_memory(self) -> None:
+        """Move events held in memory into the outbox, oldest first, once it takes them."""
+        with self._lock:
+            held = sorted(self._memory.items(), reverse=True)  # oldest (largest key) first
+        for key, (topic, payload) in held:
+            with self._lock:
+                if key not in self._memory or key in self._inflight.values():
+                    continue
+            try:
+                self.outbox.put(topic, payload, qos=1)
+            except RuntimeFailure as err:
+                self._outbox_failed(err)
+                return
+            with self._lock:
+                self._memory.pop(key, None)
+        with self._lock:
+            recovered = self.outbox_error is not None and not self._memory
+            if recovered:
+                self.outbox_error = None
+        if recovered:
+            logger.info("the outbox %s takes events again", self.outbox.path)
 
     def publish_state(self, state: StreamState) -> None:
         """Remember the stream's state and publish it retained (again after each connect).
@@ -197,7 +280,8 @@ class MqttOutput:
             return
         self._closed = True
         deadline = time.monotonic() + timeout_s
-        while self._connected.is_set() and self.outbox.depth() and time.monotonic() < deadline:
+        while (self._connected.is_set() and (self.outbox.depth() or self._memory)
+               and time.monotonic() < deadline):
             self._wake.set()
             time.sleep(0.01)
         self._stop.set()
@@ -212,6 +296,12 @@ class MqttOutput:
                 logger.warning("MQTT: could not publish the offline status: %s", err)
         self._client.disconnect()
         self._client.loop_stop()
+        if self._memory:
+            self._store_memory()
+        if self._memory:
+            logger.error("MQTT: %d alarm event(s) could neither be stored in the outbox %s nor "
+                         "sent; they are in the journal only", len(self._memory),
+                         self.outbox.path)
         left = self.outbox.depth()
         if left:
             logger.warning("MQTT: %d alarm message(s) not acknowledged by the broker; they "
@@ -308,19 +398,34 @@ class MqttOutput:
             logger.error("MQTT: the broker refused alarm message %d: %s; it stays in the "
                          "outbox", seq, reason_code)
             return
-        self.outbox.remove(seq)
+        if seq < 0:  # an event held in memory (the outbox could not store it)
+            with self._lock:
+                self._memory.pop(seq, None)
+        else:
+            self.outbox.remove(seq)
         self._wake.set()
 
     def _send_loop(self) -> None:
         cursor = 0  # highest outbox seq handed to paho since the last (re)connect
+        handed: set[int] = set()  # memory events handed to paho since the last (re)connect
         while not self._stop.is_set():
             if self._reconnected.is_set():
                 self._reconnected.clear()
                 cursor = 0
+                handed.clear()
+            if self._memory:
+                self._store_memory()
             while self._connected.is_set() and not self._stop.is_set():
                 with self._lock:
                     room = self.config.inflight_window - len(self._inflight)
                     sending = set(self._inflight.values())
+                    held = [(key, message) for key, message in sorted(self._memory.items(),
+                                                                      reverse=True)
+                            if key not in sending and key not in handed][:max(room, 0)]
+                for key, (topic, payload) in held:  # not storable: straight to the broker
+                    handed.add(key)
+                    self._send(key, topic, payload, 1, False)
+                    room -= 1
                 if room <= 0:
                     break
                 items = self.outbox.peek(after_seq=cursor, limit=room)
