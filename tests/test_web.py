@@ -85,3 +85,17 @@ def test_beyond_loopback_needs_a_password(tmp_path) -> None:
         assert web.open(base + "/api/overview").status == 200
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("flag, message", [("--web=nope", "give \\[HOST:\\]PORT"),
+                                           ("--web=0.0.0.0:8090", "password")])
+def test_run_refuses_a_bad_web_flag(tmp_path, capsys, flag, message) -> None:
+    from edge.cli import main
+
+    wav = tmp_path / "a.wav"
+    sf.write(wav, np.zeros(16000, dtype=np.float32), 16000)
+    assert main(["run", "--file", str(wav), "--machine", "gearbox", "--models",
+                 str(tmp_path), "--no-metrics", flag]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert __import__("re").search(message, err), err

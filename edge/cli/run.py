@@ -19,6 +19,8 @@ import logging
 import signal
 import threading
 
+from pydantic import ValidationError
+
 from edge.config import EdgeConfig, config_from_flags, load_config, override_config
 from edge.errors import BadInput
 
@@ -109,8 +111,8 @@ def with_web(config: EdgeConfig, web: str | None) -> EdgeConfig:
     data["web"].update(enabled=True, port=int(port), **({"host": host} if host else {}))
     try:
         return EdgeConfig.model_validate(data)
-    except ValueError as err:
-        raise BadInput(f"--web {web}: {str(err).splitlines()[-1].strip()}") from err
+    except ValidationError as err:
+        raise BadInput(f"--web {web}: {err.errors()[0]['msg']}") from err
 
 
 def _device(value: str | None) -> int | str | None:
