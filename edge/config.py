@@ -293,6 +293,56 @@ class MetricsConfig(Strict):
                                      description="seconds between heartbeat log lines")
 
 
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+
+
+class WebConfig(Strict):
+    """The operator's web page (edge.web): streams, scores, alarm episodes, clips."""
+
+    enabled: bool = Field(False, title="Enabled", description="serve the web page")
+    host: str = Field("127.0.0.1", title="Bind address",
+                      description="127.0.0.1 keeps the page on the box; any other address "
+                                  "needs password_env or password_file")
+    port: int = Field(8090, ge=0, le=65535, title="Port", description="HTTP port (0: any free)")
+    password_env: str | None = Field(None, title="Password variable",
+                                     description="environment variable holding the password")
+    password_file: Path | None = Field(None, title="Password file",
+                                       description="file holding the password (chmod 600)")
+    public_url: str | None = Field(None, title="Public URL",
+                                   description="base URL subscribers use for clip links; "
+                                               "default http://HOST:PORT")
+
+    @model_validator(mode="after")
+    def _check(self) -> WebConfig:
+        if self.password_env and self.password_file:
+            raise ValueError("give password_env or password_file, not both")
+        if self.enabled and self.host not in LOOPBACK_HOSTS and not (
+                self.password_env or self.password_file):
+            raise ValueError(f"the web page on {self.host} is reachable from other machines: "
+                             "set web.password_env or web.password_file (or bind 127.0.0.1)")
+        return self
+
+    def resolve_password(self) -> str | None:
+        """The password from the environment or the file; ``BadInput`` when it is missing."""
+        if self.password_env:
+            value = os.environ.get(self.password_env)
+            if not value:
+                raise BadInput(f"web.password_env names {self.password_env!r}, which is not "
+                               "set in the environment; export it (or use password_file)")
+            return value
+        if self.password_file:
+            try:
+                value = self.password_file.read_text().strip()
+            except OSError as err:
+                raise BadInput(f"web.password_file {self.password_file}: cannot read it "
+                               f"({err.strerror}); fix the path or the permissions") from err
+            if not value:
+                raise BadInput(f"web.password_file {self.password_file} is empty; write the "
+                               "password into it")
+            return value
+        return None
+
+
 def _default_node() -> str:
     name = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname().split(".")[0]) or "edge"
     return name if re.match(NAME_PATTERN, name) else f"edge-{name}"
@@ -322,6 +372,8 @@ class EdgeConfig(Strict):
                                      description="alarm audio clips")
     metrics: MetricsConfig = Field(default_factory=MetricsConfig, title="Metrics",
                                    description="Prometheus endpoint and heartbeat")
+    web: WebConfig = Field(default_factory=WebConfig, title="Web page",
+                           description="the operator's page; off by default")
 
     @model_validator(mode="after")
     def _unique_streams(self) -> EdgeConfig:

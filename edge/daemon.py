@@ -20,7 +20,7 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
@@ -253,6 +253,8 @@ class Daemon:
         self._sources: list[AudioSource] = []
         self.events_sent = 0
         self.windows_scored = 0
+        # every hop's score, whether or not MQTT gets it (the web page's timeline)
+        self.score_listener: Callable[[ScoreMessage], None] | None = None
 
     def _runner(self, stream: StreamConfig) -> StreamRunner:
         key = StreamKey(node=self.config.node, machine=stream.machine,
@@ -414,11 +416,15 @@ class Daemon:
         self.health.hop_scored(runner.name, score)
         event_window = runner.event_window(window)
         stream_s = runner.stream_seconds(window)
-        if runner.config.score_messages:
-            self.outputs.publish_score(ScoreMessage(
+        if runner.config.score_messages or self.score_listener is not None:
+            message = ScoreMessage(
                 node=runner.key.node, machine=runner.key.machine, section=runner.key.section,
                 time=event_window.end_utc, stream_s=stream_s, score=score,
-                threshold=runner.rule.levels(domain)[0]))
+                threshold=runner.rule.levels(domain)[0])
+            if runner.config.score_messages:
+                self.outputs.publish_score(message)
+            if self.score_listener is not None:  # the web page's timeline (edge.web)
+                self.score_listener(message)
         transition = runner.rule.update(stream_s, score, event_window.end_utc, domain)
         if transition is not None:
             self._emit(runner, window, transition, event_window, members)

@@ -42,6 +42,7 @@ class _StreamNumbers:
     score: float = float("nan")
     alarm: bool = False
     capture: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CAPTURE_COUNTERS, 0))
+    connected: bool = True  # the capture's device is open (CaptureStats.connected)
 
 
 class Health:
@@ -120,6 +121,7 @@ class Health:
                 if total > seen[name]:
                     self.capture[name].labels(stream=stream).inc(total - seen[name])
                     seen[name] = total
+            self._numbers(stream).connected = bool(getattr(stats, "connected", True))
 
     def set_mqtt_connected(self, connected: bool) -> None:
         self.mqtt_connected.set(1 if connected else 0)
@@ -138,6 +140,17 @@ class Health:
         with self._lock:
             self._provider_text = provider + (f" (fallback: {fallback_reason})"
                                               if fallback_reason else "")
+
+    def snapshot(self) -> dict[str, Any]:
+        """The latest numbers as plain data (read by the web page, edge.web)."""
+        with self._lock:
+            return {"node": self.node, "provider": self._provider_text,
+                    "mqtt": ("off" if not self.mqtt_configured else
+                             "connected" if self._mqtt else "disconnected"),
+                    "outbox": self._outbox,
+                    "streams": {name: {"hops": n.hops, "score": n.score, "alarm": n.alarm,
+                                       "connected": n.connected, "capture": dict(n.capture)}
+                                for name, n in self._streams.items()}}
 
     def heartbeat_line(self) -> str:
         """The main numbers in one line: per stream hops, last score, capture trouble."""

@@ -19,6 +19,8 @@ import logging
 import signal
 import threading
 
+from pydantic import ValidationError
+
 from edge.config import EdgeConfig, config_from_flags, load_config, override_config
 from edge.errors import BadInput
 
@@ -57,6 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--state-dir", help="outbox, journal and clips (default: state)")
     parser.add_argument("--metrics-port", type=int, help="Prometheus port (0: any free one)")
     parser.add_argument("--no-metrics", action="store_true", help="do not serve metrics")
+    parser.add_argument("--web", metavar="[HOST:]PORT",
+                        help="serve the operator's web page (default host 127.0.0.1; another "
+                             "host needs web.password_env/password_file in --config)")
     parser.add_argument("--max-seconds", type=float,
                         help="stop each stream after this many seconds of audio")
 
@@ -95,6 +100,21 @@ def options_from(args: argparse.Namespace) -> EdgeConfig:
     return override_config(config, **metrics)
 
 
+def with_web(config: EdgeConfig, web: str | None) -> EdgeConfig:
+    """``config`` with the web page on at ``[HOST:]PORT`` (the ``--web`` flag), if given."""
+    if web is None:
+        return config
+    host, _, port = web.rpartition(":")
+    if not port.isdigit():
+        raise BadInput(f"--web {web}: give [HOST:]PORT, e.g. --web 8090 or --web 0.0.0.0:8090")
+    data = config.model_dump()
+    data["web"].update(enabled=True, port=int(port), **({"host": host} if host else {}))
+    try:
+        return EdgeConfig.model_validate(data)
+    except ValidationError as err:
+        raise BadInput(f"--web {web}: {err.errors()[0]['msg']}") from err
+
+
 def _device(value: str | None) -> int | str | None:
     return int(value) if value is not None and value.isdigit() else value
 
@@ -123,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
     from edge.daemon import Daemon
     from edge.health import Health, Heartbeat, MetricsServer
 
-    config = options_from(args)
+    config = with_web(options_from(args), args.web)
     config.state_dir.mkdir(parents=True, exist_ok=True)
     stop = threading.Event()
     health = Health(config.node, mqtt_configured=config.mqtt is not None)
@@ -132,6 +152,18 @@ def run(args: argparse.Namespace) -> int:
     server = MetricsServer(health, config.metrics.host, config.metrics.port).start() \
         if config.metrics.enabled else None
     outputs = build_outputs(config)  # after the bundles loaded: a bad one stops us first
+    web = None
+    if config.web.enabled:
+        from edge.web.server import WebServer
+        from edge.web.state import WebState
+
+        state = WebState([(r.name, r.key.machine, r.key.section, *r.rule.levels(None))
+                          for r in daemon.runners], config.state_dir / "actions.jsonl",
+                         config.state_dir / "journal.jsonl")
+        web = WebServer(state, health, config.web.host, config.web.port,
+                        config.web.resolve_password(), config.web.public_url).start()
+        daemon.score_listener = state.add_score
+        outputs.outputs.append(state)
     heartbeat = Heartbeat(health, config.metrics.heartbeat_seconds).start()
 
     def on_signal(signum: int, _frame) -> None:
@@ -148,6 +180,8 @@ def run(args: argparse.Namespace) -> int:
         outputs.close()
         if server is not None:
             server.stop()
+        if web is not None:
+            web.stop()
     print(f"asd-edge run: {daemon.windows_scored} windows scored, {daemon.events_sent} alarm "
           f"events; journal {config.state_dir / 'journal.jsonl'}")
     return 0

@@ -1,0 +1,101 @@
+"""The web page: a real aiohttp server on loopback, fed a real alarm event and WAV clip."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from datetime import UTC, datetime, timedelta
+from http.cookiejar import CookieJar
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from edge.alarms.rule import StreamKey, Transition
+from edge.errors import BadInput
+from edge.health import Health
+from edge.outputs.events import EventWindow, ScoreMessage, StreamState, make_event
+from edge.web.server import WebServer
+from edge.web.state import WebState
+
+
+def opener() -> urllib.request.OpenerDirector:
+    return urllib.request.build_opener(urllib.request.HTTPCookieProcessor(CookieJar()))
+
+
+@pytest.fixture
+def served(tmp_path):
+    clip = tmp_path / "clip.wav"
+    sf.write(clip, (0.1 * np.sin(np.arange(32000) * 0.3)).astype(np.float32), 16000)
+    health = Health("box")
+    health.add_stream("gear")
+    state = WebState([("gear", "gearbox", "00", 0.5, 0.45)], tmp_path / "actions.jsonl")
+    now = datetime.now(UTC)
+    key = StreamKey(node="box", machine="gearbox", section="00")
+    window = EventWindow(start_utc=now - timedelta(seconds=10), end_utc=now, start_s=None,
+                         end_s=None)
+    state.add_score(ScoreMessage(node="box", machine="gearbox", section="00", time=now,
+                                 stream_s=10.0, score=0.9, threshold=0.5))
+    raised = Transition("raise", "ep-1", 10.0, now, 9.0, now, 0.9, 0.5, 0.45)
+    event = make_event(key, raised, window, "CPU", {"driver": "stats"}, str(clip))
+    state.publish_event(event)
+    state.publish_state(StreamState(node="box", machine="gearbox", section="00", state="alarm",
+                                    id="ep-1", time=now, score=0.9, threshold=0.5))
+    server = WebServer(state, health, "127.0.0.1", 0).start()
+    yield server, state, tmp_path
+    server.stop()
+
+
+def test_pages_clip_spectrogram_and_acknowledge(served) -> None:
+    server, state, tmp = served
+    web = opener()
+    overview = web.open(server.url + "/").read().decode()
+    assert "gear" in overview and "alarm" in overview
+    live = json.loads(web.open(server.url + "/api/overview").read())
+    assert live["streams"][0]["state"] == "alarm" and live["streams"][0]["score"] == 0.9
+    page = web.open(server.url + "/episodes/ep-1").read().decode()
+    assert "/clips/ep-1.png" in page and "<audio" in page
+    png = web.open(server.url + "/clips/ep-1.png")
+    assert png.headers["Content-Type"] == "image/png" and png.read(8) == b"\x89PNG\r\n\x1a\n"
+    wav = web.open(server.url + "/clips/ep-1.wav")
+    assert wav.headers["Content-Type"] == "audio/wav" and len(wav.read()) > 64000
+    csrf = page.split('name="csrf" value="')[1].split('"')[0]
+    with pytest.raises(urllib.error.HTTPError) as refused:  # no CSRF token: refused
+        web.open(server.url + "/episodes/ep-1/acknowledge", data=b"note=x")
+    assert refused.value.code == 403
+    web.open(server.url + "/episodes/ep-1/acknowledge", data=f"csrf={csrf}".encode())
+    assert "Acknowledged" in web.open(server.url + "/episodes/ep-1").read().decode()
+    action = json.loads((tmp / "actions.jsonl").read_text())
+    assert action["action"] == "acknowledge" and action["episode"] == "ep-1"
+
+
+def test_beyond_loopback_needs_a_password(tmp_path) -> None:
+    state = WebState([], tmp_path / "actions.jsonl")
+    with pytest.raises(BadInput, match="password"):
+        WebServer(state, Health("box"), "0.0.0.0", 0)
+    server = WebServer(state, Health("box"), "0.0.0.0", 0, password="s3cret").start()
+    try:
+        base = f"http://127.0.0.1:{server.port}"
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            opener().open(base + "/episodes/x/acknowledge", data=b"csrf=x")
+        assert refused.value.code == 401
+        web = opener()
+        web.open(base + "/login", data=b"password=s3cret")
+        assert web.open(base + "/api/overview").status == 200
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("flag, message", [("--web=nope", "give \\[HOST:\\]PORT"),
+                                           ("--web=0.0.0.0:8090", "password")])
+def test_run_refuses_a_bad_web_flag(tmp_path, capsys, flag, message) -> None:
+    from edge.cli import main
+
+    wav = tmp_path / "a.wav"
+    sf.write(wav, np.zeros(16000, dtype=np.float32), 16000)
+    assert main(["run", "--file", str(wav), "--machine", "gearbox", "--models",
+                 str(tmp_path), "--no-metrics", flag]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert __import__("re").search(message, err), err
