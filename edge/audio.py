@@ -1,8 +1,9 @@
 """Audio files in, 16 kHz mono float32 out.
 
 Everything inside the system runs at ``SAMPLE_RATE`` (16 kHz) mono. Files at a higher rate are
-resampled with a polyphase filter; a multichannel file gives one chosen channel. A rate below
-16 kHz is refused: the front end reads up to 8 kHz, which such a file cannot hold.
+resampled with a polyphase filter (``resampling_filter``: flat to 7.85 kHz, so the same sound
+recorded at 48 kHz scores as it does at 16 kHz); a multichannel file gives one chosen channel.
+A rate below 16 kHz is refused: the front end reads up to 8 kHz, which such a file cannot hold.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from scipy.signal import resample_poly
+from scipy.signal import firwin, resample_poly
 
 from edge.errors import BadInput
 
@@ -51,12 +52,36 @@ def audio_info(path: str | Path) -> AudioInfo:
                      str(info.subtype))
 
 
+FILTER_HALF_LENGTH = 256  # taps each side, per unit of max(up, down)
+FILTER_BETA = 8.0  # Kaiser window
+
+
+def resampling_filter(up: int, down: int) -> np.ndarray:
+    """(2 * 256 * max(up, down) + 1,) the anti-aliasing FIR of a resampling by ``up / down``
+    (unit gain: ``resample_poly`` multiplies by ``up``).
+
+    scipy's default (10 taps a side per unit, Kaiser 5) loses 0.25 dB at 7 kHz, 2 dB at 7.5
+    and 4 dB at 7.8 kHz: the top bands of a 48 kHz recording came out quieter than the same
+    sound recorded at 16 kHz, and the spectral statistics scored it 1.3 sd higher (median over
+    hops; issue 13, item 6). This one (256 taps a side per unit) changes the log spectrum by
+    less than 0.001 below 7.85 kHz; only the last 1 % of the band, where every anti-aliasing
+    filter (an ADC's too) rolls off, differs. Its delay in a stream is 16 ms; its cost about
+    25 ms of one core per second of 48 kHz audio. The same filter serves files (``resample``)
+    and microphones (``edge.capture.resample.StreamingResampler``).
+    """
+    widest = max(int(up), int(down))
+    half_len = FILTER_HALF_LENGTH * widest
+    return firwin(2 * half_len + 1, 1.0 / widest, window=("kaiser", FILTER_BETA))
+
+
 def resample(waveform: np.ndarray, orig_rate: int, target_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Polyphase resampling of ``waveform`` (N,) from ``orig_rate`` to ``target_rate`` Hz."""
+    """Polyphase resampling of ``waveform`` (N,) from ``orig_rate`` to ``target_rate`` Hz
+    (``resampling_filter``; the output is centred: no delay)."""
     if orig_rate == target_rate:
         return waveform
     common = gcd(int(orig_rate), int(target_rate))
-    out = resample_poly(waveform, target_rate // common, orig_rate // common)
+    up, down = int(target_rate) // common, int(orig_rate) // common
+    out = resample_poly(waveform, up, down, window=resampling_filter(up, down))
     return out.astype(np.float32, copy=False)
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from _virtual_mic import DEVICE, run_cli, run_python, virtual_mic_env, write_infile
 
-from edge.audio import SAMPLE_RATE, read_audio, resample, write_audio
+from edge.audio import FILTER_HALF_LENGTH, SAMPLE_RATE, read_audio, resample, write_audio
 from edge.capture import FileSource, StreamingResampler, find_input_device
 from edge.capture.devices import InputDevice
 from edge.errors import BadInput
@@ -83,8 +83,9 @@ def test_streaming_resampler_matches_offline_resampling(rate):
         start += size
     streamed = np.concatenate(pieces)
     offline = resample(signal, rate)
-    # Only the outputs that need samples past the end (offline: zero padding) are missing.
-    assert SAMPLE_RATE - 12 <= streamed.shape[0] <= SAMPLE_RATE
+    # Only the outputs that need samples past the end (offline: zero padding) are missing:
+    # the filter's half length (256 outputs at 16 kHz, 16 ms).
+    assert SAMPLE_RATE - FILTER_HALF_LENGTH - 2 <= streamed.shape[0] <= SAMPLE_RATE
     np.testing.assert_allclose(streamed, offline[:streamed.shape[0]], atol=1e-5)
 
 
@@ -149,7 +150,7 @@ def test_microphone_at_48k_is_resampled_to_16k(tmp_path):
     audio = noise(1.0, 48000, seed=8)
     env = virtual_mic_env(tmp_path, write_infile(tmp_path / "mic48.raw", audio))
     out = tmp_path / "captured.npy"
-    wanted = SAMPLE_RATE - 20  # the last outputs need samples past the end of the file
+    wanted = SAMPLE_RATE - FILTER_HALF_LENGTH - 16  # the last outputs need samples past the end
     result = run_python(MIC_READ, env, args=[str(wanted), "48000", str(out)])
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.splitlines()[-1])["rate"] == 48000

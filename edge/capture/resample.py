@@ -1,8 +1,8 @@
 """Streaming polyphase resampling: the same output as ``edge.audio.resample`` on the whole
 signal, computed block by block.
 
-``scipy.signal.resample_poly(x, up, down)`` with its default Kaiser (beta 5) FIR ``h`` of
-length ``2 * half_len + 1`` (``half_len = 10 * max(up, down)``) computes, for a zero-padded
+``scipy.signal.resample_poly(x, up, down, window=h)`` with the FIR ``h`` of
+``edge.audio.resampling_filter`` (length ``2 * half_len + 1``) computes, for a zero-padded
 signal, ``y[m] = sum_i h[m * down + half_len - i * up] * x[i]``. Output ``m`` therefore needs
 input up to index ``(m * down + half_len) // up``: this class emits every output whose inputs
 have all arrived and keeps the few samples the next outputs still need, so the concatenated
@@ -15,7 +15,9 @@ from __future__ import annotations
 from math import gcd
 
 import numpy as np
-from scipy.signal import firwin
+from numpy.lib.stride_tricks import sliding_window_view
+
+from edge.audio import resampling_filter
 
 
 class StreamingResampler:
@@ -28,14 +30,13 @@ class StreamingResampler:
         self.identity = self.up == self.down == 1
         if self.identity:
             return
-        # The filter resample_poly designs by default (scipy.signal._upfirdn / _signaltools).
-        self.half_len = 10 * max(self.up, self.down)
-        max_rate = max(self.up, self.down)
-        h = firwin(2 * self.half_len + 1, 1.0 / max_rate, window=("kaiser", 5.0)) * self.up
+        h = resampling_filter(self.up, self.down) * self.up  # as edge.audio.resample's
+        self.half_len = (h.size - 1) // 2
         self.taps = -(-h.size // self.up)  # K, input samples per output
         padded = np.zeros(self.taps * self.up)
         padded[:h.size] = h
         self.phases = padded.reshape(self.taps, self.up).T.copy()  # (up, K): [p, k] = h[p + k up]
+        self._reversed = self.phases[:, ::-1].copy()  # (up, K): dotted with inputs oldest first
         self.reset()
 
     def reset(self) -> None:
@@ -63,8 +64,16 @@ class StreamingResampler:
         position = outputs * self.down + self.half_len
         newest = position // self.up                      # (M,) newest input index used
         phase = position - newest * self.up               # (M,)
-        index = newest[:, None] - np.arange(self.taps)[None, :] - self._buffer_start  # (M, K)
-        values = np.einsum("mk,mk->m", self.phases[phase], self._buffer[index])
+        # Output m reads inputs newest-K+1 .. newest: row newest-K+1 of the (L-K+1, K) sliding
+        # windows. Outputs m, m+up, m+2up, ... share a phase and step down rows at a time, so
+        # each of the up residues is one strided view times one phase (BLAS, no gather).
+        rows = newest - self._buffer_start - self.taps + 1
+        windows = sliding_window_view(self._buffer, self.taps)
+        values = np.empty(outputs.shape[0], dtype=np.float64)
+        for first in range(min(self.up, outputs.shape[0])):
+            chosen = rows[first::self.up]
+            view = windows[chosen[0]:chosen[-1] + 1:self.down]
+            values[first::self.up] = view @ self._reversed[phase[first]]
         self._next_output = last + 1
         # Keep what the next output still needs.
         keep_from = (self._next_output * self.down + self.half_len) // self.up - self.taps + 1
