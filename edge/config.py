@@ -37,8 +37,15 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # safe inside an MQTT topic and 
 DEFAULT_MQTT_PORT = {"mqtt": 1883, "mqtts": 8883}
 
 
+MAX_CONFIG_BYTES = 1_000_000
+MAX_CONFIG_NODES = 100_000
+MAX_WINDOW_SECONDS = 600.0
+
+
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Unknown keys are errors; a NaN or infinite number (".nan", "1e999") is one too: a NaN
+    # threshold would switch the stream's alarms off without a word (issue 13, item 4).
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class FileSourceConfig(Strict):
@@ -104,9 +111,11 @@ class StreamConfig(Strict):
                          description="a machine type with a bundle in models_dir")
     section: int = Field(0, ge=0, le=99, title="Section",
                          description="the unit's section in the bundle (0 or 'section_00')")
-    hop_seconds: float = Field(0.5, gt=0, title="Hop", description="seconds between scores")
-    window_seconds: float = Field(10.0, gt=0, title="Window",
-                                  description="seconds of audio each score looks at")
+    hop_seconds: float = Field(0.5, gt=0, le=MAX_WINDOW_SECONDS, title="Hop",
+                               description="seconds between scores")
+    window_seconds: float = Field(10.0, gt=0, le=MAX_WINDOW_SECONDS, title="Window",
+                                  description="seconds of audio each score looks at (at most "
+                                              "10 minutes)")
     alarm: AlarmConfig = Field(default_factory=AlarmConfig, title="Alarm rule",
                                description="trip_hops of window_hops to trip; clear and hold")
     score_messages: bool = Field(False, title="Score messages",
@@ -432,15 +441,38 @@ class ConfigError(BadInput):
 
 def load_config(path: str | Path) -> EdgeConfig:
     """Read and check a YAML config. Raises ``ConfigError`` (a ``BadInput``) naming the line
-    of each problem: YAML syntax, duplicate or unknown keys, missing or bad values."""
+    of each problem: YAML syntax, duplicate or unknown keys, missing or bad values; a file that
+    is not UTF-8 text, is over 1 MB or expands (YAML aliases) past 100,000 values is refused
+    before anything walks it."""
     path = Path(path)
     try:
-        text = path.read_text()
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_CONFIG_BYTES + 1)
     except OSError as err:
         raise BadInput(f"{path}: cannot read the config ({err.strerror}); check the path") from err
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(str(path), [(None, "file", f"over {MAX_CONFIG_BYTES // 1_000_000} MB: "
+                                                     "not a config; give the YAML file")])
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(str(path), [(None, "file", f"not UTF-8 text (byte {err.start}): give "
+                                                     "the YAML config, e.g. deploy/edge.yaml")]
+                          ) from err
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
+        expanded = _expanded_size(root)
+        if expanded > MAX_CONFIG_NODES:
+            raise ConfigError(str(path), [(None, "YAML", f"expands to over {MAX_CONFIG_NODES:,} "
+                                                         "values (aliases of aliases?): write "
+                                                         "the config out plainly")])
         data = yaml.safe_load(text)
+    except RecursionError as err:
+        raise ConfigError(str(path), [(None, "YAML", "nested too deeply: write the config "
+                                                     "out plainly")]) from err
+    except ValueError as err:  # e.g. an integer of more than 4,300 digits
+        raise ConfigError(str(path), [(None, "YAML", f"{str(err).split(';')[0]}: give a "
+                                                     "plain number")]) from err
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
@@ -458,6 +490,28 @@ def load_config(path: str | Path) -> EdgeConfig:
         raise ConfigError(str(path), [(_line_of(root, e["loc"]), _dotted(e["loc"]),
                                        _message(e)) for e in err.errors()]) from err
     return _resolve_paths(config, path.resolve().parent)
+
+
+def _expanded_size(root: yaml.Node | None) -> int:
+    """How many nodes ``root`` has once every alias is expanded, counted without expanding
+    them (each node's size once, by identity): an alias bomb is caught in linear time."""
+    sizes: dict[int, int] = {}
+
+    def size(node: yaml.Node) -> int:
+        known = sizes.get(id(node))
+        if known is not None:
+            return known
+        sizes[id(node)] = 1  # a node that contains itself counts once (PyYAML refuses it)
+        if isinstance(node, yaml.MappingNode):
+            total = 1 + sum(size(k) + size(v) for k, v in node.value)
+        elif isinstance(node, yaml.SequenceNode):
+            total = 1 + sum(size(item) for item in node.value)
+        else:
+            total = 1
+        sizes[id(node)] = min(total, MAX_CONFIG_NODES + 1)
+        return sizes[id(node)]
+
+    return 0 if root is None else size(root)
 
 
 def _duplicate_keys(node: yaml.Node, where: str = "") -> list[tuple[int | None, str, str]]:

@@ -28,18 +28,24 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edge.audio import SAMPLE_RATE
 
+MAX_FFT = 2 ** 18
+
 
 class FrontEnd(BaseModel):
     """Front-end parameters (torchaudio's names). Frozen; stored in checkpoints and bundles."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    sample_rate: int = Field(SAMPLE_RATE, description="Hz; audio is resampled to this")
-    n_fft: int = Field(1024, ge=16, description="FFT size and window length, samples")
+    sample_rate: int = Field(SAMPLE_RATE, ge=8_000, le=192_000,
+                             description="Hz; audio is resampled to this")
+    n_fft: int = Field(1024, ge=16, le=MAX_FFT,
+                       description="FFT size and window length, samples (at most 2^18: a "
+                                   "long-window spectrum of 16 s)")
     hop_length: int = Field(512, ge=1, description="samples between frames")
     f_min: float = Field(200.0, ge=0.0, description="lowest frequency kept, Hz")
     f_max: float = Field(8000.0, gt=0.0, description="highest frequency kept, Hz")
-    n_mels: int | None = Field(None, ge=1, description="mel bands; None for linear bins")
+    n_mels: int | None = Field(None, ge=1, le=4096,
+                               description="mel bands; None for linear bins")
     log_floor: float = Field(1e-5, gt=0.0, description="magnitude floor before the log")
 
     @model_validator(mode="after")
@@ -77,8 +83,9 @@ class Patching(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    patch_frames: int = Field(64, ge=1, description="frames per patch (64 x 32 ms = 2.05 s)")
-    patch_hop: int = Field(16, ge=1, description="frames between patch starts")
+    patch_frames: int = Field(64, ge=1, le=100_000,
+                              description="frames per patch (64 x 32 ms = 2.05 s)")
+    patch_hop: int = Field(16, ge=1, le=100_000, description="frames between patch starts")
 
 
 DEFAULT_FRONT_END = FrontEnd()

@@ -122,6 +122,33 @@ def test_yaml_mistakes_name_their_line(tmp_path):
         load_config(tmp_path / "missing.yaml")
 
 
+def test_absurd_configs_get_one_line_errors_quickly(tmp_path, capsys):
+    """Issue 13 items 4 and 8: a binary file, a NaN threshold, a window of 1e308 s, a
+    5,000-digit number, 100,000-deep nesting and a YAML alias bomb: each a one-line error and
+    exit status 2 within seconds, never a traceback, a hang, or alarms silently off."""
+    import time
+
+    bomb = "a0: &a0 [" + ", ".join(["x"] * 10) + "]\n" + "".join(
+        f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]\n" for i in range(1, 12))
+    cases = {
+        "binary": (bytes(range(256)) * 8, "not UTF-8 text"),
+        "nan": ((MINIMAL + "    alarm: {threshold: .nan}\n").encode(), "finite number"),
+        "infinite": ((MINIMAL + "    alarm: {threshold: -.inf}\n").encode(), "finite number"),
+        "window": ((MINIMAL + "    window_seconds: 1e308\n").encode(), "less than or equal"),
+        "digits": ((MINIMAL + "    section: " + "9" * 5000 + "\n").encode(), "digits"),
+        "deep": (("a: " + "[" * 100_000 + "]" * 100_000 + "\n").encode(), "nested too deeply"),
+        "bomb": (bomb.encode(), "expands to over 100,000 values"),
+    }
+    for name, (content, message) in cases.items():
+        path = tmp_path / f"{name}.yaml"
+        path.write_bytes(content)
+        started = time.monotonic()
+        assert main(["check-config", str(path)]) == 2, name
+        assert time.monotonic() - started < 10, name
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, (name, err)
+
+
 def test_a_literal_password_is_refused_without_echoing_it(tmp_path):
     path = write(tmp_path, MINIMAL + "mqtt:\n  url: mqtt://localhost\n  password: hunter2\n")
     with pytest.raises(ConfigError) as caught:

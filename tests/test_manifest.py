@@ -98,7 +98,7 @@ def _delete(path: tuple):
     (_set(("sections", "00", "domains", "source", "clear_threshold"), math.inf),
      ("sections.00.domains.source.clear_threshold", "finite number")),
     (_set(("alarm_calibration", "rule", "clear_threshold"), math.nan),
-     ("alarm_calibration.rule", "clear_threshold should be a finite number")),
+     ("alarm_calibration.rule.clear_threshold", "finite number")),
     (_set(("alarm_calibration", "false_alarms_per_day"), math.inf),
      ("alarm_calibration.false_alarms_per_day", "finite number")),
     (_set(("system", "members", 0, "norm", "00"), [1.0, 0.0]),
@@ -109,9 +109,11 @@ def _delete(path: tuple):
     (_set(("system", "members", 0, "weight"), "heavy"),
      ("system.members.0.spectral.weight", "'heavy'")),
     (_set(("sections", "00", "thresold"), 1.0), ("sections.00.thresold: unknown key",)),
+    (_set(("front_end", "n_fft"), 10 ** 9),
+     ("front_end.n_fft", "less than or equal to 262144")),
 ], ids=["unknown-kind", "nan-threshold", "infinite-clear", "nan-rule-clear",
         "infinite-budget", "zero-std", "missing-threshold",
-        "missing-machine", "string-weight", "typo-key"])
+        "missing-machine", "string-weight", "typo-key", "absurd-n_fft"])
 def test_a_hand_edited_bad_manifest_is_refused_naming_the_field(enrolled, tmp_path, capsys,
                                                                 edit, fragments) -> None:
     bundle = _edited(enrolled, tmp_path, edit)

@@ -57,7 +57,7 @@ DEFAULT_CLEAR_FRACTION = 0.9
 class AlarmRuleConfig(BaseModel):
     """How one stream turns hop scores into alarm episodes (see the module docstring)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     trip_hops: int = Field(default=3, ge=1, title="k",
                            description="hops over the threshold, among the last window_hops, "

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import tempfile
 from pathlib import Path
@@ -32,7 +31,6 @@ from pydantic import (
     StringConstraints,
     TypeAdapter,
     ValidationError,
-    field_validator,
     model_validator,
 )
 
@@ -260,15 +258,9 @@ class AlarmCalibration(AlarmBudget):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     file: str = Field(description="the out-of-sample hop scores (calibration.npz)")
-    rule: AlarmRuleConfig = Field(description="the alarm rule the thresholds were set for")
-
-    @field_validator("rule")
-    @classmethod
-    def _finite_rule(cls, rule: AlarmRuleConfig) -> AlarmRuleConfig:
-        for name, value in rule.model_dump().items():
-            if isinstance(value, float) and not math.isfinite(value):
-                raise ValueError(f"{name} should be a finite number (got {value})")
-        return rule
+    rule: AlarmRuleConfig = Field(description="the alarm rule the thresholds were set for "
+                                              "(its numbers finite: AlarmRuleConfig refuses "
+                                              "NaN and infinities)")
 
     def budget(self) -> AlarmBudget:
         return AlarmBudget(**self.model_dump(include=set(AlarmBudget.model_fields)))
