@@ -69,6 +69,7 @@ class StreamRunner:
     origin_stream_s: float = 0.0  # stream seconds of sample 0
     samples_in: int = 0  # samples pushed into the current windower
     stream_samples: int = 0  # samples since the stream started
+    scored: int = 0  # windows scored
     new_patches: np.ndarray | None = None
 
     def __post_init__(self) -> None:
@@ -377,6 +378,7 @@ class Daemon:
                 for index, block in items:
                     if block is None:
                         live.discard(index)
+                        self._ended(self.runners[index])
                     else:
                         self.runners[index].feed(block)
                 self._score_pending()
@@ -384,6 +386,14 @@ class Daemon:
         finally:
             self.shutdown()
         return 0
+
+    def _ended(self, runner: StreamRunner) -> None:
+        """A source ended: say so when it held too little audio for a single window."""
+        if runner.scored == 0 and not self.stop.is_set():
+            logger.warning("%s: the audio ended after %.1f s, shorter than one window (%g s): "
+                           "nothing was scored; give at least %g s", runner.name,
+                           runner.stream_samples / SAMPLE_RATE, runner.config.window_seconds,
+                           runner.config.window_seconds)
 
     def _score_pending(self) -> None:
         for bundle in self.bundles.values():
@@ -413,6 +423,7 @@ class Daemon:
         # the hop's domain picks its thresholds (auto); a pinned domain is the rule's own
         domain = assessed.domain if runner.config.domain == "auto" else None
         self.windows_scored += 1
+        runner.scored += 1
         self.health.hop_scored(runner.name, score)
         event_window = runner.event_window(window)
         stream_s = runner.stream_seconds(window)

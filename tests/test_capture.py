@@ -43,6 +43,18 @@ def test_file_is_resampled_and_the_chosen_channel_used(tmp_path):
     assert np.array_equal(got, read_audio(path, channel=1))
 
 
+def test_a_long_file_at_44k_streams_the_samples_read_audio_gives(tmp_path):
+    """The file is decoded a second at a time and resampled as a stream (a 30-minute replay
+    no longer sits in memory whole): across the decode pieces the samples are still those of
+    the whole-file read, to the last one."""
+    path = tmp_path / "long44k.wav"
+    write_audio(path, noise(3.3, 44100, seed=4), sample_rate=44100)
+    got = np.concatenate([b.samples for b in FileSource(path, speed="max", block_seconds=0.25)])
+    offline = read_audio(path)
+    assert got.shape == offline.shape
+    np.testing.assert_allclose(got, offline, atol=1e-5)
+
+
 def test_file_at_realtime_is_paced_like_a_microphone(tmp_path):
     path = tmp_path / "one_second.wav"
     write_audio(path, noise(1.0))

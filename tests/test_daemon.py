@@ -149,3 +149,15 @@ def test_events_raised_while_the_broker_is_down_arrive_at_the_next_start(setup, 
     finally:
         subscriber.close()
         broker.kill()
+
+
+def test_a_file_shorter_than_one_window_says_nothing_was_scored(setup, tmp_path,
+                                                                caplog) -> None:
+    """Issue 13 item 11: 4 s of audio and a 10 s window scored nothing without a word."""
+    short = tmp_path / "short.wav"
+    sf.write(short, read_audio(setup.stream)[:4 * 16000], 16000)
+    assert main(["run", "--file", str(short), "--machine", MACHINE, "--models",
+                 str(setup.models), "--speed", "max", "--state-dir", str(tmp_path / "s"),
+                 "--no-metrics"]) == 0
+    assert "the audio ended after 4.0 s, shorter than one window (10 s): nothing was " \
+           "scored" in caplog.text
