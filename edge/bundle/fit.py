@@ -34,7 +34,7 @@ from edge.bundle.calibrate import (
     budget_thresholds,
     stream_traces,
 )
-from edge.bundle.manifest import BundleManifest, write_manifest
+from edge.bundle.manifest import MANIFEST, BundleManifest, write_manifest
 from edge.bundle.system import (
     DOMAINS,
     MEMBER_KINDS,
@@ -277,8 +277,14 @@ def thresholds_to_manifest(thresholds: dict[int, SectionThreshold]) -> dict[str,
 def write_bundle(out_dir: Path, machine: str, system: ScoringSystem, references: References,
                  scorer_configs: dict[str, ScorerConfig], extra: dict[str, Any],
                  model_file: Path | None = None) -> Path:
-    """Write ``out_dir`` (= ``<models>/<machine>``) atomically: a staging folder, then a swap."""
+    """Write ``out_dir`` (= ``<models>/<machine>``) atomically: a staging folder, then a swap.
+
+    The swap is two renames (the old bundle to ``.<machine>.old``, the staging folder to
+    ``<machine>``); a crash between them leaves no ``<machine>`` and the old bundle whole,
+    which ``recover_interrupted_swap`` (run here and by ``load_bundle``) puts back. So a
+    reader finds the old bundle or the new one, never a mix."""
     out_dir = Path(out_dir)
+    recover_interrupted_swap(out_dir)
     staging = out_dir.with_name(f".{out_dir.name}.staging")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -326,6 +332,20 @@ def write_bundle(out_dir: Path, machine: str, system: ScoringSystem, references:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return out_dir
+
+
+def recover_interrupted_swap(out_dir: Path) -> bool:
+    """Put back the old bundle a ``write_bundle`` cut short between its two renames left in
+    ``.<machine>.old`` (there is then no ``<machine>``); True when it did. The old folder is
+    only ever deleted while ``<machine>`` exists, so it is whole here."""
+    out_dir = Path(out_dir)
+    old = out_dir.with_name(f".{out_dir.name}.old")
+    if out_dir.exists() or not (old / MANIFEST).is_file():
+        return False
+    old.rename(out_dir)
+    logger.warning("%s: a bundle write was cut short mid-swap; the previous bundle is back",
+                   out_dir)
+    return True
 
 
 def placeholder_member(name: str, kind: str, **kwargs: Any) -> Member:

@@ -1,0 +1,323 @@
+"""Operator feedback, "that was not a fault", end to end: a real daemon replays a recording with
+a fault through a real Mosquitto and raises one episode; ``asd-edge enroll --episode ID``
+enrolls its evidence clip as normal (the bundle changes atomically and still verifies) and a
+second replay of the same audio raises no alarm in the fault (or a later one); the running
+daemon takes the same action as an MQTT command and answers on cmd/ack."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from _broker import Broker, Subscriber
+from _pipeline import MACHINE, StatsSetup, stats_setup
+
+from edge.audio import SAMPLE_RATE, read_audio
+from edge.bundle.enroll import cut_clips
+from edge.bundle.fit import write_bundle
+from edge.bundle.load import load_bundle
+from edge.bundle.manifest import read_manifest
+from edge.cli import main
+from edge.evidence import enforce_retention
+from edge.outputs.events import AlarmEvent
+from edge.outputs.journal import read_journal, read_records
+
+NODE = "test"
+ALARM_TOPIC = f"asd-edge/{NODE}/{MACHINE}/00/alarm"
+STATE_TOPIC = f"asd-edge/{NODE}/{MACHINE}/00/state"
+COMMAND_TOPIC = f"asd-edge/{NODE}/cmd/not_a_fault"
+ACK_TOPIC = f"asd-edge/{NODE}/cmd/ack"
+REPO = Path(__file__).resolve().parents[1]
+
+
+class Replayed:
+    def __init__(self, setup: StatsSetup, state: Path, events: list[AlarmEvent]) -> None:
+        self.setup, self.state, self.events = setup, state, events
+
+    @property
+    def episode(self) -> str:
+        return self.events[0].id
+
+    @property
+    def clip(self) -> Path:
+        assert self.events[0].clip is not None
+        return Path(self.events[0].clip)
+
+    def copy(self, root: Path) -> tuple[Path, Path]:
+        """A copy of the bundles and of the state folder (journal, clips) under ``root``;
+        the copied journal names the copied clip."""
+        models, state = root / "models", root / "state"
+        shutil.copytree(self.setup.models, models)
+        shutil.copytree(self.state, state)
+        journal = state / "journal.jsonl"
+        journal.write_text(journal.read_text().replace(str(self.state), str(state)))
+        return models, state
+
+
+@pytest.fixture(scope="module")
+def replayed(tmp_path_factory) -> Replayed:
+    """The fault recording replayed by the daemon through Mosquitto: one closed episode."""
+    root = tmp_path_factory.mktemp("feedback")
+    setup = stats_setup(root)
+    broker = Broker(root / "broker")
+    broker.start()
+    subscriber = Subscriber(broker.port, [ALARM_TOPIC])
+    try:
+        subscriber.wait_subscribed()
+        state = root / "state"
+        assert main(["run", "--file", str(setup.stream), "--machine", MACHINE, "--models",
+                     str(setup.models), "--speed", "max", "--mqtt", broker.url, "--node", NODE,
+                     "--state-dir", str(state), "--no-metrics"]) == 0
+        subscriber.wait_for(lambda ms: len(ms) >= 2, what="the raise and the clear")
+        events = [AlarmEvent.from_json(m.payload) for m in subscriber.on(ALARM_TOPIC)]
+    finally:
+        subscriber.close()
+        broker.kill()
+    assert [e.type for e in events] == ["raise", "clear"]
+    assert setup.fault["start_s"] < events[0].window.end_s <= setup.fault["end_s"]
+    return Replayed(setup, state, events)
+
+
+def section_references(models: Path) -> int:
+    return sum(1 for r in read_manifest(models / MACHINE, MACHINE).references if r.section == 0)
+
+
+def replay(models: Path, stream: Path, state: Path) -> list[AlarmEvent]:
+    assert main(["run", "--file", str(stream), "--machine", MACHINE, "--models", str(models),
+                 "--speed", "max", "--node", NODE, "--state-dir", str(state),
+                 "--no-metrics"]) == 0
+    return read_journal(state / "journal.jsonl")
+
+
+def test_not_a_fault_enrolls_the_clip_and_the_same_audio_raises_no_alarm_in_the_fault(
+        replayed, tmp_path, capsys) -> None:
+    models, state = replayed.copy(tmp_path)
+    references = section_references(models)
+    threshold = load_bundle(models, MACHINE).system.thresholds[0].threshold
+    clip_clips = len(cut_clips(read_audio(replayed.clip), SAMPLE_RATE))
+    capsys.readouterr()
+
+    assert main(["enroll", "--episode", replayed.episode, "--state-dir", str(state),
+                 "--models", str(models)]) == 0
+    said = capsys.readouterr().out
+    assert f"episode {replayed.episode} is not a fault: enrolled {clip_clips} clip(s)" in said
+
+    assert main(["bundle", "verify", str(models / MACHINE)]) == 0
+    assert section_references(models) == references + clip_clips
+    new_threshold = load_bundle(models, MACHINE).system.thresholds[0].threshold
+    assert new_threshold != threshold
+    # the journal: the same two alarm events for every reader, plus one feedback record
+    journal = state / "journal.jsonl"
+    assert [e.event_id for e in read_journal(journal)] == \
+        [e.event_id for e in replayed.events]
+    [record] = read_records(journal, "feedback")
+    assert record["episode"] == replayed.episode and record["via"] == "cli"
+    assert record["clips_added"] == clip_clips
+    assert record["threshold_before"] == pytest.approx(threshold)
+    assert record["threshold_after"] == pytest.approx(new_threshold)
+    assert record["references"] == references + clip_clips
+
+    # the same recording again: no alarm inside the fault's first stretch, or a later one
+    again = replay(models, replayed.setup.stream, tmp_path / "again")
+    first = replayed.events[0]
+    raises = [e for e in again if e.type == "raise"]
+    with capsys.disabled():
+        print(f"\nfeedback: threshold {threshold:.4g} -> {new_threshold:.4g}; references "
+              f"{references} -> {references + clip_clips}; first replay raised at "
+              f"{first.window.end_s:.2f} s (score {first.score:.4g}); second replay: "
+              f"{[(e.window.end_s, round(e.score, 4)) for e in raises]}")
+    assert all(e.window.end_s > first.window.end_s for e in raises), raises
+
+    # a command delivered twice, or a second click: enrolled once
+    capsys.readouterr()
+    assert main(["enroll", "--episode", replayed.episode, "--state-dir", str(state),
+                 "--models", str(models)]) == 2
+    assert "already enrolled" in capsys.readouterr().err
+    assert section_references(models) == references + clip_clips
+
+
+def test_refusals_are_one_line_and_change_nothing(replayed, tmp_path, capsys) -> None:
+    models, state = replayed.copy(tmp_path)
+    references = section_references(models)
+
+    def refused(*argv: str) -> str:
+        capsys.readouterr()
+        assert main(["enroll", *argv, "--models", str(models)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err, err
+        return err
+
+    err = refused("--episode", "no-such-episode", "--state-dir", str(state))
+    assert "is not in" in err and str(state / "journal.jsonl") in err
+    err = refused("--episode", replayed.episode, "--state-dir", str(tmp_path / "elsewhere"))
+    assert str(tmp_path / "elsewhere" / "journal.jsonl") in err
+    assert "--machine" in refused("--episode", replayed.episode, "--state-dir", str(state),
+                                  "--machine", MACHINE)
+
+    # still open: the journal holds the raise only
+    open_state = tmp_path / "open"
+    open_state.mkdir()
+    journal = (state / "journal.jsonl").read_text().splitlines(keepends=True)
+    (open_state / "journal.jsonl").write_text(journal[0])
+    assert "still open" in refused("--episode", replayed.episode, "--state-dir",
+                                   str(open_state))
+
+    # the clip removed by the evidence retention
+    assert enforce_retention(state / "clips", max_clips=0, max_age_days=30,
+                             max_megabytes=1000) == [state / "clips" / replayed.clip.name]
+    err = refused("--episode", replayed.episode, "--state-dir", str(state))
+    assert "removed by evidence retention" in err and replayed.clip.name in err
+    assert section_references(models) == references
+    assert read_records(state / "journal.jsonl", "feedback") == []
+
+
+def test_even_if_open_enrolls_an_open_episode(replayed, tmp_path) -> None:
+    models, state = replayed.copy(tmp_path)
+    journal = state / "journal.jsonl"
+    journal.write_text(journal.read_text().splitlines(keepends=True)[0])  # the raise only
+    references = section_references(models)
+    assert main(["enroll", "--episode", replayed.episode, "--state-dir", str(state),
+                 "--models", str(models), "--even-if-open"]) == 0
+    assert section_references(models) > references
+    [record] = read_records(journal, "feedback")
+    assert record["even_if_open"] is True
+
+
+def test_a_crash_mid_swap_leaves_the_old_bundle(replayed, tmp_path, monkeypatch) -> None:
+    """write_bundle killed between its two renames: the next load finds the old bundle."""
+    models, _ = replayed.copy(tmp_path)
+    bundle = load_bundle(models, MACHINE)
+    before = (models / MACHINE / "bundle.json").read_bytes()
+    from edge.bundle.fit import References
+
+    references = References.load(bundle.path, bundle.manifest)
+    configs = {m.name: m.scorer_config for m in bundle.manifest.system.members}
+    extra = bundle.manifest.model_dump(mode="json", exclude_none=True,
+                                       include={"provenance", "system"})
+    renames: list[Path] = []
+    real_rename = Path.rename
+
+    def rename(self: Path, target):
+        if renames:  # the second rename (staging -> bundle) never happens: a crash
+            raise KeyboardInterrupt
+        renames.append(self)
+        return real_rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", rename)
+    with pytest.raises(KeyboardInterrupt):
+        write_bundle(models / MACHINE, MACHINE, bundle.system, references, configs, extra)
+    monkeypatch.undo()
+    assert not (models / MACHINE).exists()  # the crash window
+    reloaded = load_bundle(models, MACHINE)
+    assert (reloaded.path / "bundle.json").read_bytes() == before
+    assert main(["bundle", "verify", str(models / MACHINE)]) == 0
+
+
+def test_the_running_daemon_takes_the_mqtt_command(replayed, tmp_path) -> None:
+    models, state = replayed.copy(tmp_path)
+    references = section_references(models)
+    broker = Broker(tmp_path / "broker")
+    broker.start()
+    config = tmp_path / "edge.yaml"
+    config.write_text(f"""
+node: {NODE}
+models_dir: {models}
+state_dir: {state}
+streams:
+  - source: {{type: file, path: {replayed.setup.stream}, speed: realtime}}
+    machine: {MACHINE}
+    section: 0
+mqtt: {{url: "{broker.url}", discovery: false}}
+metrics: {{enabled: false}}
+feedback: {{mqtt: true}}
+""")
+    subscriber = Subscriber(broker.port, [ACK_TOPIC, STATE_TOPIC])
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    daemon = subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--config",
+                               str(config)], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    try:
+        subscriber.wait_subscribed()
+        # the retained state comes after the daemon subscribed to its command topic
+        subscriber.wait_for(lambda ms: any(m.topic == STATE_TOPIC for m in ms), timeout_s=60,
+                            what="the daemon's first state")
+        publisher = subscriber.client
+
+        def acks() -> list[dict]:
+            return [m.json() for m in subscriber.on(ACK_TOPIC)]
+
+        publisher.publish(COMMAND_TOPIC, b"this is not json", qos=1)
+        publisher.publish(COMMAND_TOPIC, json.dumps({"episode": 5, "request_id": "bad-1"}),
+                          qos=1)
+        publisher.publish(COMMAND_TOPIC, json.dumps({"episode": replayed.episode,
+                                                     "request_id": "bad-2", "by": "me"}),
+                          qos=1)
+        subscriber.wait_for(lambda ms: len(acks()) >= 3, what="three error acks")
+        errors = acks()
+        assert [a["ok"] for a in errors] == [False, False, False]
+        assert [a["request_id"] for a in errors] == [None, "bad-1", "bad-2"]
+        assert "episode" in errors[1]["error"] and "by" in errors[2]["error"]
+        assert section_references(models) == references  # nothing changed
+
+        publisher.publish(COMMAND_TOPIC, json.dumps({"episode": replayed.episode,
+                                                     "request_id": "r-1"}), qos=1)
+        subscriber.wait_for(lambda ms: len(acks()) >= 4, timeout_s=60, what="the ack")
+        ack = acks()[3]
+        assert ack["ok"] is True and ack["request_id"] == "r-1", ack
+        assert ack["episode"] == replayed.episode and ack["machine"] == MACHINE
+        assert ack["threshold"] != pytest.approx(ack["threshold_before"])
+        assert ack["references"] == section_references(models) == \
+            references + ack["clips_added"]
+        # in effect at once: the retained state carries the stream's new threshold
+        states = [m.json() for m in subscriber.on(STATE_TOPIC)]
+        assert states[-1]["threshold"] == pytest.approx(ack["threshold"])
+        [record] = read_records(state / "journal.jsonl", "feedback")
+        assert record["via"] == "mqtt" and record["request_id"] == "r-1"
+        assert record["id"] == ack["feedback_id"]
+
+        publisher.publish(COMMAND_TOPIC, json.dumps({"episode": replayed.episode,
+                                                     "request_id": "r-2"}), qos=1)
+        subscriber.wait_for(lambda ms: len(acks()) >= 5, timeout_s=60, what="the second ack")
+        again = acks()[4]
+        assert again["ok"] is False and "already enrolled" in again["error"]
+        assert section_references(models) == references + ack["clips_added"]
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        output = daemon.communicate(timeout=30)[0]
+        subscriber.close()
+        broker.kill()
+    assert daemon.returncode == 0, output[-3000:]
+    assert "Traceback" not in output, output[-3000:]
+
+
+def test_a_budget_bundle_stays_calibrated_to_its_budget(replayed, tmp_path) -> None:
+    """A bundle whose thresholds keep a false-alarm promise keeps one after the feedback (the
+    same budget, recalibrated with the clip); clip quantiles stay clip quantiles (above)."""
+    _, state = replayed.copy(tmp_path)
+    models = tmp_path / "budget-models"
+    assert main(["enroll", "--dir", str(replayed.setup.data / MACHINE / "train"), "--machine",
+                 MACHINE, "--section", "0", "--models", str(models), "--domain", "source",
+                 "--false-alarms-per-day", "1"]) == 0
+    budget = read_manifest(models / MACHINE, MACHINE).alarm_calibration
+    assert budget is not None
+    budget_refs = read_manifest(models / MACHINE, MACHINE).references
+    before = load_bundle(models, MACHINE).traces
+    assert before is not None
+    hops = before.hops
+    from edge.feedback import not_a_fault
+
+    record = not_a_fault(replayed.episode, state, models)
+    after = read_manifest(models / MACHINE, MACHINE)
+    assert after.alarm_calibration is not None
+    assert after.alarm_calibration.false_alarms_per_day == budget.false_alarms_per_day == 1
+    assert record.domain == "source" and record.references == len(budget_refs) + 2
+    traces = load_bundle(models, MACHINE).traces
+    assert traces is not None and traces.hops > hops  # the clip's hops joined the calibration
+    print(f"\nbudget bundle: threshold {record.threshold_before:.4g} -> "
+          f"{record.threshold_after:.4g}; calibration hops {hops} -> {traces.hops}")
