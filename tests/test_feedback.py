@@ -12,21 +12,24 @@ import shutil
 import signal
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from _broker import Broker, Subscriber
 from _pipeline import MACHINE, StatsSetup, stats_setup
+from test_event_schema import frozen_event
 
 from edge.audio import SAMPLE_RATE, read_audio
 from edge.bundle.enroll import cut_clips
-from edge.bundle.fit import write_bundle
+from edge.bundle.fit import References, write_bundle
 from edge.bundle.load import load_bundle
 from edge.bundle.manifest import read_manifest
 from edge.cli import main
 from edge.evidence import enforce_retention
+from edge.feedback import FeedbackAck, NotAFaultCommand, not_a_fault, parse_command
 from edge.outputs.events import AlarmEvent
-from edge.outputs.journal import read_journal, read_records
+from edge.outputs.journal import append_record, read_journal, read_records
 
 NODE = "test"
 ALARM_TOPIC = f"asd-edge/{NODE}/{MACHINE}/00/alarm"
@@ -194,8 +197,6 @@ def test_a_crash_mid_swap_leaves_the_old_bundle(replayed, tmp_path, monkeypatch)
     models, _ = replayed.copy(tmp_path)
     bundle = load_bundle(models, MACHINE)
     before = (models / MACHINE / "bundle.json").read_bytes()
-    from edge.bundle.fit import References
-
     references = References.load(bundle.path, bundle.manifest)
     configs = {m.name: m.scorer_config for m in bundle.manifest.system.members}
     extra = bundle.manifest.model_dump(mode="json", exclude_none=True,
@@ -310,8 +311,6 @@ def test_a_budget_bundle_stays_calibrated_to_its_budget(replayed, tmp_path) -> N
     before = load_bundle(models, MACHINE).traces
     assert before is not None
     hops = before.hops
-    from edge.feedback import not_a_fault
-
     record = not_a_fault(replayed.episode, state, models)
     after = read_manifest(models / MACHINE, MACHINE)
     assert after.alarm_calibration is not None
@@ -321,3 +320,57 @@ def test_a_budget_bundle_stays_calibrated_to_its_budget(replayed, tmp_path) -> N
     assert traces is not None and traces.hops > hops  # the clip's hops joined the calibration
     print(f"\nbudget bundle: threshold {record.threshold_before:.4g} -> "
           f"{record.threshold_after:.4g}; calibration hops {hops} -> {traces.hops}")
+
+
+# -- the payloads (contracts; no daemon) -----------------------------------------------------
+
+FROZEN_ACK_V1 = (
+    '{"schema_version":1,"command":"not_a_fault","request_id":"r-1",'
+    '"episode":"0b7c56c1-3f1c-5e9b-9d7e-6a0f2b8c4d11","ok":true,"error":null,'
+    '"time":"2026-11-28T12:05:00.250Z","node":"box-1","machine":"gearbox","section":"00",'
+    '"threshold":35.87,"threshold_before":23.81,"domain_thresholds":{"source":35.87},'
+    '"clips_added":2,"references":20,"feedback_id":"a3e1f0d2-5b4c-4e6f-8a9b-0c1d2e3f4a5b"}')
+
+
+def test_the_ack_payload_is_frozen() -> None:
+    ack = FeedbackAck(request_id="r-1", episode="0b7c56c1-3f1c-5e9b-9d7e-6a0f2b8c4d11",
+                      ok=True, time=datetime(2026, 11, 28, 12, 5, 0, 250000, tzinfo=UTC),
+                      node="box-1", machine="gearbox", section="00", threshold=35.87,
+                      threshold_before=23.81, domain_thresholds={"source": 35.87},
+                      clips_added=2, references=20,
+                      feedback_id="a3e1f0d2-5b4c-4e6f-8a9b-0c1d2e3f4a5b")
+    assert ack.to_json().decode() == FROZEN_ACK_V1
+
+
+@pytest.mark.parametrize(("payload", "reason"), [
+    (b"not json", "Invalid JSON"),
+    (b'["a list"]', "payload"),
+    (b'{"episode": 5}', "episode"),
+    (b'{"episode": "a/b"}', "episode"),
+    (b'{"episode": "abc", "by": "me"}', "by"),
+    (b'{"episode": "abc", "request_id": 7}', "request_id"),
+    (b'{"episode": "abc", "even_if_open": "yes"}', "even_if_open"),
+    (b'{"request_id": "r"}', "episode"),
+])
+def test_a_bad_command_is_a_one_line_reason(payload: bytes, reason: str) -> None:
+    parsed = parse_command(payload)
+    assert isinstance(parsed, str) and reason in parsed and "\n" not in parsed, parsed
+
+
+def test_a_good_command_parses() -> None:
+    assert parse_command(b'{"episode": "ab-12", "request_id": "r"}') == \
+        NotAFaultCommand(episode="ab-12", request_id="r")
+
+
+def test_readers_of_alarm_events_skip_feedback_records_quietly(tmp_path, caplog) -> None:
+    journal = tmp_path / "journal.jsonl"
+    journal.write_bytes(frozen_event().to_json() + b"\n")
+    append_record(journal, b'{"record":"feedback","episode":"x"}')
+    with journal.open("ab") as out:
+        out.write(b'{"torn": ')
+    with caplog.at_level("WARNING"):
+        assert read_journal(journal) == [frozen_event()]
+    assert len(caplog.records) == 1 and "line 3" in caplog.records[0].getMessage()
+    assert read_records(journal, "feedback") == [{"record": "feedback", "episode": "x"}]
+    with pytest.raises(ValueError):
+        append_record(journal, b'{"episode": "x"}')
