@@ -12,11 +12,14 @@ import shutil
 import signal
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from datetime import UTC, datetime
+from http.cookiejar import CookieJar
 from pathlib import Path
 
 import pytest
-from _broker import Broker, Subscriber
+from _broker import Broker, Subscriber, free_port
 from _pipeline import MACHINE, StatsSetup, stats_setup
 from test_event_schema import frozen_event
 
@@ -220,12 +223,13 @@ def test_a_crash_mid_swap_leaves_the_old_bundle(replayed, tmp_path, monkeypatch)
     assert main(["bundle", "verify", str(models / MACHINE)]) == 0
 
 
-def test_the_running_daemon_takes_the_mqtt_command(replayed, tmp_path) -> None:
+def start_daemon(replayed: Replayed, tmp_path: Path, broker: Broker, web_port: int | None = None
+                 ) -> tuple[subprocess.Popen[str], Path, Path]:
+    """``asd-edge run --config`` in a subprocess, replaying the fault recording in real time
+    (so it runs while the test talks to it) with feedback.mqtt on; (process, models, state)."""
     models, state = replayed.copy(tmp_path)
-    references = section_references(models)
-    broker = Broker(tmp_path / "broker")
-    broker.start()
     config = tmp_path / "edge.yaml"
+    web = f"web: {{enabled: true, port: {web_port}}}" if web_port else ""
     config.write_text(f"""
 node: {NODE}
 models_dir: {models}
@@ -237,12 +241,28 @@ streams:
 mqtt: {{url: "{broker.url}", discovery: false}}
 metrics: {{enabled: false}}
 feedback: {{mqtt: true}}
+{web}
 """)
-    subscriber = Subscriber(broker.port, [ACK_TOPIC, STATE_TOPIC])
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     daemon = subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--config",
                                str(config)], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)
+    return daemon, models, state
+
+
+def stop_daemon(daemon: subprocess.Popen[str]) -> None:
+    daemon.send_signal(signal.SIGTERM)
+    output = daemon.communicate(timeout=30)[0]
+    assert daemon.returncode == 0, output[-3000:]
+    assert "Traceback" not in output, output[-3000:]
+
+
+def test_the_running_daemon_takes_the_mqtt_command(replayed, tmp_path) -> None:
+    broker = Broker(tmp_path / "broker")
+    broker.start()
+    subscriber = Subscriber(broker.port, [ACK_TOPIC, STATE_TOPIC])
+    daemon, models, state = start_daemon(replayed, tmp_path, broker)
+    references = section_references(models)
     try:
         subscriber.wait_subscribed()
         # the retained state comes after the daemon subscribed to its command topic
@@ -289,12 +309,48 @@ feedback: {{mqtt: true}}
         assert again["ok"] is False and "already enrolled" in again["error"]
         assert section_references(models) == references + ack["clips_added"]
     finally:
-        daemon.send_signal(signal.SIGTERM)
-        output = daemon.communicate(timeout=30)[0]
+        stop_daemon(daemon)
         subscriber.close()
         broker.kill()
-    assert daemon.returncode == 0, output[-3000:]
-    assert "Traceback" not in output, output[-3000:]
+
+
+def test_the_web_pages_not_a_fault_button(replayed, tmp_path) -> None:
+    """The episode page's button (a POST with the CSRF token) goes through the daemon."""
+    broker = Broker(tmp_path / "broker")
+    broker.start()
+    port = free_port()
+    subscriber = Subscriber(broker.port, [STATE_TOPIC])
+    daemon, models, state = start_daemon(replayed, tmp_path, broker, web_port=port)
+    references = section_references(models)
+    try:
+        subscriber.wait_for(lambda ms: len(ms) >= 1, timeout_s=60, what="the first state")
+        web = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(CookieJar()))
+        web.open(f"http://127.0.0.1:{port}/").read()  # a session (the forms' CSRF token)
+        url = f"http://127.0.0.1:{port}/episodes/{replayed.episode}"
+        page = web.open(url).read().decode()
+        assert 'action="/episodes/' + replayed.episode + '/not-a-fault"' in page
+        with pytest.raises(urllib.error.HTTPError) as refused:  # no CSRF token: refused
+            web.open(url + "/not-a-fault", data=b"")
+        assert refused.value.code == 403
+        assert section_references(models) == references
+        csrf = page.split('name="csrf" value="')[1].split('"')[0]
+        page = web.open(url + "/not-a-fault", data=f"csrf={csrf}".encode()).read().decode()
+        assert 'id="not-a-fault">Not a fault: 2 clip(s)' in page, page
+        assert section_references(models) == references + 2
+        [record] = read_records(state / "journal.jsonl", "feedback")
+        assert record["via"] == "web"
+        actions = [json.loads(line) for line in (state / "actions.jsonl").read_text().splitlines()]
+        assert actions[-1]["action"] == "not_a_fault" and actions[-1]["ok"] is True
+        # a second click (a stale page) is refused; the page still says what was done
+        page = web.open(url + "/not-a-fault", data=f"csrf={csrf}".encode()).read().decode()
+        assert 'id="not-a-fault">Not a fault: 2 clip(s)' in page
+        assert section_references(models) == references + 2
+        last = json.loads((state / "actions.jsonl").read_text().splitlines()[-1])
+        assert last["ok"] is False and "already enrolled" in last["error"]
+    finally:
+        stop_daemon(daemon)
+        subscriber.close()
+        broker.kill()
 
 
 def test_a_budget_bundle_stays_calibrated_to_its_budget(replayed, tmp_path) -> None:

@@ -144,6 +144,7 @@ def build_outputs(config: EdgeConfig, commands: dict[str, Any] | None = None):
 
 def run(args: argparse.Namespace) -> int:
     from edge.daemon import Daemon
+    from edge.feedback import NotAFaultCommand
     from edge.health import Health, Heartbeat, MetricsServer
 
     config = with_web(options_from(args), args.web)
@@ -171,8 +172,12 @@ def run(args: argparse.Namespace) -> int:
                           for r in daemon.runners], config.state_dir / "actions.jsonl",
                          config.state_dir / "journal.jsonl")
         web = WebServer(state, health, config.web.host, config.web.port,
-                        config.web.resolve_password(), config.web.public_url).start()
+                        config.web.resolve_password(), config.web.public_url,
+                        feedback=lambda episode, reply: daemon.request_feedback(
+                            NotAFaultCommand(episode=episode), "web", reply)).start()
         daemon.score_listener = state.add_score
+        daemon.feedback_listener = lambda record: state.add_feedback(
+            record.model_dump(mode="json"))
         outputs.outputs.append(state)
     heartbeat = Heartbeat(health, config.metrics.heartbeat_seconds).start()
 
