@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -89,7 +90,17 @@ EPISODE_ONLY = (("state_dir", "--state-dir", "state"), ("clips", "--clips", None
 
 def run(args: argparse.Namespace) -> int:
     if args.episode is not None:
-        return run_episode(args)
+        given = [flag for flag, value in (("--machine", args.machine),
+                                          ("--section", args.section),
+                                          ("--false-alarms-per-day", args.false_alarms_per_day))
+                 if value is not None]
+        if args.clip_quantile_thresholds:
+            given.append("--clip-quantile-thresholds")
+        if given:
+            raise BadInput(f"{', '.join(given)} do(es) not go with --episode: the machine and "
+                           "section are the episode's, the calibration the bundle's")
+        return enroll_episode(args.episode, args.state_dir, args.models, args.clips,
+                              args.even_if_open, args.device, args.domain)
     if not (args.mic or args.file or args.dir):
         raise BadInput("give one of --mic DEVICE, --file WAV, --dir DIR and --episode ID")
     for name, flag, default in EPISODE_ONLY:
@@ -127,24 +138,17 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_episode(args: argparse.Namespace) -> int:
+def enroll_episode(episode: str, state_dir: str, models: str, clips: str | None,
+                   even_if_open: bool, device: str, domain: Literal["source", "target"] | None
+                   ) -> int:
     """``--episode ID``: the episode's clip enrolled as normal (``edge.feedback``)."""
     from edge.feedback import not_a_fault
 
-    given = [flag for flag, value in (("--machine", args.machine), ("--section", args.section),
-                                      ("--false-alarms-per-day", args.false_alarms_per_day))
-             if value is not None]
-    if args.clip_quantile_thresholds:
-        given.append("--clip-quantile-thresholds")
-    if given:
-        raise BadInput(f"{', '.join(given)} do(es) not go with --episode: the machine and "
-                       "section are the episode's, the calibration the bundle's")
-    record = not_a_fault(args.episode, args.state_dir, args.models, clips_dir=args.clips,
-                         even_if_open=args.even_if_open, via="cli", device=args.device,
-                         domain=args.domain)
+    record = not_a_fault(episode, state_dir, models, clips_dir=clips, even_if_open=even_if_open,
+                         via="cli", device=device, domain=domain)
     print(f"episode {record.episode} is not a fault: enrolled {record.clips_added} clip(s) "
           f"({record.audio_seconds:.1f} s) of {record.machine} section_{record.section} "
-          f"({record.domain}) into {Path(args.models) / record.machine}; now "
+          f"({record.domain}) into {Path(models) / record.machine}; now "
           f"{record.references} references")
     print(f"threshold {record.threshold_before:.4g} -> {record.threshold_after:.4g}"
           + "".join(f"; {d} {t:.4g}" for d, t in sorted(record.domain_thresholds.items())))
