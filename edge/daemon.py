@@ -490,19 +490,27 @@ class Daemon:
 
     # -- operator feedback ---------------------------------------------------------------------
 
-    def feedback_command(self, payload: bytes, retained: bool = False) -> None:
-        """A ``not_a_fault`` command as it came over MQTT (paho's thread): checked, queued
-        for the worker; a bad one is answered with an error at once."""
+    def feedback_command(self, payload: bytes, retained: bool,
+                         answer: Callable[[bytes], None]) -> None:
+        """A ``not_a_fault`` command as it came over MQTT (paho's thread; it may come before
+        ``start``): checked, queued for the worker; a bad one is answered with an error at
+        once. ``answer`` publishes an acknowledgement's JSON."""
+        def reply(ack: FeedbackAck) -> None:
+            try:
+                answer(ack.to_json())
+            except Exception:
+                logger.exception("could not publish the acknowledgement of %s", ack.request_id)
+
         if retained:
-            self._publish_ack(self._error_ack(request_id_of(payload), None, (
+            reply(self._error_ack(request_id_of(payload), None, (
                 "a retained not_a_fault command is refused (it would run again at every "
                 "connect): publish it without the retain flag, and clear the retained one")))
             return
         command = parse_command(payload)
         if isinstance(command, str):
-            self._publish_ack(self._error_ack(request_id_of(payload), None, command))
+            reply(self._error_ack(request_id_of(payload), None, command))
             return
-        self.request_feedback(command, "mqtt", self._publish_ack)
+        self.request_feedback(command, "mqtt", reply)
 
     def request_feedback(self, command: NotAFaultCommand, via: str, reply: FeedbackReply
                          ) -> None:
@@ -610,15 +618,6 @@ class Daemon:
                    ) -> FeedbackAck:
         return FeedbackAck(request_id=request_id, episode=episode, ok=False, error=error,
                            time=datetime.now(UTC), node=self.config.node)
-
-    def _publish_ack(self, ack: FeedbackAck) -> None:
-        for output in getattr(self.outputs, "outputs", [self.outputs]):
-            if hasattr(output, "publish_ack"):
-                try:
-                    output.publish_ack(ack.to_json())
-                except Exception:
-                    logger.exception("could not publish the acknowledgement of %s",
-                                     ack.request_id)
 
     def shutdown(self, timeout_s: float = 5.0) -> None:
         self.stop.set()

@@ -319,11 +319,24 @@ def test_the_web_pages_not_a_fault_button(replayed, tmp_path) -> None:
     broker = Broker(tmp_path / "broker")
     broker.start()
     port = free_port()
-    subscriber = Subscriber(broker.port, [STATE_TOPIC])
+    subscriber = Subscriber(broker.port, [STATE_TOPIC, ACK_TOPIC])
+    subscriber.wait_subscribed()
+    # a retained command waits at the broker: refused when the daemon connects (it would run
+    # again at every connect)
+    subscriber.client.publish(COMMAND_TOPIC, json.dumps({"episode": replayed.episode,
+                                                         "request_id": "kept"}),
+                              qos=1, retain=True).wait_for_publish(5)
     daemon, models, state = start_daemon(replayed, tmp_path, broker, web_port=port)
     references = section_references(models)
     try:
-        subscriber.wait_for(lambda ms: len(ms) >= 1, timeout_s=60, what="the first state")
+        subscriber.wait_for(lambda ms: any(m.topic == STATE_TOPIC for m in ms), timeout_s=60,
+                            what="the first state")
+        [kept] = [m.json() for m in subscriber.wait_for(
+            lambda ms: any(m.topic == ACK_TOPIC for m in ms), what="the ack of the retained "
+            "command") if m.topic == ACK_TOPIC]
+        assert kept["ok"] is False and "retained" in kept["error"]
+        assert kept["request_id"] == "kept"
+        assert section_references(models) == references
         web = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(CookieJar()))
         web.open(f"http://127.0.0.1:{port}/").read()  # a session (the forms' CSRF token)
         url = f"http://127.0.0.1:{port}/episodes/{replayed.episode}"

@@ -63,6 +63,9 @@ MEMORY_EVENTS = 10_000  # alarm events held in memory while the outbox cannot be
 ERROR_LOG_INTERVAL_S = 300.0  # a persisting outbox failure is logged again at most this often
 _EARLY_ACKS_KEPT = 1024  # see MqttOutput._on_publish
 
+# (payload, retained, answer): a command's handler; answer(payload) publishes on cmd/ack
+CommandHandler = Callable[[bytes, bool, Callable[[bytes], None]], None]
+
 
 def _segment(value: str, what: str) -> str:
     if not value or any(char in value for char in "/+#"):
@@ -100,10 +103,11 @@ class MqttOutput:
     def __init__(self, config: MqttConfig, node: str, state_dir: Path, *,
                  outbox: Outbox | None = None, outbox_path: Path | None = None,
                  max_rows: int = DEFAULT_MAX_ROWS, max_bytes: int = DEFAULT_MAX_BYTES,
-                 commands: dict[str, Callable[[bytes, bool], None]] | None = None) -> None:
-        """``commands``: name -> handler of the payloads (and their retain flag) that arrive
-        on ``cmd/<name>`` (subscribed at every connect; a handler runs on paho's thread, so it
-        must only queue the work); None: no command topic is subscribed."""
+                 commands: dict[str, CommandHandler] | None = None) -> None:
+        """``commands``: name -> handler of the commands that arrive on ``cmd/<name>``
+        (subscribed at every connect), called with the payload, its retain flag and
+        ``publish_ack`` to answer with; it runs on paho's thread, so it must only queue the
+        work. None: no command topic is subscribed."""
         # A missing secret fails before anything is opened.
         password = config.resolve_password()
         self.config = config
@@ -404,7 +408,7 @@ class MqttOutput:
         handler = self._commands.get(message.topic)
         if handler is not None:
             try:
-                handler(bytes(message.payload), bool(message.retain))
+                handler(bytes(message.payload), bool(message.retain), self.publish_ack)
             except Exception:  # a command must never take paho's network thread down
                 logger.exception("MQTT: the handler of %s failed", message.topic)
             return
