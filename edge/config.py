@@ -424,6 +424,10 @@ class EdgeConfig(Strict):
                      else "  evidence: off")
         lines.append(f"  metrics: http://{self.metrics.host}:{self.metrics.port}/metrics"
                      if self.metrics.enabled else "  metrics: off")
+        if self.feedback.mqtt:
+            lines.append(f"  feedback: not_a_fault commands on "
+                         f"{self.mqtt.prefix if self.mqtt else 'asd-edge'}/{self.node}/cmd/"
+                         "not_a_fault (restrict it in the broker's ACL)")
         return lines
 
 
