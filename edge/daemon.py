@@ -46,6 +46,7 @@ from edge.feedback import (
     FeedbackAck,
     FeedbackRecord,
     NotAFaultCommand,
+    Via,
     not_a_fault,
     parse_command,
     request_id_of,
@@ -273,7 +274,7 @@ class Daemon:
         self.score_listener: Callable[[ScoreMessage], None] | None = None
         # each applied "not a fault" (the web page marks the episode)
         self.feedback_listener: Callable[[FeedbackRecord], None] | None = None
-        self._feedback_requests: queue.Queue[tuple[NotAFaultCommand, str, FeedbackReply]] = \
+        self._feedback_requests: queue.Queue[tuple[NotAFaultCommand, Via, FeedbackReply]] = \
             queue.Queue(FEEDBACK_QUEUE)
         self._feedback_done: queue.Queue[tuple[FeedbackRecord, Bundle | None, str | None,
                                                FeedbackReply]] = queue.Queue()
@@ -512,7 +513,7 @@ class Daemon:
             return
         self.request_feedback(command, "mqtt", reply)
 
-    def request_feedback(self, command: NotAFaultCommand, via: str, reply: FeedbackReply
+    def request_feedback(self, command: NotAFaultCommand, via: Via, reply: FeedbackReply
                          ) -> None:
         """Queue ``command`` for the feedback worker; ``reply`` gets its outcome (called on
         the main thread once the new thresholds are in effect, or on the caller's or the
@@ -535,7 +536,7 @@ class Daemon:
                 record = not_a_fault(command.episode, config.state_dir, config.models_dir,
                                      clips_dir=config.evidence_dir,
                                      even_if_open=command.even_if_open,
-                                     via=via,  # type: ignore[arg-type]
+                                     via=via,
                                      request_id=command.request_id, device=config.device)
             except AsdEdgeError as err:
                 logger.warning("not a fault, episode %s: refused: %s", command.episode, err)
@@ -544,7 +545,7 @@ class Daemon:
             except Exception:
                 logger.exception("not a fault, episode %s: failed", command.episode)
                 reply(self._error_ack(command.request_id, command.episode,
-                                      "internal error; nothing changed: see the daemon's log"))
+                                      "internal error: see the daemon's log"))
                 continue
             bundle, problem = None, None
             if record.machine in self.bundles:

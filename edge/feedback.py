@@ -46,6 +46,8 @@ from edge.outputs.journal import append_record, read_journal, read_records
 
 logger = logging.getLogger(__name__)
 
+Via = Literal["cli", "mqtt", "web"]  # where a "not a fault" came from
+
 JOURNAL_FILE = "journal.jsonl"
 CLIPS_DIR = "clips"
 
@@ -76,7 +78,7 @@ class FeedbackRecord(BaseModel):
     threshold_before: float
     threshold_after: float
     domain_thresholds: dict[str, float]
-    via: Literal["cli", "mqtt", "web"]
+    via: Via
     request_id: str | None = None
     even_if_open: bool = False
 
@@ -168,7 +170,7 @@ def _domain_of(raised: AlarmEvent, models: Path, section: int) -> Literal["sourc
 
 def not_a_fault(episode: str, state_dir: str | Path, models: str | Path, *,
                 clips_dir: str | Path | None = None, even_if_open: bool = False,
-                via: Literal["cli", "mqtt", "web"] = "cli", request_id: str | None = None,
+                via: Via = "cli", request_id: str | None = None,
                 device: str = "auto", domain: Literal["source", "target"] | None = None
                 ) -> FeedbackRecord:
     """Enroll the evidence clip of ``episode`` as normal sound and journal it (see the module

@@ -35,6 +35,7 @@ from edge.evidence import enforce_retention
 from edge.feedback import FeedbackAck, NotAFaultCommand, not_a_fault, parse_command
 from edge.outputs.events import AlarmEvent
 from edge.outputs.journal import append_record, read_journal, read_records
+from edge.web.state import WebState
 
 NODE = "test"
 ALARM_TOPIC = f"asd-edge/{NODE}/{MACHINE}/00/alarm"
@@ -464,3 +465,14 @@ def test_new_levels_keep_an_open_episode() -> None:
     # 2.0 was over the old clear level; under the new one it clears after the hold time
     after = [new.update(1.5 + t * 0.5, 2.0, now) for t in range(4)]
     assert [(t.type, t.episode_id) for t in after if t] == [("clear", old.episode_id)]
+
+
+def test_the_web_page_knows_enrolled_episodes_after_a_restart(replayed, tmp_path) -> None:
+    """The page lists the journal's episodes at start, with what feedback did to them."""
+    models, state = replayed.copy(tmp_path)
+    not_a_fault(replayed.episode, state, models)
+    page = WebState([("gear", MACHINE, "00", 1.0, 0.9)], state / "actions.jsonl",
+                    state / "journal.jsonl")
+    [summary] = page.episode_list()
+    assert summary["id"] == replayed.episode and summary["not_a_fault"] is True
+    assert summary["open"] is False
