@@ -343,9 +343,8 @@ def test_the_web_pages_not_a_fault_button(replayed, tmp_path) -> None:
         assert kept["request_id"] == "kept"
         assert section_references(models) == references
         web = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(CookieJar()))
-        web.open(f"http://127.0.0.1:{port}/").read()  # a session (the forms' CSRF token)
         url = f"http://127.0.0.1:{port}/episodes/{replayed.episode}"
-        page = web.open(url).read().decode()
+        page = web.open(url).read().decode()  # a first visit: its forms carry the new session's
         assert 'action="/episodes/' + replayed.episode + '/not-a-fault"' in page
         with pytest.raises(urllib.error.HTTPError) as refused:  # no CSRF token: refused
             web.open(url + "/not-a-fault", data=b"")

@@ -195,6 +195,15 @@ class WebServer:
         response.set_cookie(COOKIE, token, httponly=True, samesite="Strict", path="/")
         return token
 
+    def _page_session(self, request: web.Request) -> str | None:
+        """The request's session; on the box without a password, a new one for a first visit
+        (give it to ``_page``, which sets its cookie, so the page's forms carry its token)."""
+        session = self._session(request)
+        if session is None and not self.password:
+            session = secrets.token_urlsafe(32)
+            self._sessions[session] = secrets.token_urlsafe(32)
+        return session
+
     @web.middleware
     async def _security(self, request: web.Request, handler: Any) -> web.StreamResponse:
         public = request.path in ("/login",) or request.path.startswith("/static/")
@@ -213,17 +222,15 @@ class WebServer:
             response.headers.update(SECURITY_HEADERS)
         return response
 
-    def _csrf(self, request: web.Request) -> str:
-        return self._sessions.get(self._session(request) or "", "")
-
     # -- pages ---------------------------------------------------------------------------------
 
     def _page(self, request: web.Request, title: str, body: str,
-              page: str = "") -> web.Response:
+              page: str = "", session: str | None = None) -> web.Response:
+        """The HTML page; ``session``: the one ``_page_session`` gave the body's forms."""
         response = web.Response(content_type="text/html")
-        session = self._session(request)
-        if session is None and not self.password:  # on the box without a password
-            session = self._new_session(response)
+        session = session or self._page_session(request)
+        if session is not None and session != self._session(request):  # a first visit
+            response.set_cookie(COOKIE, session, httponly=True, samesite="Strict", path="/")
         csrf = self._sessions.get(session or "", "")
         logout = ('<form method="post" action="/logout" class="logout">'
                   f'<input type="hidden" name="csrf" value="{e(csrf)}">'
@@ -315,7 +322,8 @@ green: cleared; dashed: threshold and clear level.</p>
                     f'<audio id="clip" controls preload="metadata" '
                     f'src="/clips/{e(episode.id)}.wav"></audio>'
                     f'<p class="path">{e(raised.clip)}</p>')
-        csrf = self._csrf(request)
+        session = self._page_session(request)
+        csrf = self._sessions.get(session or "", "")
         if episode.acknowledged:
             ack = (f'<p id="acknowledged">Acknowledged {e(episode.acknowledged["time"])} by '
                    f'{e(episode.acknowledged["by"])}</p>')
@@ -334,7 +342,7 @@ green: cleared; dashed: threshold and clear level.</p>
 <tr><th>Window</th><td>{e(window.start_utc)} – {e(window.end_utc)}</td></tr>
 <tr><th>Episode</th><td><code>{e(episode.id)}</code></td></tr></table>
 {ack}{clip}<h2>Explanation</h2><table class="explanation">{explanation}</table>"""
-        return self._page(request, "Alarm episode", body, "episode")
+        return self._page(request, "Alarm episode", body, "episode", session)
 
     def _feedback_part(self, episode: Episode, still_open: bool, csrf: str) -> str:
         """The episode's "not a fault": what it did, why it was refused, or the button."""
