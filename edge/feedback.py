@@ -11,7 +11,8 @@ record to the journal. It refuses (``BadInput``, one line):
 - an episode still open (no clear yet) unless ``even_if_open``: the clip of an episode that
   goes on may hold a fault that is only starting,
 - an episode without a clip (evidence off) or whose clip is gone (evidence retention),
-- an episode already enrolled (a command delivered twice enrolls once).
+- an episode already enrolled (a command delivered twice enrolls once; the journal's records
+  and the references' file names, ``<clip>#NNNN``, are both checked).
 
 One writer at a time per bundle: an exclusive lock on ``<models>/.<machine>.lock`` is held
 from the check for an earlier feedback to the journal record.
@@ -197,9 +198,14 @@ def not_a_fault(episode: str, state_dir: str | Path, models: str | Path, *,
             raise BadInput(f"episode {episode} was already enrolled as normal at "
                            f"{earlier[0].time.isoformat()} (via {earlier[0].via}); nothing "
                            "changed")
+        current = read_manifest(models / machine, machine, check_hashes=False)
+        if any(r.file.startswith(f"{clip.name}#") for r in current.references):
+            # a run cut short between the bundle and the journal record
+            raise BadInput(f"episode {episode}: its clip {clip.name} is already among the "
+                           f"references of {models / machine} (the journal has no record of "
+                           "it: an earlier run stopped before writing one); nothing changed")
         before, _ = _section_thresholds(models, machine, section)
-        calibrated = read_manifest(models / machine, machine,
-                                   check_hashes=False).alarm_calibration is not None
+        calibrated = current.alarm_calibration is not None
         # keep the bundle's method: clip-quantile thresholds stay clip quantiles
         enrolled = enroll(models, machine, section, clips, str(clip), domain, device,
                           clip_quantile=not calibrated)
@@ -222,10 +228,6 @@ def not_a_fault(episode: str, state_dir: str | Path, models: str | Path, *,
 
 
 # -- the MQTT command and its acknowledgement (docs/EDGE.md "Operator feedback") ---------------
-
-COMMAND = "not_a_fault"
-ACK = "ack"
-
 
 class NotAFaultCommand(BaseModel):
     """The payload of ``<prefix>/<node>/cmd/not_a_fault``: JSON, no other keys."""

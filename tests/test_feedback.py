@@ -31,6 +31,7 @@ from edge.bundle.fit import References, write_bundle
 from edge.bundle.load import load_bundle
 from edge.bundle.manifest import read_manifest
 from edge.cli import main
+from edge.errors import BadInput
 from edge.evidence import enforce_retention
 from edge.feedback import FeedbackAck, NotAFaultCommand, not_a_fault, parse_command
 from edge.outputs.events import AlarmEvent
@@ -475,3 +476,17 @@ def test_the_web_page_knows_enrolled_episodes_after_a_restart(replayed, tmp_path
     [summary] = page.episode_list()
     assert summary["id"] == replayed.episode and summary["not_a_fault"] is True
     assert summary["open"] is False
+
+
+def test_a_clip_already_in_the_references_is_not_enrolled_twice(replayed, tmp_path) -> None:
+    """Killed after the bundle was written and before the journal record: a retry finds the
+    clip among the references by name and changes nothing."""
+    models, state = replayed.copy(tmp_path)
+    journal = state / "journal.jsonl"
+    events_only = journal.read_text()
+    not_a_fault(replayed.episode, state, models)
+    references = section_references(models)
+    journal.write_text(events_only)  # the record never made it
+    with pytest.raises(BadInput, match="already among the references"):
+        not_a_fault(replayed.episode, state, models)
+    assert section_references(models) == references
