@@ -490,3 +490,17 @@ def test_a_clip_already_in_the_references_is_not_enrolled_twice(replayed, tmp_pa
     with pytest.raises(BadInput, match="already among the references"):
         not_a_fault(replayed.episode, state, models)
     assert section_references(models) == references
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--machine", MACHINE, "--section", "0"], "give one of --mic DEVICE, --file WAV, --dir DIR "
+                                               "and --episode ID"),
+    (["--dir", "x", "--machine", MACHINE, "--section", "0", "--state-dir", "s"],
+     "--state-dir goes with --episode only"),
+    (["--dir", "x", "--section", "0"], "--machine and --section are required"),
+    (["--episode", "x", "--clip-quantile-thresholds"], "--clip-quantile-thresholds do(es) not "
+                                                       "go with --episode"),
+])
+def test_enroll_flags_are_checked(argv, message, capsys) -> None:
+    assert main(["enroll", *argv]) == 2
+    assert message in capsys.readouterr().err
