@@ -352,6 +352,16 @@ class WebConfig(Strict):
         return None
 
 
+class FeedbackConfig(Strict):
+    """Operator feedback ("not a fault": an episode's clip enrolled as normal sound)."""
+
+    mqtt: bool = Field(
+        False, title="MQTT command",
+        description="take not_a_fault commands on <prefix>/<node>/cmd/not_a_fault and answer "
+                    "on .../cmd/ack; off by default: whoever may publish there changes the "
+                    "thresholds, so the broker's ACL must restrict the cmd topics first")
+
+
 def _default_node() -> str:
     name = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname().split(".")[0]) or "edge"
     return name if re.match(NAME_PATTERN, name) else f"edge-{name}"
@@ -383,6 +393,8 @@ class EdgeConfig(Strict):
                                    description="Prometheus endpoint and heartbeat")
     web: WebConfig = Field(default_factory=WebConfig, title="Web page",
                            description="the operator's page; off by default")
+    feedback: FeedbackConfig = Field(default_factory=FeedbackConfig, title="Operator feedback",
+                                     description="'not a fault' over MQTT; off by default")
 
     @model_validator(mode="after")
     def _unique_streams(self) -> EdgeConfig:
@@ -421,6 +433,10 @@ class EdgeConfig(Strict):
                      else "  evidence: off")
         lines.append(f"  metrics: http://{self.metrics.host}:{self.metrics.port}/metrics"
                      if self.metrics.enabled else "  metrics: off")
+        if self.feedback.mqtt:
+            lines.append(f"  feedback: not_a_fault commands on "
+                         f"{self.mqtt.prefix if self.mqtt else 'asd-edge'}/{self.node}/cmd/"
+                         "not_a_fault (restrict it in the broker's ACL)")
         return lines
 
 

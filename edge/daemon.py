@@ -7,6 +7,11 @@
                                                StreamRunner.windows_ready -> score_window
                                                AlarmRule -> AlarmEvent -> outputs (outbox first)
 
+Operator feedback ("not a fault", ``edge.feedback``) runs on a worker thread of its own (the
+enrollment and the reload of the bundle take a while, scoring goes on meanwhile); the main
+thread then swaps the new bundle and the streams' new thresholds in between two batches, keeping
+each stream's alarm state, and answers the request.
+
 The capture threads only move blocks; a slow scorer makes the bounded queue fill, which a
 microphone source counts as dropped blocks (a gap, after which the stream's frame grid
 restarts) and a file source simply waits for. ``stop`` ends everything: capture stops, pending
@@ -37,6 +42,15 @@ from edge.config import AlarmConfig, EdgeConfig, StreamConfig
 from edge.errors import AsdEdgeError
 from edge.evidence import EvidenceRecorder
 from edge.explain import explain_window
+from edge.feedback import (
+    FeedbackAck,
+    FeedbackRecord,
+    NotAFaultCommand,
+    Via,
+    not_a_fault,
+    parse_command,
+    request_id_of,
+)
 from edge.health import Health
 from edge.inference.onnx_runtime import resolve_providers
 from edge.outputs import FanOut, Output
@@ -52,6 +66,9 @@ from edge.streaming import StreamingWindows, Window, hop_patches_for, window_pat
 logger = logging.getLogger(__name__)
 
 QUEUE_BLOCKS = 64
+FEEDBACK_QUEUE = 8  # feedback requests waiting for the worker; more are answered "busy"
+
+FeedbackReply = Callable[[FeedbackAck], None]
 
 
 @dataclass
@@ -256,6 +273,13 @@ class Daemon:
         self.windows_scored = 0
         # every hop's score, whether or not MQTT gets it (the web page's timeline)
         self.score_listener: Callable[[ScoreMessage], None] | None = None
+        # each applied "not a fault" (the web page marks the episode)
+        self.feedback_listener: Callable[[FeedbackRecord], None] | None = None
+        self._feedback_requests: queue.Queue[tuple[NotAFaultCommand, Via, FeedbackReply]] = \
+            queue.Queue(FEEDBACK_QUEUE)
+        self._feedback_done: queue.Queue[tuple[FeedbackRecord, Bundle | None, str | None,
+                                               FeedbackReply]] = queue.Queue()
+        self._feedback_worker: threading.Thread | None = None
 
     def _runner(self, stream: StreamConfig) -> StreamRunner:
         key = StreamKey(node=self.config.node, machine=stream.machine,
@@ -320,6 +344,9 @@ class Daemon:
                                       name=f"capture-{runner.name}", daemon=True)
             thread.start()
             self._threads.append(thread)
+        self._feedback_worker = threading.Thread(target=self._feedback_loop, name="feedback",
+                                                 daemon=True)
+        self._feedback_worker.start()
         logger.info("listening: %s; inference on %s", ", ".join(r.name for r in self.runners),
                     self.provider)
 
@@ -365,6 +392,7 @@ class Daemon:
         live = set(range(len(self.runners)))
         try:
             while live and not self.stop.is_set():
+                self._apply_feedback()
                 try:
                     items = [self._queue.get(timeout=0.2)]
                 except queue.Empty:
@@ -472,12 +500,146 @@ class Daemon:
             if hasattr(output, "outbox_depth"):
                 self.health.set_outbox_depth(int(output.outbox_depth()))
 
+    # -- operator feedback ---------------------------------------------------------------------
+
+    def feedback_command(self, payload: bytes, retained: bool,
+                         answer: Callable[[bytes], None]) -> None:
+        """A ``not_a_fault`` command as it came over MQTT (paho's thread; it may come before
+        ``start``): checked, queued for the worker; a bad one is answered with an error at
+        once. ``answer`` publishes an acknowledgement's JSON."""
+        def reply(ack: FeedbackAck) -> None:
+            try:
+                answer(ack.to_json())
+            except Exception:
+                logger.exception("could not publish the acknowledgement of %s", ack.request_id)
+
+        if retained:
+            reply(self._error_ack(request_id_of(payload), None, (
+                "a retained not_a_fault command is refused (it would run again at every "
+                "connect): publish it without the retain flag, and clear the retained one")))
+            return
+        command = parse_command(payload)
+        if isinstance(command, str):
+            reply(self._error_ack(request_id_of(payload), None, command))
+            return
+        self.request_feedback(command, "mqtt", reply)
+
+    def request_feedback(self, command: NotAFaultCommand, via: Via, reply: FeedbackReply
+                         ) -> None:
+        """Queue ``command`` for the feedback worker; ``reply`` gets its outcome (called on
+        the main thread once the new thresholds are in effect, or on the caller's or the
+        worker's thread for a refusal)."""
+        try:
+            self._feedback_requests.put_nowait((command, via, reply))
+        except queue.Full:
+            reply(self._error_ack(command.request_id, command.episode,
+                                  f"busy: {FEEDBACK_QUEUE} feedback requests are waiting; "
+                                  "send it again in a minute"))
+
+    def _feedback_loop(self) -> None:
+        config = self.config
+        while not self.stop.is_set():
+            try:
+                command, via, reply = self._feedback_requests.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            try:
+                record = not_a_fault(command.episode, config.state_dir, config.models_dir,
+                                     clips_dir=config.evidence_dir,
+                                     even_if_open=command.even_if_open,
+                                     via=via,
+                                     request_id=command.request_id, device=config.device)
+            except AsdEdgeError as err:
+                logger.warning("not a fault, episode %s: refused: %s", command.episode, err)
+                reply(self._error_ack(command.request_id, command.episode, str(err)))
+                continue
+            except Exception:
+                logger.exception("not a fault, episode %s: failed", command.episode)
+                reply(self._error_ack(command.request_id, command.episode,
+                                      "internal error: see the daemon's log"))
+                continue
+            bundle, problem = None, None
+            if record.machine in self.bundles:
+                try:
+                    bundle = load_bundle(config.models_dir, record.machine, config.device,
+                                         config.threads)
+                except Exception as err:  # enrolled, but this run cannot use it
+                    logger.exception("not a fault, episode %s: reloading the bundle failed",
+                                     command.episode)
+                    problem = f"enrolled, but reloading the bundle failed ({err}): restart"
+            self._feedback_done.put((record, bundle, problem, reply))
+        while True:  # stopping: what did not start is answered, not dropped
+            try:
+                command, _via, reply = self._feedback_requests.get_nowait()
+            except queue.Empty:
+                return
+            reply(self._error_ack(command.request_id, command.episode,
+                                  "the daemon is stopping; nothing changed: send it again "
+                                  "once it runs"))
+
+    def _apply_feedback(self) -> None:
+        """Swap in the bundles the feedback worker reloaded (main thread, between batches)
+        and answer each request."""
+        while True:
+            try:
+                record, bundle, problem, reply = self._feedback_done.get_nowait()
+            except queue.Empty:
+                return
+            before = after = None
+            if bundle is not None and problem is None:
+                try:
+                    before, after = self._swap_bundle(record, bundle)
+                except AsdEdgeError as err:
+                    problem = f"enrolled, but the streams cannot use the new thresholds: {err}"
+            if problem is not None:
+                reply(self._error_ack(record.request_id, record.episode, problem))
+                continue
+            if self.feedback_listener is not None:
+                self.feedback_listener(record)
+            reply(FeedbackAck(
+                request_id=record.request_id, episode=record.episode, ok=True,
+                time=datetime.now(UTC), node=self.config.node, machine=record.machine,
+                section=record.section,
+                threshold=record.threshold_after if after is None else after,
+                threshold_before=record.threshold_before if before is None else before,
+                domain_thresholds=record.domain_thresholds, clips_added=record.clips_added,
+                references=record.references, feedback_id=record.id))
+
+    def _swap_bundle(self, record: FeedbackRecord, bundle: Bundle
+                     ) -> tuple[float | None, float | None]:
+        """``bundle`` for every stream of its machine, each with its thresholds from it and its
+        alarm state kept; returns the (old, new) threshold of the episode's stream."""
+        runners = [r for r in self.runners if r.config.machine == record.machine]
+        rules = [alarm_rule_for(r.config, r.key, bundle) for r in runners]  # all or none
+        before = after = None
+        self.bundles[record.machine] = bundle
+        for runner, rule in zip(runners, rules, strict=True):
+            rule.carry_on_from(runner.rule)
+            if runner.key.section == record.section and after is None:
+                before, after = runner.rule.levels(None)[0], rule.levels(None)[0]
+            runner.bundle, runner.rule = bundle, rule
+            self.outputs.publish_state(StreamState(
+                node=runner.key.node, machine=runner.key.machine, section=runner.key.section,
+                state="alarm" if rule.active else "ok", id=rule.episode_id,
+                time=datetime.now(UTC), score=None, threshold=rule.threshold))
+        logger.info("not a fault, episode %s: %d stream(s) of %s use the new bundle; threshold "
+                    "%s -> %s", record.episode, len(runners), record.machine, before, after)
+        return before, after
+
+    def _error_ack(self, request_id: str | None, episode: str | None, error: str
+                   ) -> FeedbackAck:
+        return FeedbackAck(request_id=request_id, episode=episode, ok=False, error=error,
+                           time=datetime.now(UTC), node=self.config.node)
+
     def shutdown(self, timeout_s: float = 5.0) -> None:
         self.stop.set()
         for source in self._sources:
             source.close()
         for thread in self._threads:
             thread.join(timeout=2.0)
+        if self._feedback_worker is not None:  # an enrollment under way finishes on disk
+            self._feedback_worker.join(timeout=timeout_s)
+        self._apply_feedback()  # answer what finished
         for runner in self.runners:
             if runner.evidence is not None:
                 runner.evidence.flush()

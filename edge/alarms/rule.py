@@ -156,6 +156,14 @@ class AlarmRule:
         self._episode: tuple[str, float, datetime] | None = None  # id, start_s, start_utc
         self._below_since_s: float | None = None
 
+    def carry_on_from(self, previous: AlarmRule) -> None:
+        """Take over ``previous``'s state (the recent hops over its threshold, an open episode
+        and its hold time): new levels for a stream that keeps running (operator feedback
+        reloaded the bundle), without closing or re-raising its episode."""
+        self._recent = deque(previous._recent, maxlen=self.config.window_hops)
+        self._episode = previous._episode
+        self._below_since_s = previous._below_since_s
+
     @property
     def active(self) -> bool:
         """True while an episode is open (raised and not yet cleared)."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,7 +35,7 @@ from edge.bundle.calibrate import (
     budget_thresholds,
     stream_traces,
 )
-from edge.bundle.manifest import BundleManifest, write_manifest
+from edge.bundle.manifest import MANIFEST, BundleManifest, write_manifest
 from edge.bundle.system import (
     DOMAINS,
     MEMBER_KINDS,
@@ -274,11 +275,20 @@ def thresholds_to_manifest(thresholds: dict[int, SectionThreshold]) -> dict[str,
             for s, t in sorted(thresholds.items())}
 
 
+SWAP_WAIT_S = 1.0  # how long a missing bundle folder beside a .old one may be a swap under way
+
+
 def write_bundle(out_dir: Path, machine: str, system: ScoringSystem, references: References,
                  scorer_configs: dict[str, ScorerConfig], extra: dict[str, Any],
                  model_file: Path | None = None) -> Path:
-    """Write ``out_dir`` (= ``<models>/<machine>``) atomically: a staging folder, then a swap."""
+    """Write ``out_dir`` (= ``<models>/<machine>``) atomically: a staging folder, then a swap.
+
+    The swap is two renames (the old bundle to ``.<machine>.old``, the staging folder to
+    ``<machine>``); a crash between them leaves no ``<machine>`` and the old bundle whole,
+    which ``recover_interrupted_swap`` (run here and by ``load_bundle``) puts back. So a
+    reader finds the old bundle or the new one, never a mix."""
     out_dir = Path(out_dir)
+    recover_interrupted_swap(out_dir)
     staging = out_dir.with_name(f".{out_dir.name}.staging")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -326,6 +336,26 @@ def write_bundle(out_dir: Path, machine: str, system: ScoringSystem, references:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return out_dir
+
+
+def recover_interrupted_swap(out_dir: Path, wait_s: float = SWAP_WAIT_S) -> bool:
+    """Put back the old bundle a ``write_bundle`` cut short between its two renames left in
+    ``.<machine>.old`` (there is then no ``<machine>``); True when it did. The old folder is
+    only ever deleted while ``<machine>`` exists, so it is whole here. A swap under way in
+    another process completes within microseconds: it is given ``wait_s`` first."""
+    out_dir = Path(out_dir)
+    old = out_dir.with_name(f".{out_dir.name}.old")
+    if out_dir.exists() or not (old / MANIFEST).is_file():
+        return False
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        if out_dir.exists():
+            return False
+    old.rename(out_dir)
+    logger.warning("%s: a bundle write was cut short mid-swap; the previous bundle is back",
+                   out_dir)
+    return True
 
 
 def placeholder_member(name: str, kind: str, **kwargs: Any) -> Member:

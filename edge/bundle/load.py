@@ -11,7 +11,7 @@ import numpy as np
 
 from edge.alarms.rule import AlarmRuleConfig
 from edge.bundle.calibrate import AlarmBudget, CalibrationTraces
-from edge.bundle.fit import PROFILES_FILE, spectral_profiles
+from edge.bundle.fit import PROFILES_FILE, recover_interrupted_swap, spectral_profiles
 from edge.bundle.manifest import BundleManifest, bundle_dir_for, read_manifest
 from edge.bundle.system import ScoringSystem
 from edge.errors import BadInput
@@ -65,6 +65,7 @@ def load_bundle(models: str | Path, machine: str | None = None, device: str = "a
     version, machine type, fields, files, hashes or model shapes do not match.
     """
     path = bundle_dir_for(models, machine or "")
+    recover_interrupted_swap(path)
     manifest = read_manifest(path, machine)
     front_end, patching = manifest.front_end, manifest.patching
     try:

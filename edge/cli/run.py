@@ -18,6 +18,7 @@ import argparse
 import logging
 import signal
 import threading
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -119,11 +120,12 @@ def _device(value: str | None) -> int | str | None:
     return int(value) if value is not None and value.isdigit() else value
 
 
-def build_outputs(config: EdgeConfig):
+def build_outputs(config: EdgeConfig, commands: dict[str, Any] | None = None):
     """MQTT when configured, then the journal always (a local record of every event).
 
     MQTT first: its durable outbox has an event before the journal does, so a daemon killed
-    between the two still delivers it (the next start journals it, ``Daemon.start``)."""
+    between the two still delivers it (the next start journals it, ``Daemon.start``).
+    ``commands``: the MQTT command handlers (``MqttOutput``), when the config allows them."""
     from edge.outputs import FanOut, Output
     from edge.outputs.journal import Journal
 
@@ -132,7 +134,8 @@ def build_outputs(config: EdgeConfig):
         from edge.outputs.mqtt import MqttOutput
 
         mqtt = MqttOutput(config.mqtt, config.node, config.state_dir,
-                          outbox_path=config.outbox_path, max_rows=config.outbox.max_events)
+                          outbox_path=config.outbox_path, max_rows=config.outbox.max_events,
+                          commands=commands)
         mqtt.start()
         outputs.append(mqtt)
     outputs.append(Journal(config.state_dir / "journal.jsonl"))
@@ -141,6 +144,7 @@ def build_outputs(config: EdgeConfig):
 
 def run(args: argparse.Namespace) -> int:
     from edge.daemon import Daemon
+    from edge.feedback import NotAFaultCommand
     from edge.health import Health, Heartbeat, MetricsServer
 
     config = with_web(options_from(args), args.web)
@@ -151,7 +155,14 @@ def run(args: argparse.Namespace) -> int:
     # metrics first: a port in use is a BadInput before anything connects
     server = MetricsServer(health, config.metrics.host, config.metrics.port).start() \
         if config.metrics.enabled else None
-    outputs = build_outputs(config)  # after the bundles loaded: a bad one stops us first
+    commands = None
+    if config.feedback.mqtt:
+        if config.mqtt is None:
+            logger.warning("feedback.mqtt is on but there is no broker (mqtt:, --mqtt): no "
+                           "not_a_fault commands can arrive")
+        commands = {"not_a_fault": daemon.feedback_command}
+    # after the bundles loaded: a bad one stops us first
+    outputs = build_outputs(config, commands)
     web = None
     if config.web.enabled:
         from edge.web.server import WebServer
@@ -161,8 +172,12 @@ def run(args: argparse.Namespace) -> int:
                           for r in daemon.runners], config.state_dir / "actions.jsonl",
                          config.state_dir / "journal.jsonl")
         web = WebServer(state, health, config.web.host, config.web.port,
-                        config.web.resolve_password(), config.web.public_url).start()
+                        config.web.resolve_password(), config.web.public_url,
+                        feedback=lambda episode, reply: daemon.request_feedback(
+                            NotAFaultCommand(episode=episode), "web", reply)).start()
         daemon.score_listener = state.add_score
+        daemon.feedback_listener = lambda record: state.add_feedback(
+            record.model_dump(mode="json"))
         outputs.outputs.append(state)
     heartbeat = Heartbeat(health, config.metrics.heartbeat_seconds).start()
 

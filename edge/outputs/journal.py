@@ -3,14 +3,22 @@
 What a site without a broker (and the demo) reads, and the record that survives an outbox
 that had to drop messages. Each line is one ``AlarmEvent`` exactly as it goes over MQTT;
 lines are flushed and fsynced as they are written (alarms are rare, so the cost is nil).
+
+Other records share the file, each a JSON object with a ``"record"`` key naming its type (an
+alarm event has none): ``"feedback"`` is an operator's "not a fault" on an episode
+(``edge.feedback.FeedbackRecord``, docs/EDGE.md "Operator feedback"). ``read_journal`` gives
+the alarm events only and skips the other records without a warning; ``read_records`` gives
+the records of one type.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
 from pathlib import Path
+from typing import Any
 
 from edge.errors import BadInput, RuntimeFailure
 from edge.outputs.events import AlarmEvent, ScoreMessage, StreamState
@@ -71,12 +79,33 @@ class Journal:
                 self._file.close()
 
 
+RECORD_KEY = b'"record":'  # what a line that is not an alarm event starts with
+
+
+def append_record(path: Path, record: bytes) -> None:
+    """Append one record (a JSON object with a ``"record"`` key, no newline) to the journal
+    at ``path``, fsynced. Safe beside a running daemon's ``Journal``: both append (O_APPEND)
+    whole lines in one write each."""
+    if not record.lstrip().startswith(b"{" + RECORD_KEY):
+        raise ValueError("a journal record must be a JSON object whose first key is 'record'")
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("ab") as out:
+            out.write(record + b"\n")
+            out.flush()
+            os.fsync(out.fileno())
+    except OSError as err:
+        raise RuntimeFailure(f"cannot write to the journal {path}: {err}") from err
+
+
 def read_journal(path: Path) -> list[AlarmEvent]:
-    """Every event in a journal file, in the order written; a torn last line is skipped."""
+    """Every alarm event in a journal file, in the order written; records of other types
+    (``"record": ...``, e.g. feedback) are skipped; a torn last line is skipped."""
     events = []
     with Path(path).open("rb") as lines:
         for number, line in enumerate(lines, start=1):
-            if not line.strip():
+            if not line.strip() or line.lstrip().startswith(b"{" + RECORD_KEY):
                 continue
             try:
                 events.append(AlarmEvent.from_json(line))
@@ -84,3 +113,25 @@ def read_journal(path: Path) -> list[AlarmEvent]:
                 logger.warning("%s line %d is not an alarm event (a write cut short?); "
                                "skipped", path, number)
     return events
+
+
+def read_records(path: Path, record: str) -> list[dict[str, Any]]:
+    """The journal's records of type ``record`` (e.g. "feedback"), as JSON objects, in the
+    order written; a missing journal holds none."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    found = []
+    with path.open("rb") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.lstrip().startswith(b"{" + RECORD_KEY):
+                continue
+            try:
+                value = json.loads(line)
+            except ValueError:
+                logger.warning("%s line %d is not JSON (a write cut short?); skipped", path,
+                               number)
+                continue
+            if isinstance(value, dict) and value.get("record") == record:
+                found.append(value)
+    return found

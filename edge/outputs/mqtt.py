@@ -8,6 +8,9 @@ Topics (``prefix`` configurable, default ``asd-edge``)::
     <prefix>/<node>/<machine>/<section>/alarm   QoS 1 alarm events (edge.outputs.events)
     <prefix>/<node>/<machine>/<section>/state   retained StreamState JSON
     <prefix>/<node>/<machine>/<section>/score   QoS 0 ScoreMessage per hop (opt-in)
+    <prefix>/<node>/cmd/not_a_fault             commands in (subscribed QoS 1, opt-in:
+                                                feedback.mqtt; edge.feedback)
+    <prefix>/<node>/cmd/ack                     QoS 1 acknowledgements of those commands
 
 Scores are opt-in per stream (``score_messages``): the daemon calls ``publish_score`` only
 for those streams, and this output publishes every score it is given.
@@ -34,6 +37,7 @@ import ssl
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -59,6 +63,9 @@ MEMORY_EVENTS = 10_000  # alarm events held in memory while the outbox cannot be
 ERROR_LOG_INTERVAL_S = 300.0  # a persisting outbox failure is logged again at most this often
 _EARLY_ACKS_KEPT = 1024  # see MqttOutput._on_publish
 
+# (payload, retained, answer): a command's handler; answer(payload) publishes on cmd/ack
+CommandHandler = Callable[[bytes, bool, Callable[[bytes], None]], None]
+
 
 def _segment(value: str, what: str) -> str:
     if not value or any(char in value for char in "/+#"):
@@ -74,6 +81,10 @@ class Topics:
         self.prefix = prefix
         self.node = _segment(node, "node name")
         self.status = f"{prefix}/{node}/status"
+
+    def command(self, name: str) -> str:
+        """``<prefix>/<node>/cmd/<name>``: a command to this node, or ``ack`` (its answers)."""
+        return f"{self.prefix}/{self.node}/cmd/{_segment(name, 'command')}"
 
     def stream(self, stream: StreamKey, leaf: Literal["alarm", "state", "score"]) -> str:
         machine = _segment(stream.machine, "machine")
@@ -91,7 +102,12 @@ class MqttOutput:
 
     def __init__(self, config: MqttConfig, node: str, state_dir: Path, *,
                  outbox: Outbox | None = None, outbox_path: Path | None = None,
-                 max_rows: int = DEFAULT_MAX_ROWS, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+                 max_rows: int = DEFAULT_MAX_ROWS, max_bytes: int = DEFAULT_MAX_BYTES,
+                 commands: dict[str, CommandHandler] | None = None) -> None:
+        """``commands``: name -> handler of the commands that arrive on ``cmd/<name>``
+        (subscribed at every connect), called with the payload, its retain flag and
+        ``publish_ack`` to answer with; it runs on paho's thread, so it must only queue the
+        work. None: no command topic is subscribed."""
         # A missing secret fails before anything is opened.
         password = config.resolve_password()
         self.config = config
@@ -117,6 +133,8 @@ class MqttOutput:
         self._outbox_error_logged = 0.0
         self._sender: threading.Thread | None = None
         self._closed = False
+        self._commands = {self.topics.command(name): handler
+                          for name, handler in (commands or {}).items()}
         self._client = self._make_client(password)  # bad TLS files fail here, before the outbox
         self.outbox = outbox or Outbox(outbox_path or Path(state_dir) / OUTBOX_FILE,
                                        max_rows=max_rows, max_bytes=max_bytes)
@@ -308,6 +326,15 @@ class MqttOutput:
                            "stay in %s and go out at the next start", left, self.outbox.path)
         self.outbox.close()
 
+    def publish_ack(self, payload: bytes) -> None:
+        """Answer a command on ``cmd/ack`` (QoS 1, not retained). Not through the outbox: an
+        answer nobody waits for after a restart is worth nothing, and the journal holds what
+        the command changed."""
+        info = self._client.publish(self.topics.command("ack"), payload, qos=1)
+        if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+            logger.error("MQTT: could not publish a command acknowledgement: %s",
+                         mqtt.error_string(info.rc))
+
     # -- what the metrics read -------------------------------------------------------------
 
     @property
@@ -333,6 +360,8 @@ class MqttOutput:
         client.publish(self.topics.status, "online", qos=1, retain=True)
         if self.config.discovery:
             client.subscribe(ha_status_topic(self.config.discovery_prefix), qos=1)
+        for topic in self._commands:
+            client.subscribe(topic, qos=1)
         with self._state_lock:
             self._connected.set()
             for state in self._states.values():
@@ -376,6 +405,13 @@ class MqttOutput:
         self._acknowledged(seq, reason_code)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        handler = self._commands.get(message.topic)
+        if handler is not None:
+            try:
+                handler(bytes(message.payload), bool(message.retain), self.publish_ack)
+            except Exception:  # a command must never take paho's network thread down
+                logger.exception("MQTT: the handler of %s failed", message.topic)
+            return
         if (message.topic == ha_status_topic(self.config.discovery_prefix)
                 and message.payload.strip().lower() == b"online"):
             logger.info("MQTT: Home Assistant came online; announcing %d stream(s) again",

@@ -6,6 +6,8 @@
     GET  /clips/ID.wav, ID.png     the evidence clip and its spectrogram (PNG, server-side)
     GET  /api/overview, /api/live (SSE), /api/streams/NAME/timeline, /api/episodes
     POST /episodes/ID/acknowledge  written to the actions journal (CSRF token required)
+    POST /episodes/ID/not-a-fault  the episode's clip enrolled as normal (edge.feedback, through
+                                   the daemon; CSRF token required; kept in the actions journal)
     GET/POST /login, POST /logout  when a password is configured
 
 Security: bound to 127.0.0.1 unless configured; another address needs a password
@@ -25,6 +27,7 @@ import logging
 import math
 import secrets
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +35,7 @@ from aiohttp import web
 
 from edge.config import LOOPBACK_HOSTS
 from edge.errors import BadInput
+from edge.feedback import FeedbackAck
 from edge.health import Health
 from edge.web.spectrogram import spectrogram_png
 from edge.web.state import Episode, WebState
@@ -41,6 +45,11 @@ logger = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 COOKIE = "asd_edge_session"
 LIVE_INTERVAL_S = 1.0
+FEEDBACK_WAIT_S = 120.0  # the longest a "not a fault" click waits for the daemon's answer
+
+# (episode id, reply): asks the daemon for "not a fault" (Daemon.request_feedback); the reply
+# comes on another thread
+FeedbackRequest = Callable[[str, Callable[[FeedbackAck], None]], None]
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self'; media-src 'self'; "
                                "style-src 'self'; script-src 'self'; frame-ancestors 'none'",
@@ -60,7 +69,9 @@ class WebServer:
 
     def __init__(self, state: WebState, health: Health, host: str = "127.0.0.1",
                  port: int = 8090, password: str | None = None,
-                 public_url: str | None = None) -> None:
+                 public_url: str | None = None, feedback: FeedbackRequest | None = None
+                 ) -> None:
+        """``feedback``: how the "not a fault" button reaches the daemon (None: no button)."""
         if host not in LOOPBACK_HOSTS and not password:
             raise BadInput(f"the web page on {host} would be open to other machines: set "
                            "web.password_env or web.password_file, or bind 127.0.0.1")
@@ -70,6 +81,7 @@ class WebServer:
         self.requested_port = port
         self.password = password
         self.public_url = public_url
+        self.feedback = feedback
         self._sessions: dict[str, str] = {}  # session token -> CSRF token
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
@@ -164,6 +176,7 @@ class WebServer:
             web.get("/episodes", self.episodes_page),
             web.get("/episodes/{id}", self.episode_page),
             web.post("/episodes/{id}/acknowledge", self.acknowledge),
+            web.post("/episodes/{id}/not-a-fault", self.not_a_fault),
             web.get("/clips/{id}.wav", self.clip), web.get("/clips/{id}.png", self.spectrogram),
             web.get("/api/overview", self.api_overview), web.get("/api/live", self.api_live),
             web.get("/api/streams/{name}/timeline", self.api_timeline),
@@ -181,6 +194,15 @@ class WebServer:
         self._sessions[token] = secrets.token_urlsafe(32)
         response.set_cookie(COOKIE, token, httponly=True, samesite="Strict", path="/")
         return token
+
+    def _page_session(self, request: web.Request) -> str | None:
+        """The request's session; on the box without a password, a new one for a first visit
+        (give it to ``_page``, which sets its cookie, so the page's forms carry its token)."""
+        session = self._session(request)
+        if session is None and not self.password:
+            session = secrets.token_urlsafe(32)
+            self._sessions[session] = secrets.token_urlsafe(32)
+        return session
 
     @web.middleware
     async def _security(self, request: web.Request, handler: Any) -> web.StreamResponse:
@@ -200,17 +222,15 @@ class WebServer:
             response.headers.update(SECURITY_HEADERS)
         return response
 
-    def _csrf(self, request: web.Request) -> str:
-        return self._sessions.get(self._session(request) or "", "")
-
     # -- pages ---------------------------------------------------------------------------------
 
     def _page(self, request: web.Request, title: str, body: str,
-              page: str = "") -> web.Response:
+              page: str = "", session: str | None = None) -> web.Response:
+        """The HTML page; ``session``: the one ``_page_session`` gave the body's forms."""
         response = web.Response(content_type="text/html")
-        session = self._session(request)
-        if session is None and not self.password:  # on the box without a password
-            session = self._new_session(response)
+        session = session or self._page_session(request)
+        if session is not None and session != self._session(request):  # a first visit
+            response.set_cookie(COOKIE, session, httponly=True, samesite="Strict", path="/")
         csrf = self._sessions.get(session or "", "")
         logout = ('<form method="post" action="/logout" class="logout">'
                   f'<input type="hidden" name="csrf" value="{e(csrf)}">'
@@ -302,7 +322,8 @@ green: cleared; dashed: threshold and clear level.</p>
                     f'<audio id="clip" controls preload="metadata" '
                     f'src="/clips/{e(episode.id)}.wav"></audio>'
                     f'<p class="path">{e(raised.clip)}</p>')
-        csrf = self._csrf(request)
+        session = self._page_session(request)
+        csrf = self._sessions.get(session or "", "")
         if episode.acknowledged:
             ack = (f'<p id="acknowledged">Acknowledged {e(episode.acknowledged["time"])} by '
                    f'{e(episode.acknowledged["by"])}</p>')
@@ -313,6 +334,7 @@ green: cleared; dashed: threshold and clear level.</p>
                    '<button>Acknowledge</button></form>')
         duration = "still open" if summary["open"] else f"{fmt(summary['duration_s'], 3)} s"
         window = raised.window
+        ack += self._feedback_part(episode, summary["open"], csrf)
         body = f"""<h1>Alarm on {e(summary['stream'])}</h1>
 <table class="facts"><tr><th>Raised</th><td>{e(summary['time'])}</td></tr>
 <tr><th>Duration</th><td id="duration">{e(duration)}</td></tr>
@@ -320,9 +342,58 @@ green: cleared; dashed: threshold and clear level.</p>
 <tr><th>Window</th><td>{e(window.start_utc)} – {e(window.end_utc)}</td></tr>
 <tr><th>Episode</th><td><code>{e(episode.id)}</code></td></tr></table>
 {ack}{clip}<h2>Explanation</h2><table class="explanation">{explanation}</table>"""
-        return self._page(request, "Alarm episode", body, "episode")
+        return self._page(request, "Alarm episode", body, "episode", session)
+
+    def _feedback_part(self, episode: Episode, still_open: bool, csrf: str) -> str:
+        """The episode's "not a fault": what it did, why it was refused, or the button."""
+        done = episode.not_a_fault
+        if done is not None:
+            return (f'<p id="not-a-fault">Not a fault: {e(done.get("clips_added"))} clip(s) '
+                    f'enrolled as normal {e(done.get("time"))} via {e(done.get("via"))}; '
+                    f'threshold {fmt(done.get("threshold_before"))} → '
+                    f'{fmt(done.get("threshold_after"))}</p>')
+        part = (f'<p id="feedback-error" class="error">Not a fault refused: '
+                f'{e(episode.feedback_error)}</p>' if episode.feedback_error else "")
+        if self.feedback is None or episode.raised.clip is None:
+            return part
+        if still_open:
+            return part + ('<p class="hint">Once the episode clears, its clip can be marked '
+                           '"not a fault" here.</p>')
+        return part + (f'<form method="post" action="/episodes/{e(episode.id)}/not-a-fault" '
+                       f'id="not-a-fault"><input type="hidden" name="csrf" value="{e(csrf)}">'
+                       '<button title="enroll the clip as normal sound of this unit and '
+                       'refit its thresholds">Not a fault</button></form>')
 
     # -- actions -------------------------------------------------------------------------------
+
+    async def not_a_fault(self, request: web.Request) -> web.Response:
+        """Ask the daemon to enroll the episode's clip as normal; wait for its answer."""
+        episode = self._episode(request)
+        if self.feedback is None:
+            raise web.HTTPNotFound(text="operator feedback is not available in this run")
+        who = "operator" if self.password else "local"
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[FeedbackAck] = loop.create_future()
+
+        def settle(ack: FeedbackAck) -> None:
+            if not answer.done():
+                answer.set_result(ack)
+
+        def reply(ack: FeedbackAck) -> None:  # the daemon's thread
+            loop.call_soon_threadsafe(settle, ack)
+
+        self.feedback(episode.id, reply)
+        try:
+            ack = await asyncio.wait_for(answer, FEEDBACK_WAIT_S)
+        except TimeoutError:
+            raise web.HTTPGatewayTimeout(text="the daemon has not answered yet; reload the "
+                                              "episode in a minute") from None
+        if ack.ok:
+            self.state.feedback_done(episode.id, who, ack.feedback_id)
+        else:
+            self.state.feedback_refused(episode.id, who, ack.error or "refused")
+        return _see_other(f"/episodes/{episode.id}")
+
 
     async def acknowledge(self, request: web.Request) -> web.Response:
         form = await request.post()

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.outputs.events import AlarmEvent, ScoreMessage, StreamState, utc_iso
-from edge.outputs.journal import read_journal
+from edge.outputs.journal import read_journal, read_records
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +52,8 @@ class Episode:
     cleared: AlarmEvent | None = None
     stream: str = ""
     acknowledged: dict[str, Any] | None = None
+    not_a_fault: dict[str, Any] | None = None  # the journal's feedback record, once enrolled
+    feedback_error: str | None = None  # why the latest "not a fault" was refused
 
     @property
     def id(self) -> str:
@@ -67,7 +69,7 @@ class Episode:
                 "peak": max(self.raised.score, self.cleared.score if self.cleared else 0.0,
                             float(self.raised.explanation.get("peak_score", 0.0) or 0.0)),
                 "threshold": self.raised.threshold, "clip": self.raised.clip is not None,
-                "acknowledged": self.acknowledged}
+                "acknowledged": self.acknowledged, "not_a_fault": self.not_a_fault is not None}
 
 
 class WebState:
@@ -88,6 +90,8 @@ class WebState:
         if journal_path is not None and Path(journal_path).exists():
             for event in read_journal(journal_path):
                 self._take_event(event)
+            for record in read_records(journal_path, "feedback"):
+                self._take_feedback(record)
         if self.actions_path.exists():
             for action in self._read_actions():
                 episode = self.episodes.get(str(action.get("episode")))
@@ -117,6 +121,35 @@ class WebState:
             self.episodes[event.id].cleared = event
         if view is not None:
             view.marks.append((event.time.timestamp(), event.type, event.id))
+
+    def _take_feedback(self, record: dict[str, Any]) -> None:
+        episode = self.episodes.get(str(record.get("episode")))
+        if episode is not None:
+            episode.not_a_fault, episode.feedback_error = record, None
+
+    def add_feedback(self, record: dict[str, Any]) -> None:
+        """An applied "not a fault" (the journal's record as JSON; ``Daemon.feedback_listener``)."""
+        with self._lock:
+            self._take_feedback(record)
+            self.version += 1
+
+    def feedback_refused(self, episode_id: str, who: str, error: str) -> None:
+        """A refused "not a fault" from the page: shown on the episode, kept in the actions."""
+        with self._lock:
+            episode = self.episodes.get(episode_id)
+            if episode is not None:
+                episode.feedback_error = error
+            self._write_action({"action": "not_a_fault", "episode": episode_id, "ok": False,
+                                "time": utc_iso(datetime.now(UTC)), "by": who,
+                                "error": error[:500]})
+            self.version += 1
+
+    def feedback_done(self, episode_id: str, who: str, record_id: str | None) -> None:
+        """A "not a fault" from the page that went through: kept in the actions journal."""
+        with self._lock:
+            self._write_action({"action": "not_a_fault", "episode": episode_id, "ok": True,
+                                "time": utc_iso(datetime.now(UTC)), "by": who,
+                                "feedback_id": record_id})
 
     def publish_event(self, event: AlarmEvent) -> None:
         with self._lock:
