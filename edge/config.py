@@ -192,10 +192,19 @@ class MqttConfig(Strict):
     discovery_prefix: str = Field("homeassistant", pattern=r"^[^#+\s]+$",
                                   title="Discovery prefix",
                                   description="Home Assistant's discovery topic prefix")
-    reconnect_min_s: float = Field(1.0, gt=0, title="First reconnect delay",
-                                   description="seconds; doubled after each failed try")
-    reconnect_max_s: float = Field(60.0, gt=0, title="Longest reconnect delay",
-                                   description="seconds between tries while the broker is away")
+    reconnect_min_s: float = Field(
+        1.0, gt=0, title="First reconnect delay",
+        description="seconds; doubled after each try the broker answered and refused (TLS, "
+                    "credentials), up to reconnect_max_s")
+    reconnect_max_s: float = Field(
+        60.0, gt=0, title="Longest reconnect delay",
+        description="seconds between tries while the broker answers and refuses")
+    reconnect_probe_s: float = Field(
+        1.0, gt=0, title="Reconnect delay while nothing answers",
+        description="seconds between tries while nothing answers at host:port (connection "
+                    "refused or timed out): such a try costs one TCP connect, and an alarm "
+                    "goes out within about this long after the broker is back (at most "
+                    "reconnect_max_s)")
     inflight_window: int = Field(20, ge=1, title="In-flight window",
                                  description="alarm messages sent and not yet acknowledged, "
                                              "at most")
@@ -623,7 +632,8 @@ FLAG_OF = {"source.device": "--mic", "source.path": "--file", "source.speed": "-
            "mqtt.url": "--mqtt", "device": "--device", "node": "--node",
            "threads": "--threads", "state_dir": "--state-dir",
            "mqtt.username": "--mqtt-username", "mqtt.password_env": "--mqtt-password-env",
-           "mqtt.password_file": "--mqtt-password-file", "metrics.port": "--metrics-port"}
+           "mqtt.password_file": "--mqtt-password-file", "mqtt.tls.ca": "--mqtt-ca",
+           "metrics.port": "--metrics-port"}
 
 
 def _flag_problems(err: ValidationError) -> BadInput:
@@ -635,12 +645,19 @@ def _flag_problems(err: ValidationError) -> BadInput:
     return BadInput("; ".join(problems))
 
 
+def _ca_needs_tls(url: str) -> None:
+    if urlsplit(url).scheme != "mqtts":
+        raise BadInput(f"--mqtt-ca is the CA of a TLS broker, and the broker is {url} (plain "
+                       "TCP): give it as mqtts://HOST:PORT (usually port 8883)")
+
+
 def config_from_flags(*, machine: str, mic: int | str | None = None, file: str | Path | None = None,
                       section: int | str = 0, models: str | Path | None = None,
                       mqtt: str | None = None, device: str = "auto", speed: str = "realtime",
                       node: str | None = None, state_dir: str | Path | None = None,
                       mqtt_username: str | None = None, mqtt_password_env: str | None = None,
                       mqtt_password_file: str | Path | None = None,
+                      mqtt_ca: str | Path | None = None,
                       threads: int | None = None) -> EdgeConfig:
     """The ``EdgeConfig`` for ``asd-edge run (--mic D | --file F) --machine M ...``.
 
@@ -650,10 +667,12 @@ def config_from_flags(*, machine: str, mic: int | str | None = None, file: str |
     if (mic is None) == (file is None):
         raise BadInput("give exactly one of --mic DEVICE and --file WAV (or --config YAML)")
     credentials = {"--mqtt-username": mqtt_username, "--mqtt-password-env": mqtt_password_env,
-                   "--mqtt-password-file": mqtt_password_file}
+                   "--mqtt-password-file": mqtt_password_file, "--mqtt-ca": mqtt_ca}
     given = [flag for flag, value in credentials.items() if value is not None]
     if given and mqtt is None:
         raise BadInput(f"{given[0]} needs a broker: give --mqtt URL too")
+    if mqtt_ca is not None and mqtt is not None:
+        _ca_needs_tls(mqtt)
     source: dict[str, Any] = ({"type": "mic", "device": mic} if mic is not None
                               else {"type": "file", "path": str(file), "speed": speed})
     data: dict[str, Any] = {"device": device,
@@ -672,6 +691,8 @@ def config_from_flags(*, machine: str, mic: int | str | None = None, file: str |
                         "password_env": mqtt_password_env,
                         "password_file": None if mqtt_password_file is None
                         else str(mqtt_password_file)}
+        if mqtt_ca is not None:
+            data["mqtt"]["tls"] = {"ca": str(mqtt_ca)}
     try:
         return EdgeConfig.model_validate(data)
     except ValidationError as err:
@@ -683,7 +704,8 @@ def override_config(config: EdgeConfig, *, models: str | Path | None = None,
                     device: str | None = None, threads: int | None = None,
                     mqtt: str | None = None, mqtt_username: str | None = None,
                     mqtt_password_env: str | None = None,
-                    mqtt_password_file: str | Path | None = None, speed: str | None = None,
+                    mqtt_password_file: str | Path | None = None,
+                    mqtt_ca: str | Path | None = None, speed: str | None = None,
                     metrics_port: int | None = None, no_metrics: bool = False) -> EdgeConfig:
     """``config`` with each CLI flag that was given (not None) in place of the setting it maps
     to: a flag wins over the file (docs/EDGE.md, "Flags and the config file").
@@ -691,7 +713,8 @@ def override_config(config: EdgeConfig, *, models: str | Path | None = None,
     ``models`` -> models_dir, ``node``, ``state_dir``, ``device``, ``threads``; ``mqtt`` ->
     mqtt.url (the file's other mqtt settings stay; with no mqtt section, a broker with the
     defaults); ``mqtt_username``; ``mqtt_password_env``/``mqtt_password_file`` replace the
-    file's password source (both keys); ``speed`` -> the speed of every file source;
+    file's password source (both keys); ``mqtt_ca`` -> mqtt.tls.ca (the URL must be
+    mqtts://); ``speed`` -> the speed of every file source;
     ``metrics_port``, ``no_metrics`` -> metrics.port, metrics.enabled. Paths are relative to
     the working directory. Each override is logged. Raises ``BadInput`` naming the flag of a
     bad value, and for a flag with nothing to apply to (``speed`` without a file source, MQTT
@@ -719,7 +742,7 @@ def override_config(config: EdgeConfig, *, models: str | Path | None = None,
     elif mqtt is not None:
         put("--mqtt", data["mqtt"], "url", mqtt, "mqtt.url")
     credentials = {"--mqtt-username": mqtt_username, "--mqtt-password-env": mqtt_password_env,
-                   "--mqtt-password-file": mqtt_password_file}
+                   "--mqtt-password-file": mqtt_password_file, "--mqtt-ca": mqtt_ca}
     given = [flag for flag, value in credentials.items() if value is not None]
     if given and data["mqtt"] is None:
         raise BadInput(f"{given[0]} needs a broker, and the config has no mqtt section: "
@@ -736,6 +759,10 @@ def override_config(config: EdgeConfig, *, models: str | Path | None = None,
                 else Path(mqtt_password_file)
             flags = [f"{flag} {credentials[flag]}" for flag in given if flag != "--mqtt-username"]
             changes.append(f"{' '.join(flags)} over {' and '.join(was) or 'no password'}")
+        if mqtt_ca is not None:
+            _ca_needs_tls(data["mqtt"]["url"])
+            data["mqtt"]["tls"] = data["mqtt"]["tls"] or {}
+            put("--mqtt-ca", data["mqtt"]["tls"], "ca", Path(mqtt_ca), "mqtt.tls.ca")
     if speed is not None:
         files = [s for s in data["streams"] if s["source"]["type"] == "file"]
         if not files:

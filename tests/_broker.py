@@ -180,11 +180,13 @@ class Subscriber:
     """A paho client that records what arrives on ``topics`` (QoS 1 subscriptions).
 
     With ``persistent=True`` the session survives a disconnect (clean_session=False), so the
-    broker queues QoS 1 messages for it while it is away.
+    broker queues QoS 1 messages for it while it is away. ``username`` and ``password`` log in
+    at a broker that refuses anonymous clients.
     """
 
     def __init__(self, port: int, topics: list[str], *, client_id: str = "test-subscriber",
-                 persistent: bool = False) -> None:
+                 persistent: bool = False, username: str | None = None,
+                 password: str | None = None) -> None:
         self.topics = topics
         self.messages: list[Received] = []
         self.condition = threading.Condition()
@@ -192,6 +194,8 @@ class Subscriber:
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
                                   clean_session=not persistent)
         self.client.reconnect_delay_set(min_delay=0.05, max_delay=0.2)  # type: ignore[arg-type]
+        if username is not None:
+            self.client.username_pw_set(username, password)
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message

@@ -56,9 +56,11 @@ OVERRIDES: list[tuple[str, str, Callable[[EdgeConfig], object], object, object]]
     ("--threads", "1", lambda c: c.threads, 2, 1),
     ("--mqtt", "mqtt://localhost:1884",
      lambda c: (c.mqtt.url, c.mqtt.port, c.mqtt.prefix, c.mqtt.username),
-     ("mqtts://broker.plant.local:8883", 8883, "asd-edge", "asd-edge"),
-     ("mqtt://localhost:1884", 1884, "asd-edge", "asd-edge")),  # the rest of mqtt: stays
-    ("--mqtt-username", "edge-2", lambda c: c.mqtt.username, "asd-edge", "edge-2"),
+     ("mqtts://broker.plant.local:8883", 8883, "asd-edge", "press-hall-1"),
+     ("mqtt://localhost:1884", 1884, "asd-edge", "press-hall-1")),  # the rest of mqtt: stays
+    ("--mqtt-username", "edge-2", lambda c: c.mqtt.username, "press-hall-1", "edge-2"),
+    ("--mqtt-ca", "here/ca.pem", lambda c: c.mqtt.tls.ca, Path("/etc/asd-edge/ca.pem"),
+     Path("here/ca.pem")),
     ("--mqtt-password-env", "ASD_PW", password_source,
      (None, Path("/etc/asd-edge/mqtt-password")), ("ASD_PW", None)),
     ("--mqtt-password-file", "here/pw", password_source,
@@ -118,6 +120,8 @@ def test_a_flag_naming_a_stream_with_config_is_a_one_line_error(argv, flag, key,
     (["--speed", "max"], "--speed paces file sources, and the config has none"),
     (["--mqtt-username", "u"], "--mqtt-username needs a broker"),
     (["--mqtt-password-file", "pw"], "--mqtt-password-file needs a broker"),
+    (["--mqtt-ca", "ca.pem"], "--mqtt-ca needs a broker"),
+    (["--mqtt", "mqtt://b:1883", "--mqtt-ca", "ca.pem"], "--mqtt-ca is the CA of a TLS broker"),
     (["--node", "a/b"], "--node: use letters"),
     (["--threads", "0"], "--threads: "),
     (["--metrics-port", "70000"], "--metrics-port: "),
@@ -135,6 +139,14 @@ def test_without_config_no_flag_is_ignored_either(capsys) -> None:
         config_of("--mic", "0", "--machine", "fan", "--speed", "max")
     with pytest.raises(BadInput, match="--mqtt-password-env needs a broker"):
         config_of("--mic", "0", "--machine", "fan", "--mqtt-password-env", "ASD_PW")
+    with pytest.raises(BadInput, match="--mqtt-ca needs a broker"):
+        config_of("--mic", "0", "--machine", "fan", "--mqtt-ca", "ca.pem")
+    with pytest.raises(BadInput, match="give it as mqtts://HOST:PORT"):
+        config_of("--mic", "0", "--machine", "fan", "--mqtt", "mqtt://b", "--mqtt-ca", "ca.pem")
+    tls = config_of("--mic", "0", "--machine", "fan", "--mqtt", "mqtts://b", "--mqtt-ca",
+                    "ca.pem").mqtt
+    assert tls is not None and tls.use_tls and tls.tls is not None
+    assert tls.tls.ca == Path("ca.pem")
     config = config_of("--file", "x.wav", "--machine", "fan", "--section", "section_02",
                        "--speed", "max", "--metrics-port", "0", "--device", "cpu")
     stream = config.streams[0]

@@ -75,7 +75,7 @@ def test_the_example_loads_as_its_comments_say() -> None:
     assert mqtt is not None
     assert (mqtt.host, mqtt.port, mqtt.use_tls, mqtt.prefix, mqtt.protocol, mqtt.username,
             mqtt.discovery) == ("broker.plant.local", 8883, True, "asd-edge", "3.1.1",
-                                "asd-edge", True)
+                                "press-hall-1", True)  # user = node (deploy/mosquitto.acl)
     # absolute paths stay as written (the password from the file, the CA of the broker)
     assert (mqtt.password_file, mqtt.password_env) == (Path("/etc/asd-edge/mqtt-password"), None)
     assert mqtt.tls is not None and mqtt.tls.ca == Path("/etc/asd-edge/ca.pem")

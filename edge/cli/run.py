@@ -49,6 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mqtt-username", help="broker user name")
     parser.add_argument("--mqtt-password-env", help="environment variable holding the password")
     parser.add_argument("--mqtt-password-file", help="file holding the password")
+    parser.add_argument("--mqtt-ca", metavar="FILE",
+                        help="CA certificate(s), PEM, that signed the broker's certificate "
+                             "(mqtts:// only; default: the system's trusted CAs)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"),
                         help="ONNX Runtime device (default auto); cuda fails if CUDA is "
                              "unusable")
@@ -82,7 +85,8 @@ def options_from(args: argparse.Namespace) -> EdgeConfig:
             state_dir=args.state_dir, device=args.device, threads=args.threads,
             mqtt=args.mqtt, mqtt_username=args.mqtt_username,
             mqtt_password_env=args.mqtt_password_env,
-            mqtt_password_file=args.mqtt_password_file, speed=args.speed, **metrics)
+            mqtt_password_file=args.mqtt_password_file, mqtt_ca=args.mqtt_ca,
+            speed=args.speed, **metrics)
     if args.mic is None and args.file is None:
         raise BadInput("give one of --mic DEVICE, --file WAV and --config YAML")
     if not args.machine:
@@ -97,7 +101,8 @@ def options_from(args: argparse.Namespace) -> EdgeConfig:
         mqtt=args.mqtt, device=args.device or "auto", speed=args.speed or "realtime",
         node=args.node, state_dir=args.state_dir, mqtt_username=args.mqtt_username,
         mqtt_password_env=args.mqtt_password_env,
-        mqtt_password_file=args.mqtt_password_file, threads=args.threads)
+        mqtt_password_file=args.mqtt_password_file, mqtt_ca=args.mqtt_ca,
+        threads=args.threads)
     return override_config(config, **metrics)
 
 

@@ -24,9 +24,14 @@ Delivery is at least once; subscribers de-duplicate by ``event_id`` (or by ``id`
 ``type``). States are kept in memory (latest per stream) and published again on every
 connect; scores are QoS 0 and are counted in ``scores_dropped`` while disconnected.
 
-The connection: ``connect_async`` + ``loop_start``; paho reconnects with exponential backoff
-between ``reconnect_min_s`` and ``reconnect_max_s``. A broker that refuses the connection
-(bad password, not authorised) is logged with its reason and is *not* connected.
+The connection: ``connect_async`` + ``loop_start``; paho reconnects. How soon depends on why
+the last try failed (``edge.outputs.mqtt_diagnose``): while nothing answers at host:port
+(refused, timed out) a try costs one TCP connect and is repeated every ``reconnect_probe_s``
+(1 s), so an alarm goes out about that long after the broker is back, however long it was
+away; a broker that answers and refuses (TLS, credentials) is retried with exponential backoff
+from ``reconnect_min_s`` to ``reconnect_max_s``. A refused connection is *not* connected, and
+each cause (plain MQTT at a TLS port or the reverse, a certificate that fails verification,
+wrong credentials, no broker) is logged once per outage in one line naming the fix.
 """
 
 from __future__ import annotations
@@ -54,6 +59,13 @@ from edge.outputs.discovery import (
     ha_status_topic,
 )
 from edge.outputs.events import AlarmEvent, ScoreMessage, StreamState
+from edge.outputs.mqtt_diagnose import (
+    connect_failure,
+    plain_at_tls,
+    probe_seconds,
+    refusal,
+    speaks_tls,
+)
 from edge.outputs.outbox import DEFAULT_MAX_BYTES, DEFAULT_MAX_ROWS, Outbox
 
 logger = logging.getLogger(__name__)
@@ -72,6 +84,21 @@ def _segment(value: str, what: str) -> str:
         raise BadInput(f"{what} {value!r} cannot be part of an MQTT topic: use a non-empty "
                        "name without '/', '+' or '#'")
     return value
+
+
+class _Client(mqtt.Client):
+    """paho's client, keeping the exception of the latest failed connection attempt: paho's
+    ``on_connect_fail`` does not say why (TLS, refused, unreachable)."""
+
+    connect_error: OSError | None = None
+
+    def reconnect(self) -> MQTTErrorCode:
+        self.connect_error = None
+        try:
+            return super().reconnect()
+        except OSError as err:
+            self.connect_error = err
+            raise
 
 
 class Topics:
@@ -123,7 +150,9 @@ class MqttOutput:
         self._inflight: dict[int, int] = {}  # paho message id -> outbox seq
         self._early_acks: OrderedDict[int, ReasonCode] = OrderedDict()
         self._states: dict[StreamKey, StreamState] = {}
-        self._unreachable_logged = False
+        self._problem_logged: str | None = None  # the cause logged in this outage
+        self._retry_answered: bool | None = None  # the backoff paho is set to (see _retry)
+        self._answered = False  # a CONNACK came for the latest try
         # Events the outbox could not store (key < 0, counting down; see publish_event).
         self._memory: dict[int, tuple[str, bytes]] = {}
         self._memory_seq = 0
@@ -141,16 +170,16 @@ class MqttOutput:
 
     # -- set-up ----------------------------------------------------------------------------
 
-    def _make_client(self, password: str | None) -> mqtt.Client:
+    def _make_client(self, password: str | None) -> _Client:
         config = self.config
         client_id = config.client_id or f"asd-edge-{self.node}"
         if config.protocol == "5":
-            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
-                                 protocol=mqtt.MQTTv5)
+            client = _Client(CallbackAPIVersion.VERSION2, client_id=client_id,
+                             protocol=mqtt.MQTTv5)
         else:
             # A clean session: what must survive a disconnect is in our own outbox.
-            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
-                                 protocol=mqtt.MQTTv311, clean_session=True)
+            client = _Client(CallbackAPIVersion.VERSION2, client_id=client_id,
+                             protocol=mqtt.MQTTv311, clean_session=True)
         if config.username:
             client.username_pw_set(config.username, password)
         if config.use_tls:
@@ -166,7 +195,8 @@ class MqttOutput:
                                f"key={tls.key}): {err}; fix the paths or the files") from err
             client.tls_insecure_set(tls.insecure)
         client.will_set(self.topics.status, "offline", qos=1, retain=True)
-        client.reconnect_delay_set(config.reconnect_min_s, config.reconnect_max_s)  # type: ignore[arg-type]
+        self._retry(client, answered=True)
+        client.on_pre_connect = self._on_pre_connect
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
@@ -348,15 +378,17 @@ class MqttOutput:
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any,
                     reason_code: ReasonCode, properties: Any) -> None:
+        self._answered = True
         if reason_code.is_failure:
             self._connected.clear()
-            logger.error("MQTT: %s:%d refused the connection: %s (check username, password "
-                         "and the broker's ACL)", self.config.host, self.config.port,
-                         reason_code)
+            self._retry(client, answered=True)
+            self._log_problem(refusal(reason_code, self.config), logging.ERROR)
             return
         logger.info("MQTT: connected to %s:%d; %d alarm message(s) waiting in the outbox",
                     self.config.host, self.config.port, self.outbox.depth())
-        self._unreachable_logged = False
+        self._problem_logged = None
+        # A broker lost from now on is tried again at the probe interval (see _retry).
+        self._retry(client, answered=False)
         client.publish(self.topics.status, "online", qos=1, retain=True)
         if self.config.discovery:
             client.subscribe(ha_status_topic(self.config.discovery_prefix), qos=1)
@@ -372,23 +404,59 @@ class MqttOutput:
         self._reconnected.set()
         self._wake.set()
 
+    def _on_pre_connect(self, client: mqtt.Client, userdata: Any) -> None:
+        self._answered = False
+
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
-        # Logged once per outage, not at every retry; the metric shows it the whole time.
-        if not self._unreachable_logged:
-            self._unreachable_logged = True
-            logger.warning("MQTT: cannot reach %s:%d (broker down, wrong host or port, or a "
-                           "failed TLS handshake: check mqtt.tls.ca); retrying every %g to %g "
-                           "s, alarms wait in the outbox %s", self.config.host,
-                           self.config.port, self.config.reconnect_min_s,
-                           self.config.reconnect_max_s, self.outbox.path)
+        err = client.connect_error if isinstance(client, _Client) else None
+        if err is None:
+            err = OSError("the connection attempt failed")
+        diagnosis = connect_failure(err, self.config, str(self.outbox.path))
+        self._retry(client, answered=diagnosis.answered)
+        self._log_problem(diagnosis.message,
+                          logging.WARNING if diagnosis.level == "warning" else logging.ERROR)
+
+    def _retry(self, client: mqtt.Client, *, answered: bool) -> None:
+        """Set paho's delay before its next try: the short probe interval while nothing
+        answers (a try is one TCP connect: the broker is back within a second of it being
+        up), exponential backoff while the broker answers and refuses. Runs on paho's thread
+        before it waits; the backoff is reset only on a change, so it keeps doubling."""
+        if answered == self._retry_answered:
+            return
+        self._retry_answered = answered
+        if answered:
+            client.reconnect_delay_set(self.config.reconnect_min_s,  # type: ignore[arg-type]
+                                       self.config.reconnect_max_s)  # type: ignore[arg-type]
+        else:
+            probe = probe_seconds(self.config)
+            client.reconnect_delay_set(probe, probe)  # type: ignore[arg-type]
+
+    def _log_problem(self, message: str, level: int) -> None:
+        # Once per outage and cause, not at every retry; the metric shows it the whole time.
+        if message != self._problem_logged:
+            self._problem_logged = message
+            logger.log(level, "%s", message)
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any,
                        reason_code: ReasonCode, properties: Any) -> None:
         was_connected = self._connected.is_set()
         self._connected.clear()
-        if was_connected and not self._stop.is_set():
+        if self._stop.is_set():
+            return
+        if was_connected:
             logger.warning("MQTT: disconnected from %s:%d (%s); reconnecting",
                            self.config.host, self.config.port, reason_code)
+        elif not self._answered:
+            # Closed before any CONNACK: something listens there, and not an MQTT broker on
+            # plain TCP, most often a TLS listener given as mqtt://.
+            self._retry(client, answered=True)
+            if not self.config.use_tls and speaks_tls(self.config.host, self.config.port):
+                self._log_problem(plain_at_tls(self.config), logging.ERROR)
+            else:
+                self._log_problem(f"MQTT: {self.config.host}:{self.config.port} closed the "
+                                  f"connection before answering ({reason_code}): a broker "
+                                  "stopping or overloaded, or not an MQTT listener of the "
+                                  "URL's scheme (mqtt:// plain, mqtts:// TLS)", logging.WARNING)
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int,
                     reason_code: ReasonCode, properties: Any) -> None:
