@@ -20,6 +20,7 @@ EPOCHS=${EPOCHS:-12}               # surrogate-task training epochs
 FRONT_END=${FRONT_END:-log-mel}    # or log-linear (use another WORK: runs are reused by name)
 AE_EPOCHS=${AE_EPOCHS:-20}         # DCASE autoencoder epochs
 OBJECTIVES=${OBJECTIVES:-"disentangled mtl arcface sections"}
+SNR=${SNR:-}                       # e.g. SNR=0 (issue 14's noisy sets: 6, 0, -6; use one WORK each)
 THREADS=${THREADS:-2}
 SPLITS=${SPLITS:-5}                # development/held-out splits per data set (selection check)
 PY=${PY:-"$(cd "$(dirname "$0")/.." && pwd)/.venv/bin/python"}
@@ -33,7 +34,7 @@ for seed in $SEEDS; do
     data="$WORK/data$seed"
     if [ ! -d "$data" ]; then
         "$PY" -m edge.cli synth --machines "$MACHINES" --sections "$SECTIONS" --train "$TRAIN" \
-            --target-train "$TARGET_TRAIN" --test "$TEST" --seed "$seed" "$data"
+            --target-train "$TARGET_TRAIN" --test "$TEST" --seed "$seed" ${SNR:+--snr "$SNR"} "$data"
     fi
     for objective in $OBJECTIVES; do
         run="$WORK/runs/${objective}_$i"

@@ -42,6 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="clip length (default 10 s, 12 s for ToyCar/ToyTrain); "
                              "with --stream the recording's length (default 120 s)")
     parser.add_argument("--seed", type=int, default=0, help="same seed, same files")
+    parser.add_argument("--snr", type=float, default=None, metavar="DB",
+                        help="data set: every clip's plant background at this signal-to-noise "
+                             "ratio (the noisy benchmark: 6, 0, -6) instead of one drawn from "
+                             "the machine type's range")
     parser.add_argument("--stream", action="store_true",
                         help="write one long recording of one unit with a fault in it")
     parser.add_argument("--machine", help="with --stream: the machine type")
@@ -178,6 +182,9 @@ def _machines(text: str) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     if args.stream and args.stream_set:
         raise BadInput("--stream writes one recording, --stream-set a test set: give one")
+    if args.snr is not None and (args.stream or args.stream_set):
+        raise BadInput("--snr sets a data set's background; a stream's plant life has its own "
+                       "(--plant and its flags): leave --snr out")
     if args.stream_set:
         machines = _machines(args.machines or SET_MACHINES)
         sections = _section_list(args.sections)
@@ -225,7 +232,7 @@ def run(args: argparse.Namespace) -> int:
             raise BadInput(f"{flag} {value} is negative; give 0 or more clips")
     out = synthesize_dataset(args.out, machines, sections=args.sections, n_train=args.train,
                              n_target_train=args.target_train, n_test=args.test,
-                             seconds=args.seconds, seed=args.seed)
+                             seconds=args.seconds, seed=args.seed, snr_db=args.snr)
     per_section = args.train + args.target_train + 4 * args.test
     total = per_section * args.sections * len(machines)
     print(f"wrote {total} clips under {out}: {len(machines)} machine type(s) x "

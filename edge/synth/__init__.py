@@ -57,12 +57,12 @@ def attribute_values(machine: str, domain: str) -> dict[str, list[str]]:
 
 def render_clip(machine: str, section: int, attributes: Sequence[tuple[str, str]],
                 n_samples: int, clip_seed: Sequence[int], fault: Fault | None = None,
-                noise: bool = True, seed: int = 0) -> np.ndarray:
+                noise: bool = True, seed: int = 0, snr_db: float | None = None) -> np.ndarray:
     """One clip (n_samples,) float32 in [-1, 1] of unit ``section`` under ``attributes``.
 
     ``clip_seed`` (ints) draws this clip's randomness; the unit comes from ``seed``. The
-    background is plant noise at an SNR drawn from the machine's range; ``noise=False``
-    gives the machine alone (for checks).
+    background is plant noise at an SNR drawn from the machine's range, or at ``snr_db`` (the
+    noisy benchmark's +6, 0 and -6 dB); ``noise=False`` gives the machine alone (for checks).
     """
     model = common.machine_model(machine)
     unit = common.draw_unit(machine, section, seed)
@@ -70,7 +70,8 @@ def render_clip(machine: str, section: int, attributes: Sequence[tuple[str, str]
     rng = np.random.default_rng([*clip_seed, common.RNG_CLIP])
     sound = model.render(unit, condition, n_samples, rng, fault)
     noise_rng = np.random.default_rng([*clip_seed, common.RNG_NOISE])
-    snr_db = noise_rng.uniform(*model.snr_db)
+    drawn = noise_rng.uniform(*model.snr_db)  # drawn always: the same clip either way
+    snr_db = drawn if snr_db is None else snr_db
     background = (factory_noise(common.machine_plant(machine, seed), noise_rng, n_samples) if noise
                   else np.zeros(n_samples))
     return _mix(sound, background, unit["gain"], snr_db)
@@ -90,13 +91,16 @@ def _check_counts(**counts: float) -> None:
 
 def synthesize_dataset(out: str | Path, machines: Sequence[str] = MACHINE_TYPES,
                        sections: int = 3, n_train: int = 100, n_target_train: int = 10,
-                       n_test: int = 10, seconds: float | None = None, seed: int = 0) -> Path:
+                       n_test: int = 10, seconds: float | None = None, seed: int = 0,
+                       snr_db: float | None = None) -> Path:
     """Write a development-layout data set under ``out`` and return ``out``.
 
     Per machine and section: ``n_train`` source and ``n_target_train`` target normal training
     clips, and ``n_test`` test clips per domain and label (4 * n_test). Clips are ``seconds``
     long (None: 10 s, 12 s for ToyCar/ToyTrain), 16 kHz mono 16-bit, named by
     ``format_clip_name``; ``<machine>/attributes_<SS>.csv`` lists every clip's attributes.
+    ``snr_db``: every clip's plant background at this signal-to-noise ratio instead of one
+    drawn from the machine type's range (the same machine sound and background otherwise).
     """
     out = Path(out)
     machines = list(machines)
@@ -105,6 +109,8 @@ def synthesize_dataset(out: str | Path, machines: Sequence[str] = MACHINE_TYPES,
     _check_counts(n_train=n_train, n_target_train=n_target_train, n_test=n_test)
     if not 1 <= sections <= 100:
         raise BadInput(f"sections = {sections}: give 1 to 100 (section numbers have two digits)")
+    if snr_db is not None and not -30 <= snr_db <= 60:
+        raise BadInput(f"snr = {snr_db} dB: give -30 to 60 (the benchmark uses 6, 0 and -6)")
     if seconds is not None and not 0 < seconds <= 600:
         raise BadInput(f"seconds = {seconds}: give a clip length above 0 and at most 600 s")
     groups = [("train", "source", "normal", n_train), ("train", "target", "normal", n_target_train)]
@@ -131,7 +137,7 @@ def synthesize_dataset(out: str | Path, machines: Sequence[str] = MACHINE_TYPES,
                         kind = model.faults[index % len(model.faults)]
                         fault = Fault(kind, float(fault_rng.uniform()), fault_rng)
                     waveform = render_clip(machine, section, attributes, n_samples,
-                                           [*key, index], fault, seed=seed)
+                                           [*key, index], fault, seed=seed, snr_db=snr_db)
                     name = format_clip_name(section, domain, split, label, index, attributes)
                     write_audio(out / machine / split / name, waveform)
                     rows.append([f"{split}/{name}", *[item for pair in attributes
