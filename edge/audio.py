@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from fractions import Fraction
 from math import gcd
 from pathlib import Path
 
@@ -52,6 +53,30 @@ def audio_info(path: str | Path) -> AudioInfo:
                      str(info.subtype))
 
 
+MAX_SAMPLE_RATE = 768_000  # the highest rate audio interfaces record at
+MAX_RATIO_TERM = 1000  # up and down of a resampling ratio, at most (see resampling_ratio)
+
+
+def resampling_ratio(orig_rate: int, target_rate: int) -> tuple[int, int]:
+    """(up, down): ``target_rate / orig_rate`` as a fraction of terms at most 1000.
+
+    Exact for every rate a sound card records (44.1 kHz -> 16 kHz is 160/441); an odd rate
+    (e.g. 143,444 Hz, 4000/35861 exactly) gets the nearest fraction with terms up to 1000,
+    a pitch error below 1e-4 relative, where the exact ratio would ask for a filter of millions
+    of taps (seconds per second of audio)."""
+    common = gcd(int(orig_rate), int(target_rate))
+    up, down = int(target_rate) // common, int(orig_rate) // common
+    if max(up, down) <= MAX_RATIO_TERM:
+        return up, down
+    best = Fraction(int(target_rate), int(orig_rate))
+    limit = MAX_RATIO_TERM
+    while True:
+        ratio = best.limit_denominator(limit)
+        if max(ratio.numerator, ratio.denominator) <= MAX_RATIO_TERM:
+            return ratio.numerator, ratio.denominator
+        limit = max(1, limit * MAX_RATIO_TERM // ratio.numerator)
+
+
 FILTER_HALF_LENGTH = 256  # taps each side, per unit of max(up, down)
 FILTER_BETA = 8.0  # Kaiser window
 
@@ -79,8 +104,7 @@ def resample(waveform: np.ndarray, orig_rate: int, target_rate: int = SAMPLE_RAT
     (``resampling_filter``; the output is centred: no delay)."""
     if orig_rate == target_rate:
         return waveform
-    common = gcd(int(orig_rate), int(target_rate))
-    up, down = int(target_rate) // common, int(orig_rate) // common
+    up, down = resampling_ratio(orig_rate, target_rate)
     out = resample_poly(waveform, up, down, window=resampling_filter(up, down))
     return out.astype(np.float32, copy=False)
 
@@ -99,6 +123,10 @@ def to_mono(data: np.ndarray, channel: int, where: str) -> np.ndarray:
 
 
 def check_rate(rate: int, where: str) -> None:
+    if rate > MAX_SAMPLE_RATE:
+        raise BadInput(f"{where}: sample rate {rate} Hz is above {MAX_SAMPLE_RATE} Hz, which "
+                       "no audio interface records at (a damaged header?); re-record or "
+                       "re-encode the file")
     if rate < SAMPLE_RATE:
         raise BadInput(f"{where}: sample rate {rate} Hz is below {SAMPLE_RATE} Hz; the front "
                        f"end needs content up to {SAMPLE_RATE // 2} Hz: record at "

@@ -205,6 +205,12 @@ class MqttConfig(Strict):
                     "refused or timed out): such a try costs one TCP connect, and an alarm "
                     "goes out within about this long after the broker is back (at most "
                     "reconnect_max_s)")
+    ack_timeout_s: float = Field(
+        10.0, gt=0, le=3600, title="Answer timeout",
+        description="seconds without the broker's CONNACK to a connect, or its PUBACK to an "
+                    "alarm message, before the connection counts as stalled and is opened "
+                    "again (a hung broker or a link that drops silently; the keep-alive alone "
+                    "would take 1.5 x keepalive)")
     inflight_window: int = Field(20, ge=1, title="In-flight window",
                                  description="alarm messages sent and not yet acknowledged, "
                                              "at most")

@@ -107,3 +107,28 @@ def test_a_recording_at_48k_stereo_24_bit_scores_as_it_does_at_16k(tmp_path: Pat
     spread = np.percentile(a, 90) - np.percentile(a, 10)
     assert np.median(np.abs(a - b)) < 0.05 * spread
     assert np.max(np.abs(a - b)) < 0.25 * spread
+
+
+def test_an_odd_sample_rate_resamples_with_a_bounded_filter_and_a_damaged_one_is_refused(
+        tmp_path):
+    """Found by fuzzing WAV headers: a rate of 143,444 Hz asked for a resampling filter of 9
+    million taps (seconds per half second of audio). Odd rates get the nearest ratio of terms
+    up to 1000 (pitch error under 1e-4); rates above 768 kHz are a damaged header."""
+    from edge.audio import resampling_ratio
+
+    assert resampling_ratio(44_100, 16_000) == (160, 441)  # exact where a card records
+    up, down = resampling_ratio(143_444, 16_000)
+    assert max(up, down) <= 1000 and abs(up / down - 16_000 / 143_444) < 1e-4 * 16_000 / 143_444
+    odd = tmp_path / "odd.wav"
+    sf.write(odd, np.sin(np.arange(143_444) * 2 * np.pi * 1000 / 143_444).astype(np.float32),
+             143_444)
+    tone = read_audio(odd)
+    assert abs(tone.size - 16_000) <= 2
+    spectrum = np.abs(np.fft.rfft(tone))
+    assert abs(np.argmax(spectrum) * 16_000 / tone.size - 1000) < 2  # still a 1 kHz tone
+    damaged = tmp_path / "damaged.wav"
+    raw = bytearray(odd.read_bytes())
+    raw[24:28] = (4_000_000).to_bytes(4, "little")
+    damaged.write_bytes(bytes(raw))
+    with pytest.raises(BadInput, match="4000000 Hz is above 768000 Hz"):
+        read_audio(damaged)

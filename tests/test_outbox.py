@@ -72,11 +72,16 @@ def test_a_full_outbox_drops_the_oldest_and_says_so(tmp_path: Path,
         by_bytes.put("t", b"x" * 251)
 
 
-def test_an_unusable_state_dir_is_a_bad_input(tmp_path: Path) -> None:
+def test_an_unusable_outbox_path_is_a_bad_input_unless_memory_will_do(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     with pytest.raises(BadInput, match="cannot open the outbox"):
         Outbox(blocker / "outbox.sqlite3")
+    # the daemon's choice: monitoring goes on with the messages in memory, and says why
+    degraded = Outbox(blocker / "outbox.sqlite3", memory_if_unusable=True)
+    assert degraded.unusable is not None and "free space" in degraded.unusable
+    degraded.put("t", b"kept")
+    assert [item.payload for item in degraded.peek()] == [b"kept"]
     with pytest.raises(BadInput, match="max_rows=0"):
         Outbox(tmp_path / "o.sqlite3", max_rows=0)
 

@@ -12,21 +12,17 @@ the offline version computes against zero padding after the end.
 
 from __future__ import annotations
 
-from math import gcd
-
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from edge.audio import resampling_filter
+from edge.audio import resampling_filter, resampling_ratio
 
 
 class StreamingResampler:
     """Resample a stream of (N,) float32 blocks from ``orig_rate`` to ``target_rate`` Hz."""
 
     def __init__(self, orig_rate: int, target_rate: int) -> None:
-        common = gcd(int(orig_rate), int(target_rate))
-        self.up = int(target_rate) // common
-        self.down = int(orig_rate) // common
+        self.up, self.down = resampling_ratio(orig_rate, target_rate)
         self.identity = self.up == self.down == 1
         if self.identity:
             return

@@ -18,9 +18,9 @@ import logging
 import os
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-from edge.errors import BadInput, RuntimeFailure
+from edge.errors import RuntimeFailure
 from edge.outputs.events import AlarmEvent, ScoreMessage, StreamState
 
 logger = logging.getLogger(__name__)
@@ -31,22 +31,37 @@ class Journal:
     are not journaled (the events hold every change of state)."""
 
     def __init__(self, path: Path) -> None:
+        """Opens ``path`` for appending. A journal that cannot be opened (a full or
+        read-only state disk) does not stop the daemon: the error is logged, every event
+        tries again, and each failure is a ``RuntimeFailure`` (the outputs' fan-out counts it
+        and logs it at most every few minutes); the broker still gets the events."""
         self.path = Path(path)
         self._lock = threading.Lock()
+        self._file: BinaryIO | None = None
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = self.path.open("ab")
-        except OSError as err:
-            raise BadInput(f"cannot open the journal {self.path}: {err}; point it at a "
-                           "writable file") from err
+            self._open()
+        except RuntimeFailure as err:
+            logger.error("%s", err)
+
+    def _open(self) -> BinaryIO:
+        if self._file is None:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._file = self.path.open("ab")
+            except OSError as err:
+                raise RuntimeFailure(f"cannot open the journal {self.path}: {err}; free "
+                                     "space on the state disk or point it at a writable "
+                                     "folder") from err
+        return self._file
 
     def publish_event(self, event: AlarmEvent) -> None:
         line = event.to_json() + b"\n"
         with self._lock:
+            handle = self._open()
             try:
-                self._file.write(line)
-                self._file.flush()
-                os.fsync(self._file.fileno())
+                handle.write(line)
+                handle.flush()
+                os.fsync(handle.fileno())
             except OSError as err:
                 raise RuntimeFailure(f"cannot write to the journal {self.path}: {err}") from err
         logger.info("%s %s/%s/%s episode %s score %.4g (threshold %.4g)", event.type,
@@ -75,7 +90,7 @@ class Journal:
 
     def close(self, timeout_s: float = 5.0) -> None:
         with self._lock:
-            if not self._file.closed:
+            if self._file is not None and not self._file.closed:
                 self._file.close()
 
 

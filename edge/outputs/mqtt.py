@@ -38,13 +38,14 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import ssl
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
@@ -142,12 +143,16 @@ class MqttOutput:
         self.topics = Topics(config.prefix, node)
         self.scores_dropped = 0
         self._connected = threading.Event()
+        self._ever_connected = False  # close() waits for a broker that answered in this run
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._reconnected = threading.Event()
         self._lock = threading.Lock()  # the in-flight bookkeeping
         self._state_lock = threading.Lock()  # the latest states and their publishing
         self._inflight: dict[int, int] = {}  # paho message id -> outbox seq
+        self._sent_at: dict[int, float] = {}  # paho message id -> when it (re)went out
+        self._attempt_at: float | None = None  # a connect sent and not yet answered, since
+        self._stalled = False  # the last connection was dropped for want of an answer
         self._early_acks: OrderedDict[int, ReasonCode] = OrderedDict()
         self._states: dict[StreamKey, StreamState] = {}
         self._problem_logged: str | None = None  # the cause logged in this outage
@@ -166,7 +171,15 @@ class MqttOutput:
                           for name, handler in (commands or {}).items()}
         self._client = self._make_client(password)  # bad TLS files fail here, before the outbox
         self.outbox = outbox or Outbox(outbox_path or Path(state_dir) / OUTBOX_FILE,
-                                       max_rows=max_rows, max_bytes=max_bytes)
+                                       max_rows=max_rows, max_bytes=max_bytes,
+                                       memory_if_unusable=True)
+        if self.outbox.unusable is not None:
+            # Monitoring goes on: events wait in memory (lost only if the daemon stops before
+            # the broker takes them); status and metrics show the error until a restart.
+            self.outbox_error = self.outbox.unusable
+            self.outbox_failures = 1
+            logger.error("%s; until then alarm events wait in memory only (lost if the daemon "
+                         "stops before the broker takes them)", self.outbox.unusable)
 
     # -- set-up ----------------------------------------------------------------------------
 
@@ -328,8 +341,10 @@ class MqttOutput:
             return
         self._closed = True
         deadline = time.monotonic() + timeout_s
-        while (self._connected.is_set() and (self.outbox.depth() or self._memory)
-               and time.monotonic() < deadline):
+        # Waits while connected, and while a broker that answered in this run is away (a
+        # restart: it is back within seconds); a broker never reached is not waited for.
+        while ((self._connected.is_set() or self._ever_connected)
+               and (self.outbox.depth() or self._memory) and time.monotonic() < deadline):
             self._wake.set()
             time.sleep(0.01)
         self._stop.set()
@@ -379,6 +394,8 @@ class MqttOutput:
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any,
                     reason_code: ReasonCode, properties: Any) -> None:
         self._answered = True
+        self._attempt_at = None
+        self._stalled = False
         if reason_code.is_failure:
             self._connected.clear()
             self._retry(client, answered=True)
@@ -387,6 +404,9 @@ class MqttOutput:
         logger.info("MQTT: connected to %s:%d; %d alarm message(s) waiting in the outbox",
                     self.config.host, self.config.port, self.outbox.depth())
         self._problem_logged = None
+        with self._lock:  # paho sends its in-flight messages again now: their clocks restart
+            now = time.monotonic()
+            self._sent_at = dict.fromkeys(self._sent_at, now)
         # A broker lost from now on is tried again at the probe interval (see _retry).
         self._retry(client, answered=False)
         client.publish(self.topics.status, "online", qos=1, retain=True)
@@ -394,6 +414,7 @@ class MqttOutput:
             client.subscribe(ha_status_topic(self.config.discovery_prefix), qos=1)
         for topic in self._commands:
             client.subscribe(topic, qos=1)
+        self._ever_connected = True
         with self._state_lock:
             self._connected.set()
             for state in self._states.values():
@@ -406,8 +427,10 @@ class MqttOutput:
 
     def _on_pre_connect(self, client: mqtt.Client, userdata: Any) -> None:
         self._answered = False
+        self._attempt_at = time.monotonic()
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        self._attempt_at = None
         err = client.connect_error if isinstance(client, _Client) else None
         if err is None:
             err = OSError("the connection attempt failed")
@@ -443,7 +466,10 @@ class MqttOutput:
         self._connected.clear()
         if self._stop.is_set():
             return
-        if was_connected:
+        if self._stalled:  # dropped by _check_stall, which said why: try again soon
+            self._stalled = False
+            self._retry(client, answered=False)
+        elif was_connected:
             logger.warning("MQTT: disconnected from %s:%d (%s); reconnecting",
                            self.config.host, self.config.port, reason_code)
         elif not self._answered:
@@ -462,6 +488,7 @@ class MqttOutput:
                     reason_code: ReasonCode, properties: Any) -> None:
         with self._lock:
             seq = self._inflight.pop(mid, None)
+            self._sent_at.pop(mid, None)
             if seq is None:
                 # The PUBACK can arrive before publish() has returned the mid to the sender;
                 # keep it for the sender to find. QoS 0 and status messages land here too,
@@ -539,8 +566,45 @@ class MqttOutput:
                     cursor = item.seq
                     if item.seq not in sending:
                         self._send(item.seq, item.topic, item.payload, item.qos, item.retain)
+            self._check_stall()
             self._wake.wait(1.0)
             self._wake.clear()
+
+    def _check_stall(self, now: float | None = None) -> None:
+        """Open the connection again when the broker stopped answering: no CONNACK to a
+        connect, or no PUBACK to an alarm message, within ``ack_timeout_s``. A hung broker or a
+        link that drops packets silently keeps the TCP connection open, and paho would wait
+        for the keep-alive (1.5 x ``keepalive``) before it notices; an alarm should not. The
+        socket is shut down under paho, which then reconnects (at the probe interval) and
+        sends its in-flight messages again."""
+        now = time.monotonic() if now is None else now
+        limit = self.config.ack_timeout_s
+        with self._lock:
+            oldest = min(self._sent_at.values(), default=None)
+            waiting = len(self._sent_at)
+        if self._connected.is_set():
+            if oldest is None or now - oldest < limit:
+                return
+            what = (f"no PUBACK for {waiting} alarm message(s) within {limit:g} s "
+                    "(mqtt.ack_timeout_s)")
+        else:
+            started = self._attempt_at
+            if started is None or now - started < limit:
+                return
+            what = f"no CONNACK within {limit:g} s (mqtt.ack_timeout_s)"
+        sock = self._client.socket()
+        if sock is None:
+            return
+        self._stalled = True
+        self._attempt_at = None
+        self._log_problem(f"MQTT: {self.config.host}:{self.config.port} stopped answering: "
+                          f"{what}, a hung broker or a link that drops silently; opening the "
+                          "connection again (alarm messages wait in the outbox)",
+                          logging.WARNING)
+        try:
+            cast(socket.socket, sock).shutdown(socket.SHUT_RDWR)
+        except (OSError, AttributeError):
+            pass  # already closed: paho is reconnecting anyway
 
     def _send(self, seq: int, topic: str, payload: bytes, qos: int, retain: bool) -> None:
         # Not under self._lock: paho runs on_publish holding its own lock, which publish()
@@ -555,5 +619,6 @@ class MqttOutput:
             early = self._early_acks.pop(info.mid, None)
             if early is None:
                 self._inflight[info.mid] = seq
+                self._sent_at[info.mid] = time.monotonic()
         if early is not None:
             self._acknowledged(seq, early)

@@ -56,7 +56,11 @@ class Outbox:
     """A bounded, durable FIFO of MQTT messages in ``path`` (an SQLite file)."""
 
     def __init__(self, path: Path, *, max_rows: int = DEFAULT_MAX_ROWS,
-                 max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+                 max_bytes: int = DEFAULT_MAX_BYTES, memory_if_unusable: bool = False) -> None:
+        """``memory_if_unusable``: when ``path`` cannot be opened (a full or read-only state
+        disk at start), keep the messages in an in-memory database instead of refusing, and
+        say why in ``unusable`` (a daemon that monitors without durability beats one that does
+        not start); otherwise that is a ``BadInput``."""
         if max_rows < 1 or max_bytes < 1:
             raise BadInput(f"outbox bounds max_rows={max_rows}, max_bytes={max_bytes}: both "
                            "must be at least 1")
@@ -64,21 +68,35 @@ class Outbox:
         self.max_rows = max_rows
         self.max_bytes = max_bytes
         self.dropped = 0  # rows dropped to make room, since this process opened the outbox
+        self.unusable: str | None = None
         self._lock = threading.Lock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, check_same_thread=False,
-                                       isolation_level=None)  # autocommit; BEGIN explicitly
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute(_SCHEMA)
+            self._db = self._open(str(self.path))
         except (OSError, sqlite3.Error) as err:
-            raise BadInput(f"cannot open the outbox {self.path}: {err}; point the state "
-                           "directory at a writable folder") from err
+            message = (f"cannot open the outbox {self.path}: {err}; free space on the state "
+                       "disk or point the state directory at a writable folder")
+            if not memory_if_unusable:
+                raise BadInput(message) from err
+            self.unusable = message
+            self._db = self._open(":memory:")
         depth = self.depth()
         if depth:
             logger.info("outbox %s holds %d unsent message(s) from before; they go first",
                         self.path, depth)
+
+    @staticmethod
+    def _open(where: str) -> sqlite3.Connection:
+        db = sqlite3.connect(where, check_same_thread=False,
+                             isolation_level=None)  # autocommit; BEGIN explicitly
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute(_SCHEMA)
+        except sqlite3.Error:
+            db.close()
+            raise
+        return db
 
     def put(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> int:
         """Store one message durably; return its sequence number. Drops the oldest if full."""
