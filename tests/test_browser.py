@@ -6,8 +6,8 @@ password).
 What the operator does and should see: the page refuses actions without the password; they
 log in, watch the overview, and the stream turns to "alarm" within a few seconds of the MQTT
 raise; they open the episode, see the spectrogram, can play the clip (both also fetched by
-URL: 200, the right content type, a length), acknowledge it; and the JavaScript console
-stays free of errors throughout.
+URL: 200, the right content type, a length), acknowledge it, and find the raise marked on the
+stream's timeline; and the JavaScript console stays free of errors throughout.
 
 ``pytest tests/test_browser.py --screenshots docs/img`` also writes the README's two
 screenshots (overview.png, episode.png) from this run. Missing chromium or chromedriver fails
@@ -251,6 +251,18 @@ def test_the_operator_sees_the_alarm_on_the_page_hears_it_and_must_log_in(
         assert (action["action"], action["episode"], action["note"]) == \
             ("acknowledge", raise_event["id"], "bearing")
         save_screenshot(browser, shots, "episode.png")
+        console += browser.get_log("browser")
+
+        # the stream's timeline, from the overview: the scores and the red raise mark
+        browser.find_element(By.LINK_TEXT, "Overview").click()
+        browser.find_element(By.LINK_TEXT, STREAM).click()
+        WebDriverWait(browser, 10).until(lambda b: b.execute_script(
+            "const c = document.getElementById('timeline'), ctx = c.getContext('2d');"
+            "const d = ctx.getImageData(0, 0, c.width, c.height).data;"
+            "for (let i = 0; i < d.length; i += 4) {"
+            "  if (d[i + 3] > 0 && d[i] > 2 * d[i + 1] && d[i] > 2 * d[i + 2]) return true; }"
+            "return false"), "no raise mark on the timeline")
+        save_screenshot(browser, shots, "stream.png")
         console += browser.get_log("browser")
         errors = [entry for entry in console if entry["level"] == "SEVERE"]
         assert not errors, f"the JavaScript console has errors: {errors}"
