@@ -178,10 +178,7 @@ def test_the_operator_sees_the_alarm_on_the_page_hears_it_and_must_log_in(
         from selenium.webdriver.support.ui import WebDriverWait
 
         base = f"http://127.0.0.1:{daemon.web_port()}"
-        # bound beyond loopback: nothing without the password
-        assert post(base + "/episodes/any/acknowledge") == 401
-        assert post(base + "/episodes/any/not-a-fault") == 401
-        browser.get(base + "/")
+        browser.get(base + "/")  # bound beyond loopback: the password first
         assert browser.current_url == base + "/login"
         browser.find_element(By.NAME, "password").send_keys(PASSWORD)
         browser.find_element(By.CSS_SELECTOR, "#login button").click()
@@ -195,7 +192,7 @@ def test_the_operator_sees_the_alarm_on_the_page_hears_it_and_must_log_in(
         WebDriverWait(browser, 40, poll_frequency=0.05).until(
             lambda _: state_cell.text == "alarm")
         shown_at = time.time()
-        [raised] = subscriber.wait_for(lambda ms: len(ms) >= 1, what="the raise")
+        raised = subscriber.wait_for(lambda ms: len(ms) >= 1, what="the raise")[0]
         raise_event = raised.json()
         assert raise_event["type"] == "raise"
         delay = shown_at - raised.received_at
@@ -238,8 +235,12 @@ def test_the_operator_sees_the_alarm_on_the_page_hears_it_and_must_log_in(
         assert (status, kind) == (200, "audio/wav") and length == len(body) > 0
         assert sf.info(io.BytesIO(body)).duration == pytest.approx(audio_seconds, abs=0.01)
 
-        # logged in, an action still needs the page's CSRF token
+        # the episode's actions: refused without the password, and without the page's CSRF
+        # token when logged in; nothing written
+        assert post(f"{episode_url}/acknowledge") == 401
+        assert post(f"{episode_url}/not-a-fault") == 401
         assert post(f"{episode_url}/acknowledge", cookie) == 403
+        assert post(f"{episode_url}/not-a-fault", cookie) == 403
         assert not (state / "actions.jsonl").exists()
         browser.find_element(By.CSS_SELECTOR, "#ack input[name=note]").send_keys("bearing")
         browser.find_element(By.CSS_SELECTOR, "#ack button").click()
