@@ -144,3 +144,22 @@ def test_keep_web_serves_the_replays_alarm_after_it_ended(tmp_path, capsys) -> N
     assert main(["run", "--file", str(setup.stream), "--machine", MACHINE, "--models",
                  str(setup.models), "--no-metrics", "--keep-web", "5"]) == 2
     assert "--web PORT" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("age_s, says", [(2.0, "still being recorded"),
+                                         (600.0, "removed by the clip limits")])
+def test_an_episode_without_its_clip_says_why_instead_of_a_broken_image(tmp_path, age_s,
+                                                                        says) -> None:
+    state = WebState([("gear", "gearbox", "00", 0.5, 0.45)], tmp_path / "actions.jsonl")
+    raised_at = datetime.now(UTC) - timedelta(seconds=age_s)
+    key = StreamKey(node="box", machine="gearbox", section="00")
+    window = EventWindow(start_utc=raised_at - timedelta(seconds=10), end_utc=raised_at,
+                         start_s=None, end_s=None)
+    raised = Transition("raise", "ep-2", 10.0, raised_at, 9.0, raised_at, 0.9, 0.5, 0.45)
+    state.publish_event(make_event(key, raised, window, "CPU", {}, str(tmp_path / "no.wav")))
+    server = WebServer(state, Health("box"), "127.0.0.1", 0).start()
+    try:
+        page = opener().open(server.url + "/episodes/ep-2").read().decode()
+    finally:
+        server.stop()
+    assert says in page and "<img" not in page and "<audio" not in page
