@@ -22,7 +22,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -171,6 +171,7 @@ class Received:
     topic: str
     payload: bytes
     retain: bool
+    received_at: float = field(default_factory=time.time)  # wall clock, when it arrived
 
     def json(self) -> dict:
         return json.loads(self.payload)

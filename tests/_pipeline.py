@@ -19,9 +19,12 @@ class StatsSetup:
     fault: dict
 
 
-def stats_setup(root: Path, machine: str = MACHINE, n_train: int = 16) -> StatsSetup:
+def stats_setup(root: Path, machine: str = MACHINE, n_train: int = 16,
+                stream_seconds: float = 60.0, fault_start: float = 25.0,
+                fault_seconds: float = 15.0) -> StatsSetup:
     """A data set of one section, a statistics-only bundle enrolled from its normal training
-    clips, and a 60 s recording of the same unit with a strong fault at 25-40 s.
+    clips, and a recording of the same unit with a strong fault (by default 60 s long, the
+    fault at 25-40 s).
 
     The bundle alarms at the clip-quantile thresholds: these tests are about the daemon's
     path (raise, clear, outbox, MQTT), and 3 minutes of references can promise one false alarm
@@ -34,6 +37,7 @@ def stats_setup(root: Path, machine: str = MACHINE, n_train: int = 16) -> StatsS
                  "--section", "0", "--models", str(models), "--domain", "source",
                  "--clip-quantile-thresholds"]) == 0
     stream = root / "stream.wav"
-    meta = synthesize_stream(stream, machine, 0, seconds=60.0, fault_start=25.0,
-                             fault_seconds=15.0, seed=3, severity=1.5)
+    meta = synthesize_stream(stream, machine, 0, seconds=stream_seconds,
+                             fault_start=fault_start, fault_seconds=fault_seconds, seed=3,
+                             severity=1.5)
     return StatsSetup(data, models, stream, meta["fault"])

@@ -18,6 +18,12 @@ def sample_dir() -> Path:
     return SAMPLE_DIR
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--screenshots", metavar="DIR", default=None,
+                     help="the browser test (tests/test_browser.py) also saves the README's "
+                          "screenshots here: overview.png, episode.png (docs/img)")
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "real_clips: uses the real DCASE sample clips (set by "
                                        "conftest on every test that asks for sample_dir)")

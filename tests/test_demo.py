@@ -1,12 +1,16 @@
 """The README's main job: `asd-edge demo` runs the whole pipeline and the alarm lands on the
-fault, over a real Mosquitto (the demo starts one when the binary is installed)."""
+fault, over a real Mosquitto (the demo starts one when the binary is installed), and on the web
+page whose URL it prints."""
 
 from __future__ import annotations
 
 import json
 import shutil
+import threading
+import urllib.request
 
 import pytest
+from _broker import free_port
 
 from edge.cli import main
 from edge.outputs.journal import read_journal
@@ -18,7 +22,27 @@ def test_demo_raises_inside_the_fault_and_clears_after(tmp_path, capsys) -> None
     if shutil.which("mosquitto") is None and shutil.which("/usr/sbin/mosquitto") is None:
         pytest.fail("mosquitto is not installed: apt-get install -y mosquitto")
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out)]) == 0
+    port = free_port()
+    pages: list[dict] = []  # the page's overview, as a browser would poll it during the demo
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/overview",
+                                            timeout=2) as response:
+                    pages.append(json.loads(response.read()))
+            except OSError:
+                pass
+            done.wait(0.1)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        assert main(["demo", "--out", str(out), "--web", str(port), "--keep-web", "2"]) == 0
+    finally:
+        done.set()
+        watcher.join()
     printed = capsys.readouterr().out
     assert "Mosquitto on 127.0.0.1" in printed and "MQTT asd-edge/demo/" in printed
     # the event-level result of its own recording, and what the bundle promises
@@ -32,6 +56,10 @@ def test_demo_raises_inside_the_fault_and_clears_after(tmp_path, capsys) -> None
     fault = json.loads(next((out / "stream").glob("*.json")).read_text())["fault"]
     events = read_journal(out / "state" / "journal.jsonl")
     assert [e.type for e in events] == ["raise", "clear"]
+    # the page of its own stream and alarm: its URL printed, and it was there to see
+    assert f"web page of the episode: http://127.0.0.1:{port}/episodes/{events[0].id}" in printed
+    assert pages and pages[-1]["episodes"] == 1, pages[-1:]
+    assert [s["name"] for s in pages[-1]["streams"]] == ["gearbox-section_00"]
     assert fault["start_s"] < events[0].window.end_s <= fault["end_s"]
     assert events[1].window.start_s >= fault["end_s"] - 1.0
     manifest = json.loads((out / "models" / "gearbox" / "bundle.json").read_text())

@@ -99,3 +99,67 @@ def test_run_refuses_a_bad_web_flag(tmp_path, capsys, flag, message) -> None:
     err = capsys.readouterr().err
     assert "Traceback" not in err
     assert __import__("re").search(message, err), err
+
+
+def test_keep_web_serves_the_replays_alarm_after_it_ended(tmp_path, capsys) -> None:
+    """``run --file ... --web PORT --keep-web S``: the page (and the episode on it) stays up
+    after a replay at full speed ends, which took too little time to look at it."""
+    import threading
+
+    from _broker import free_port
+    from _pipeline import MACHINE, stats_setup
+
+    from edge.cli import main
+
+    setup = stats_setup(tmp_path)
+    port = free_port()
+    seen: list[dict] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/overview",
+                                            timeout=2) as response:
+                    seen.append(json.loads(response.read()))
+            except OSError:
+                pass
+            done.wait(0.1)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        assert main(["run", "--file", str(setup.stream), "--machine", MACHINE, "--models",
+                     str(setup.models), "--speed", "max", "--state-dir", str(tmp_path / "st"),
+                     "--no-metrics", "--web", f"127.0.0.1:{port}", "--keep-web", "2"]) == 0
+    finally:
+        done.set()
+        watcher.join()
+    printed = capsys.readouterr().out
+    assert f"web page: http://127.0.0.1:{port}/" in printed
+    assert f"the web page stays at http://127.0.0.1:{port}/ for 2 s" in printed
+    after = [view for view in seen if view["episodes"] >= 1]
+    assert len(after) >= 10, seen[-3:]  # two seconds of answers, 0.1 s apart
+    assert after[-1]["streams"][0]["name"] == f"{MACHINE}-section_00"
+    assert main(["run", "--file", str(setup.stream), "--machine", MACHINE, "--models",
+                 str(setup.models), "--no-metrics", "--keep-web", "5"]) == 2
+    assert "--web PORT" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("age_s, says", [(2.0, "still being recorded"),
+                                         (600.0, "removed by the clip limits")])
+def test_an_episode_without_its_clip_says_why_instead_of_a_broken_image(tmp_path, age_s,
+                                                                        says) -> None:
+    state = WebState([("gear", "gearbox", "00", 0.5, 0.45)], tmp_path / "actions.jsonl")
+    raised_at = datetime.now(UTC) - timedelta(seconds=age_s)
+    key = StreamKey(node="box", machine="gearbox", section="00")
+    window = EventWindow(start_utc=raised_at - timedelta(seconds=10), end_utc=raised_at,
+                         start_s=None, end_s=None)
+    raised = Transition("raise", "ep-2", 10.0, raised_at, 9.0, raised_at, 0.9, 0.5, 0.45)
+    state.publish_event(make_event(key, raised, window, "CPU", {}, str(tmp_path / "no.wav")))
+    server = WebServer(state, Health("box"), "127.0.0.1", 0).start()
+    try:
+        page = opener().open(server.url + "/episodes/ep-2").read().decode()
+    finally:
+        server.stop()
+    assert says in page and "<img" not in page and "<audio" not in page

@@ -4,8 +4,9 @@ synth (a small data set of one machine type) -> train -> export (the network and
 spectral-statistics detector as one ensemble) -> enroll 12 minutes of the unit's own healthy
 sound (its alarm threshold, one false alarm a month) -> bundle verify -> synth a
 recording with a fault -> the daemon replays it -> alarms arrive over MQTT (a Mosquitto broker
-started for the demo when the binary is installed) or in the local journal. Each step is the
-command a user would run, printed before it runs.
+started for the demo when the binary is installed) or in the local journal, and on the web page
+(127.0.0.1, its URL printed; ``--keep-web SECONDS`` keeps it up after the replay). Each step is
+the command a user would run, printed before it runs.
 """
 
 from __future__ import annotations
@@ -36,6 +37,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="replay pace of the faulty recording")
     parser.add_argument("--no-broker", action="store_true",
                         help="do not start Mosquitto: alarms go to the journal only")
+    parser.add_argument("--web", type=int, default=0, metavar="PORT",
+                        help="serve the web page on 127.0.0.1:PORT while the daemon runs "
+                             "(default: a free port; its URL is printed)")
+    parser.add_argument("--no-web", action="store_true", help="no web page")
+    parser.add_argument("--keep-web", type=float, default=0.0, metavar="SECONDS",
+                        help="keep the web page up this many seconds after the replay, to "
+                             "look at the alarm (Ctrl-C ends it sooner; default 0)")
 
 
 def _step(argv: list[str]) -> None:
@@ -74,8 +82,9 @@ def start_broker(folder: Path) -> tuple[subprocess.Popen, int] | None:
     return None
 
 
-def subscribe(port: int, seen: list[dict], ready: threading.Event):
-    """Print every alarm event published on the broker as it arrives."""
+def subscribe(port: int, seen: list[dict], ready: threading.Event, page: str | None = None):
+    """Print every alarm event published on the broker as it arrives (with its episode's web
+    page under ``page``, the page's base URL, when it is served)."""
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
@@ -94,6 +103,8 @@ def subscribe(port: int, seen: list[dict], ready: threading.Event):
               f"(threshold {event['threshold']:.3f}) window {window['start_s']:.1f}-"
               f"{window['end_s']:.1f} s, driver {event['explanation'].get('driver')}, "
               f"clip {Path(event['clip']).name if event['clip'] else '-'}", flush=True)
+        if page is not None and event["type"] == "raise":
+            print(f"  web page of the episode: {page}/episodes/{event['id']}", flush=True)
 
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="asd-edge-demo-viewer")
     client.on_connect, client.on_subscribe, client.on_message = on_connect, on_subscribe, \
@@ -107,6 +118,9 @@ def run(args: argparse.Namespace) -> int:
     if importlib.util.find_spec("torch") is None:  # the edge itself never imports torch
         raise BadInput("the demo trains a model: install the train extra "
                        "(pip install -c constraints.txt -e '.[cpu,train]')")
+    if args.keep_web < 0 or (args.keep_web and args.no_web):
+        raise BadInput(f"--keep-web {args.keep_web:g}: give the seconds to keep the web page "
+                       "(and leave out --no-web)")
     out = Path(args.out)
     data, run_dir, models = out / "data", out / "run", out / "models"
     state, stream = out / "state", out / "stream" / f"{args.machine}_fault.wav"
@@ -145,10 +159,18 @@ def run(args: argparse.Namespace) -> int:
     run_argv = ["run", "--file", str(stream), "--machine", args.machine, "--models",
                 str(models), "--speed", args.speed, "--state-dir", str(state), "--node",
                 "demo", "--no-metrics"]
+    page = None if args.no_web else f"http://127.0.0.1:{args.web or _free_port()}"
+    if page is not None:
+        run_argv += ["--web", page.removeprefix("http://")]
+        if args.keep_web:
+            run_argv += ["--keep-web", f"{args.keep_web:g}"]
+        print(f"\nthe web page shows the stream and its alarm at {page}/ while the daemon "
+              "runs" + ("" if args.keep_web else
+                        " (asd-edge demo --keep-web 600 keeps it up after the replay)"))
     try:
         if broker is not None:
             ready = threading.Event()
-            viewer = subscribe(broker[1], seen, ready)
+            viewer = subscribe(broker[1], seen, ready, page)
             ready.wait(5)
             run_argv += ["--mqtt", f"mqtt://127.0.0.1:{broker[1]}"]
             print(f"\nMosquitto on 127.0.0.1:{broker[1]}; alarms as they arrive:")
@@ -172,6 +194,8 @@ def run(args: argparse.Namespace) -> int:
         window = event.window
         print(f"  {event.type:<5} at window {window.start_s:.1f}-{window.end_s:.1f} s, "
               f"score {event.score:.3f} (threshold {event.threshold:.3f}), id {event.id}")
+        if page is not None and event.type == "raise":
+            print(f"        its page (served while the daemon ran): {page}/episodes/{event.id}")
     print(event_level_summary(stream.parent, models, args.machine, out / "streams-report"))
     print(f"\ndemo done in {time.monotonic() - started:.0f} s; everything is under {out}/")
     return 0

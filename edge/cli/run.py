@@ -2,6 +2,7 @@
 
     asd-edge run --mic 0 --machine gearbox [--section 0] [--models models] [--mqtt mqtt://host]
     asd-edge run --file rec.wav --machine gearbox --speed max
+    asd-edge run --file rec.wav --machine gearbox --web 8090 --keep-web 600   # look at it after
     asd-edge run --config edge.yaml [--models M] [--node N] [--mqtt URL] [--speed max] ...
 
 With ``--config`` the file names the streams; a flag that maps to one setting of the file wins
@@ -66,6 +67,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--web", metavar="[HOST:]PORT",
                         help="serve the operator's web page (default host 127.0.0.1; another "
                              "host needs web.password_env/password_file in --config)")
+    parser.add_argument("--keep-web", type=float, default=0.0, metavar="SECONDS",
+                        help="when the --file replay ends, keep serving the web page this "
+                             "many seconds to look at its alarms (Ctrl-C ends it sooner)")
     parser.add_argument("--max-seconds", type=float,
                         help="stop each stream after this many seconds of audio")
 
@@ -153,6 +157,9 @@ def run(args: argparse.Namespace) -> int:
     from edge.health import Health, Heartbeat, MetricsServer
 
     config = with_web(options_from(args), args.web)
+    if args.keep_web < 0 or (args.keep_web and not config.web.enabled):
+        raise BadInput(f"--keep-web {args.keep_web:g}: give the seconds to keep the web page "
+                       "after the replay, with the page on (--web PORT or web: in --config)")
     config.state_dir.mkdir(parents=True, exist_ok=True)
     stop = threading.Event()
     health = Health(config.node, mqtt_configured=config.mqtt is not None)
@@ -184,15 +191,23 @@ def run(args: argparse.Namespace) -> int:
         daemon.feedback_listener = lambda record: state.add_feedback(
             record.model_dump(mode="json"))
         outputs.outputs.append(state)
+        print(f"web page: {web.url}/", flush=True)
     heartbeat = Heartbeat(health, config.metrics.heartbeat_seconds).start()
+
+    signalled = threading.Event()  # ``stop`` is also set by the daemon when its sources end
 
     def on_signal(signum: int, _frame) -> None:
         logger.info("signal %d: stopping", signum)
+        signalled.set()
         stop.set()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         daemon.run(outputs)
+        if web is not None and args.keep_web > 0 and not signalled.is_set():
+            print(f"the sources ended; the web page stays at {web.url}/ for "
+                  f"{args.keep_web:g} s (Ctrl-C ends it)", flush=True)
+            signalled.wait(args.keep_web)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)

@@ -28,6 +28,7 @@ import math
 import secrets
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ from edge.config import LOOPBACK_HOSTS
 from edge.errors import BadInput
 from edge.feedback import FeedbackAck
 from edge.health import Health
+from edge.outputs.events import utc_iso
 from edge.web.spectrogram import spectrogram_png
 from edge.web.state import Episode, WebState
 
@@ -46,6 +48,9 @@ STATIC = Path(__file__).parent / "static"
 COOKIE = "asd_edge_session"
 LIVE_INTERVAL_S = 1.0
 FEEDBACK_WAIT_S = 120.0  # the longest a "not a fault" click waits for the daemon's answer
+# an episode's missing clip is "being recorded" this long after the raise (the post-roll is at
+# most 120 s), and "removed by the clip limits" after
+CLIP_PENDING_S = 180.0
 
 # (episode id, reply): asks the daemon for "not a fault" (Daemon.request_feedback); the reply
 # comes on another thread
@@ -240,6 +245,7 @@ class WebServer:
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{e(title)} · asd-edge {e(node)}</title>
+<link rel="icon" href="/static/favicon.svg" type="image/svg+xml">
 <link rel="stylesheet" href="/static/style.css">
 <script src="/static/app.js" defer></script></head>
 <body data-page="{e(page)}" data-csrf="{e(csrf)}">
@@ -316,12 +322,21 @@ green: cleared; dashed: threshold and clear level.</p>
             f"<tr><th>{e(k)}</th><td><code>{e(json.dumps(v, default=str)[:600])}</code></td></tr>"
             for k, v in raised.explanation.items())
         clip = ""
-        if raised.clip is not None:
+        if raised.clip is not None and Path(raised.clip).exists():
             clip = (f'<h2>Evidence clip</h2><img id="spectrogram" alt="spectrogram of the clip" '
                     f'src="/clips/{e(episode.id)}.png"><br>'
                     f'<audio id="clip" controls preload="metadata" '
                     f'src="/clips/{e(episode.id)}.wav"></audio>'
                     f'<p class="path">{e(raised.clip)}</p>')
+        elif raised.clip is not None and _age_s(raised.time) < CLIP_PENDING_S:
+            # the clip is written once the post-roll is in: no broken image meanwhile
+            clip = ('<h2>Evidence clip</h2><p id="clip-pending">The clip is still being '
+                    'recorded (it ends after the post-roll); this page reloads until it is '
+                    'written.</p>')
+        elif raised.clip is not None:
+            clip = ('<h2>Evidence clip</h2><p id="clip-gone">The clip was removed by the clip '
+                    f'limits (evidence.max_clips, max_age_days, max_megabytes): '
+                    f'{e(raised.clip)}</p>')
         session = self._page_session(request)
         csrf = self._sessions.get(session or "", "")
         if episode.acknowledged:
@@ -333,13 +348,13 @@ green: cleared; dashed: threshold and clear level.</p>
                    '<input name="note" placeholder="note (optional)" maxlength="500">'
                    '<button>Acknowledge</button></form>')
         duration = "still open" if summary["open"] else f"{fmt(summary['duration_s'], 3)} s"
-        window = raised.window
+        span = f"{utc_iso(raised.window.start_utc)} – {utc_iso(raised.window.end_utc)}"
         ack += self._feedback_part(episode, summary["open"], csrf)
         body = f"""<h1>Alarm on {e(summary['stream'])}</h1>
 <table class="facts"><tr><th>Raised</th><td>{e(summary['time'])}</td></tr>
 <tr><th>Duration</th><td id="duration">{e(duration)}</td></tr>
 <tr><th>Peak score</th><td>{fmt(summary['peak'])} (threshold {fmt(raised.threshold)})</td></tr>
-<tr><th>Window</th><td>{e(window.start_utc)} – {e(window.end_utc)}</td></tr>
+<tr><th>Window</th><td>{e(span)}</td></tr>
 <tr><th>Episode</th><td><code>{e(episode.id)}</code></td></tr></table>
 {ack}{clip}<h2>Explanation</h2><table class="explanation">{explanation}</table>"""
         return self._page(request, "Alarm episode", body, "episode", session)
@@ -483,6 +498,10 @@ green: cleared; dashed: threshold and clear level.</p>
 
     async def api_episodes(self, request: web.Request) -> web.Response:
         return web.json_response(self.state.episode_list(), dumps=_dumps)
+
+
+def _age_s(when: datetime) -> float:
+    return (datetime.now(UTC) - when).total_seconds()
 
 
 def _see_other(location: str) -> web.Response:

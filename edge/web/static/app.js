@@ -1,6 +1,7 @@
 "use strict";
-// Plain JS, no build step: the overview's live rows (server-sent events) and the stream
-// timeline (one fetch). Every value comes from this server's JSON.
+// Plain JS, no build step: the overview's live rows (server-sent events), the stream
+// timeline (one fetch), and an episode page that reloads itself until its clip is written.
+// Every value comes from this server's JSON.
 const history = {};
 function fmt(v) { return v === null || v === undefined ? "–" : Number(v).toPrecision(4); }
 function drawSeries(canvas, values, levels, marks) {
@@ -57,4 +58,8 @@ document.addEventListener("DOMContentLoaded", () => {
   const page = document.body.dataset.page;
   if (page === "overview") overview();
   if (page === "stream") stream();
+  // an episode whose clip is still being recorded (post-roll): look again shortly
+  if (page === "episode" && document.getElementById("clip-pending")) {
+    setTimeout(() => location.reload(), 2000);
+  }
 });
