@@ -108,8 +108,10 @@ class SignalCheck:
         self.reason: Reason | None = None
         self.since: float = time.time()
         self.dropped_seconds = 0.0  # bad audio not scored, in total
-        self._bad: tuple[Reason, float, float] | None = None  # reason, start utc, seconds
-        self._good: tuple[float, float] | None = None  # start utc, seconds (while no_signal)
+        self._no_signal_samples = round(no_signal_seconds * SAMPLE_RATE)
+        self._ok_samples = round(ok_seconds * SAMPLE_RATE)
+        self._bad: tuple[Reason, float, int] | None = None  # reason, start utc, samples
+        self._good: tuple[float, int] | None = None  # start utc, samples (while no_signal)
         self._lost_since: float | None = None  # monotonic time the device went away
         self._lost_utc = 0.0
         self._summary_due = 0.0  # monotonic time of the next "still no signal" line
@@ -120,7 +122,7 @@ class SignalCheck:
         return self.state == "ok"
 
     def block(self, samples: np.ndarray, start_utc: float) -> tuple[bool, SignalChange | None]:
-        seconds = samples.shape[0] / SAMPLE_RATE
+        count = samples.shape[0]  # audio is counted in samples: exact, no float drift
         problem = audio_problem(samples, self.silence_dbfs)
         if problem is None:
             self._bad = None
@@ -128,21 +130,19 @@ class SignalCheck:
                 # a lost device that delivers sound again is back at once (it reconnected)
                 change = self._change("ok", None, start_utc) if self.state != "ok" else None
                 return True, change
-            start, held = self._good or (start_utc, 0.0)
-            self._good = (start, held + seconds)
-            if held + seconds >= self.ok_seconds:
+            start, held = self._good or (start_utc, 0)
+            self._good = (start, held + count)
+            if held + count >= self._ok_samples:
                 return True, self._change("ok", None, start)
             return True, None
         self._good = None
-        self.dropped_seconds += seconds
-        self._dropped_since_summary += seconds
+        self.dropped_seconds += count / SAMPLE_RATE
+        self._dropped_since_summary += count / SAMPLE_RATE
         reason, start, held = self._bad if self._bad and self._bad[0] == problem else (
-            problem, start_utc, 0.0)
-        self._bad = (reason, start, held + seconds)
-        if self.state == "ok" and held + seconds >= self.no_signal_seconds:
-            return False, self._change("no_signal", reason, start)
-        if self.state == "no_signal" and self.reason != reason \
-                and held + seconds >= self.no_signal_seconds:
+            problem, start_utc, 0)
+        self._bad = (reason, start, held + count)
+        if held + count >= self._no_signal_samples and (
+                self.state == "ok" or self.reason != reason):
             return False, self._change("no_signal", reason, start)
         if self.state == "no_signal":
             self._summarise()
