@@ -153,7 +153,8 @@ class EvidenceRecorder:
             # Evidence is a help, not the alarm: the event still goes out without its clip.
             # What was written of it goes, or a full disk would stay full of it.
             temporary.unlink(missing_ok=True)
-            logger.error("could not write the alarm clip %s: %s", clip.path, err)
+            logger.error("could not write the alarm clip %s: %s; the alarm goes out without "
+                         "it: check the free space of %s", clip.path, err, self.directory)
             enforce_retention(self.directory, self.max_clips, self.max_age_days,
                               self.max_megabytes)
             return
