@@ -14,8 +14,10 @@ state with hysteresis:
 
 A bad block is never scored (the daemon drops it, and restarts the stream's window after it,
 so no window ever holds bad audio); the state turns ``no_signal`` once the bad audio has lasted
-``no_signal_seconds`` (of audio; of wall clock for a lost device) and ``ok`` again after
-``ok_seconds`` of good audio. Shorter runs of bad audio are dropped without a change of state.
+``no_signal_seconds`` of audio, or at once when a device that was open is lost (a device not
+opened yet gets ``no_signal_seconds`` of wall clock), and ``ok`` again after ``ok_seconds`` of
+good audio (at once when a lost device delivers sound again). Shorter runs of bad audio are
+dropped without a change of state.
 
 The log gets one line at each change, and while a stream stays without signal one summary
 every ``log_interval_s`` (NaN audio used to log a warning per hop, about 170,000 lines a day).
@@ -113,6 +115,7 @@ class SignalCheck:
         self._bad: tuple[Reason, float, int] | None = None  # reason, start utc, samples
         self._good: tuple[float, int] | None = None  # start utc, samples (while no_signal)
         self._lost_since: float | None = None  # monotonic time the device went away
+        self._was_connected = False
         self._lost_utc = 0.0
         self._summary_due = 0.0  # monotonic time of the next "still no signal" line
         self._dropped_since_summary = 0.0
@@ -152,13 +155,16 @@ class SignalCheck:
         now = time.monotonic()
         if connected:
             self._lost_since = None
+            self._was_connected = True
             return None
         if self._lost_since is None:
             self._lost_since, self._lost_utc = now, time.time()
         if self.reason == "device_lost":
             self._summarise()
             return None
-        if now - self._lost_since >= self.no_signal_seconds:
+        # A device that was open and is gone is gone now (the capture has already waited for
+        # it to stall); one not opened yet gets no_signal_seconds to open.
+        if self._was_connected or now - self._lost_since >= self.no_signal_seconds:
             self._bad = self._good = None
             return self._change("no_signal", "device_lost", self._lost_utc)
         return None

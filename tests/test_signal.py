@@ -204,3 +204,20 @@ def generate(health: Health) -> str:
     from prometheus_client import generate_latest
 
     return generate_latest(health.registry).decode()
+
+
+def test_a_lost_device_is_no_signal_at_once_and_back_with_its_sound(caplog) -> None:
+    check = SignalCheck("mic", no_signal_seconds=2.0, log_interval_s=0.0)
+    assert check.device(False) is None  # not opened yet: it gets 2 s to open
+    assert check.device(True) is None
+    sound = np.random.default_rng(2).standard_normal(1600).astype(np.float32) * 0.05
+    assert check.block(sound, 10.0) == (True, None)
+    lost = check.device(False)  # it was open: gone now (the capture waited for it already)
+    assert lost is not None and (lost.state, lost.reason) == ("no_signal", "device_lost")
+    with caplog.at_level(logging.WARNING):
+        for _ in range(3):  # while it lasts: a summary per log interval (0 s here)
+            assert check.device(False) is None
+    assert len([r for r in caplog.records if "still no signal" in r.getMessage()]) == 3
+    assert check.device(True) is None
+    good, back = check.block(sound, 20.0)
+    assert good and back is not None and back.state == "ok"
