@@ -331,3 +331,25 @@ def test_a_missing_microphone_makes_the_stream_unavailable_within_seconds(
     assert offline - signal_since(lost) <= 4.0
     assert "no signal: the capture device is gone" in output
     subscriber.close()
+
+
+def test_the_latest_alarms_spectrogram_is_the_image_entitys_picture(setup, broker: Broker,
+                                                                    tmp_path: Path) -> None:
+    """A replay with a fault: once its evidence clip is written, the clip's spectrogram goes
+    retained to the image entity's topic as a PNG (what Home Assistant shows)."""
+    from edge.cli import main
+
+    assert main(["run", "--file", str(setup.stream), "--machine", MACHINE, "--models",
+                 str(setup.models), "--speed", "max", "--mqtt", broker.url, "--node", "img",
+                 "--state-dir", str(tmp_path / "state"), "--no-metrics"]) == 0
+    topic = f"asd-edge/img/{MACHINE}/00/spectrogram"
+    late = Subscriber(broker.port, [topic, "homeassistant/image/#"], client_id="late")
+    messages = late.wait_for(lambda ms: len(ms) >= 2, what="the image config and picture")
+    config = next(m.json() for m in messages if m.topic.startswith("homeassistant/"))
+    assert config["image_topic"] == topic and config["content_type"] == "image/png"
+    picture = next(m for m in messages if m.topic == topic)
+    assert picture.retain and picture.payload.startswith(b"\x89PNG\r\n\x1a\n")
+    width, height = int.from_bytes(picture.payload[16:20], "big"), \
+        int.from_bytes(picture.payload[20:24], "big")
+    assert (height, 100 <= width <= 600) == (256, True)
+    late.close()
