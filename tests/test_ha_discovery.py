@@ -95,7 +95,7 @@ def topics(stream: StreamKey) -> StreamTopics:
 def test_discovery_payloads_use_only_documented_keys() -> None:
     status = f"asd-edge/{NODE}/status"
     node_topic, node = node_config(NODE, status)
-    assert node_topic == f"homeassistant/binary_sensor/{NODE}_status/config"
+    assert node_topic == f"homeassistant/binary_sensor/{NODE}/status/config"
     check_documented("binary_sensor", node)
     configs = stream_configs(STREAM, topics(STREAM), status)
     components = [topic.split("/")[1] for topic, _ in configs]
@@ -194,12 +194,16 @@ def test_discovery_announces_both_devices_and_again_when_home_assistant_starts(
         output.publish_state(StreamState(node=NODE, machine="gearbox", section="00",
                                          state="ok", id=None, time=datetime.now(UTC),
                                          score=None, threshold=1.0))
-        wanted = {f"homeassistant/binary_sensor/{NODE}_status/config",
-                  f"homeassistant/binary_sensor/{NODE}_gearbox_00/config",
-                  f"homeassistant/sensor/{NODE}_gearbox_00_score/config",
-                  f"homeassistant/image/{NODE}_gearbox_00_spectrogram/config"}
+        wanted = {f"homeassistant/binary_sensor/{NODE}/status/config",
+                  f"homeassistant/binary_sensor/{NODE}/gearbox_00/config",
+                  f"homeassistant/sensor/{NODE}/gearbox_00_score/config",
+                  f"homeassistant/image/{NODE}/gearbox_00_spectrogram/config"}
         first = subscriber.wait_for(lambda m: {x.topic for x in m} >= wanted,
                                     what="the discovery configs")
+        # the topic of earlier releases is cleared (an empty retained message), not reused
+        legacy = f"homeassistant/binary_sensor/{NODE}_gearbox_00/config"
+        assert [m.payload for m in first if m.topic == legacy] == [b""]
+        first = [m for m in first if m.topic in wanted]
         configs = {m.topic: m.json() for m in first}
         late = Subscriber(broker.port, ["homeassistant/#"], client_id="late")
         kept = late.wait_for(lambda m: {x.topic for x in m} >= wanted, what="retained configs")
@@ -213,7 +217,7 @@ def test_discovery_announces_both_devices_and_again_when_home_assistant_starts(
         home_assistant.loop_start()
         home_assistant.publish("homeassistant/status", "online", qos=1).wait_for_publish(5)
         def announced(messages: list[Received]) -> list[Received]:
-            return [m for m in messages if m.topic.endswith("/config")]
+            return [m for m in messages if m.topic in wanted]
 
         again = announced(subscriber.wait_for(lambda m: len(announced(m)) >= 2 * count,
                                               what="the re-announcement"))
@@ -238,7 +242,7 @@ def start_daemon(argv: list[str], env: dict[str, str] | None = None) -> subproce
 
 
 def problem_config(subscriber: Subscriber, node: str, machine: str) -> dict[str, Any]:
-    topic = f"homeassistant/binary_sensor/{node}_{machine}_00/config"
+    topic = f"homeassistant/binary_sensor/{node}/{machine}_00/config"
     messages = subscriber.wait_for(lambda ms: any(m.topic == topic for m in ms),
                                    what="the discovery config", timeout_s=30)
     return next(m.json() for m in messages if m.topic == topic)

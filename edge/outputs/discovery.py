@@ -20,9 +20,13 @@ unavailable, not as a healthy or a faulty machine. Each payload has an ``origin`
 ``default_entity_id`` (Home Assistant 2025.10 replaced ``object_id`` with it; ``object_id``
 stops working in 2026.4).
 
-Configs go retained, one per entity, to ``<discovery_prefix>/<component>/<id>/config``. Home
-Assistant publishes ``online`` on ``<discovery_prefix>/status`` when it starts; the MQTT
-output then announces again.
+Configs go retained, one per entity, to ``<discovery_prefix>/<component>/<node>/<id>/config``
+(Home Assistant's optional node level: the broker's ACL can then confine each box to its own
+discovery topics, ``deploy/mosquitto.acl``). The topic of releases before it,
+``<discovery_prefix>/binary_sensor/<node>_<machine>_<section>/config``, is cleared (an empty
+retained message) when a stream is announced, so Home Assistant does not keep a second
+config of the same entity. Home Assistant publishes ``online`` on
+``<discovery_prefix>/status`` when it starts; the MQTT output then announces again.
 """
 
 from __future__ import annotations
@@ -70,7 +74,13 @@ def node_device_id(node: str) -> str:
 def discovery_topic(stream: StreamKey, discovery_prefix: str = DEFAULT_DISCOVERY_PREFIX,
                     component: str = "binary_sensor", suffix: str = "") -> str:
     """Where the config of one entity of ``stream`` goes (``suffix``: which one)."""
-    return f"{discovery_prefix}/{component}/{object_id(stream)}{suffix}/config"
+    unit = _safe(f"{stream.machine}_{stream.section}")
+    return f"{discovery_prefix}/{component}/{_safe(stream.node)}/{unit}{suffix}/config"
+
+
+def legacy_topic(stream: StreamKey, discovery_prefix: str = DEFAULT_DISCOVERY_PREFIX) -> str:
+    """The problem sensor's topic before the node level (cleared on announcing)."""
+    return f"{discovery_prefix}/binary_sensor/{object_id(stream)}/config"
 
 
 def ha_status_topic(discovery_prefix: str = DEFAULT_DISCOVERY_PREFIX) -> str:
@@ -112,7 +122,7 @@ def node_config(node: str, status_topic: str,
     """(topic, payload) of the node's connectivity sensor: it makes the node device exist,
     which ``via_device`` of every unit points at."""
     node_id = node_device_id(node)
-    return (f"{discovery_prefix}/binary_sensor/{_safe(node)}_status/config", {
+    return (f"{discovery_prefix}/binary_sensor/{_safe(node)}/status/config", {
         "name": "Status", "unique_id": f"{node_id}_status",
         "default_entity_id": f"binary_sensor.{node_id}_status",
         "device_class": "connectivity", "entity_category": "diagnostic",

@@ -62,6 +62,7 @@ from edge.errors import AsdEdgeError, BadInput, RuntimeFailure
 from edge.outputs.discovery import (
     StreamTopics,
     ha_status_topic,
+    legacy_topic,
     node_config,
     stream_configs,
 )
@@ -545,6 +546,7 @@ class MqttOutput:
                               spectrogram=self.topics.stream(stream, "spectrogram"))
         configs = [node_config(self.node, self.topics.status, prefix),
                    *stream_configs(stream, topics, self.topics.status, prefix)]
+        self._client.publish(legacy_topic(stream, prefix), b"", qos=1, retain=True)
         for topic, config in configs:
             self._client.publish(topic, json.dumps(config), qos=1, retain=True)
 
