@@ -12,7 +12,7 @@ Topics (``prefix`` configurable, default ``asd-edge``)::
     <prefix>/<node>/<machine>/<section>/score   QoS 0 ScoreMessage (see below)
     <prefix>/<node>/<machine>/<section>/spectrogram  retained PNG: the spectrogram of the
                                                 latest alarm's evidence clip (Home Assistant's
-                                                image entity)
+                                                image entity; with discovery on)
     <prefix>/<node>/cmd/not_a_fault             commands in (subscribed QoS 1, opt-in:
                                                 feedback.mqtt; edge.feedback)
     <prefix>/<node>/cmd/ack                     QoS 1 acknowledgements of those commands
@@ -338,8 +338,11 @@ class MqttOutput:
 
     def publish_clip(self, stream: StreamKey, clip: Path) -> None:
         """An alarm's evidence clip is written: its spectrogram goes retained to the stream's
-        ``spectrogram`` topic (Home Assistant's image entity), again after each connect. A
-        clip that cannot be read is logged; the alarm event has gone out already."""
+        ``spectrogram`` topic (Home Assistant's image entity), again after each connect; only
+        with discovery on (the picture is for Home Assistant, 150 KB a stream). A clip that
+        cannot be read is logged; the alarm event has gone out already."""
+        if not self.config.discovery:
+            return
         try:
             png = spectrogram_png(clip, n_fft=SPECTROGRAM_N_FFT, hop=SPECTROGRAM_N_FFT // 2,
                                   max_width=SPECTROGRAM_WIDTH)
