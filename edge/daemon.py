@@ -1,7 +1,10 @@
 """The edge daemon: sources -> windows -> ONNX Runtime (batched) -> scores -> alarms -> outputs.
 
     capture threads (one per stream)           main thread
-    source -> AudioBlock -> queue  --------->  StreamRunner.feed: frames, new patches, evidence
+    source -> AudioBlock -> queue  --------->  SignalCheck (edge.signal): silence, NaN, stuck
+                                                   samples or a lost device are "no signal",
+                                                   dropped, never scored
+                                               StreamRunner.feed: frames, new patches, evidence
                                                Daemon._embed: one ORT call per bundle for the
                                                    new patches of all its streams
                                                StreamRunner.windows_ready -> score_window
