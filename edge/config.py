@@ -101,6 +101,22 @@ class AlarmConfig(AlarmRuleConfig):
                     "enrolled with --false-alarms-per-day); default: the bundle's own")
 
 
+class SignalConfig(Strict):
+    """When a stream's audio counts as no signal (edge.signal): never scored, never an alarm."""
+
+    silence_dbfs: float = Field(-100.0, le=0.0, ge=-200.0, title="Silence level",
+                                description="RMS level (dB re full scale) below which audio "
+                                            "is digital silence; also the least variation of "
+                                            "audio that is not stuck")
+    no_signal_seconds: float = Field(2.0, gt=0.0, le=600.0, title="No-signal delay",
+                                     description="seconds of bad audio (or of a lost device) "
+                                                 "before the stream reports no signal")
+    ok_seconds: float = Field(1.0, gt=0.0, le=600.0, title="Recovery delay",
+                              description="seconds of sound before it reports ok again")
+    log_interval_minutes: float = Field(15.0, gt=0.0, title="Log interval",
+                                        description="minutes between 'still no signal' lines")
+
+
 class StreamConfig(Strict):
     """One microphone (or file) listening to one machine unit."""
 
@@ -120,6 +136,12 @@ class StreamConfig(Strict):
                                description="trip_hops of window_hops to trip; clear and hold")
     score_messages: bool = Field(False, title="Score messages",
                                  description="publish every hop's score (QoS 0)")
+    score_interval_seconds: float = Field(
+        10.0, ge=0.0, title="Score interval",
+        description="without score_messages, one score message per this many seconds of "
+                    "audio (Home Assistant's score sensor); 0: none")
+    signal: SignalConfig = Field(default_factory=SignalConfig, title="Signal check",
+                                 description="what counts as no signal (silence, NaN, stuck)")
     domain: Literal["auto", "source", "target", "pooled"] = Field(
         "auto", title="Domain",
         description="whose thresholds a hop is compared with: 'auto' the domain of the hop's "

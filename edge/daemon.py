@@ -1,7 +1,10 @@
 """The edge daemon: sources -> windows -> ONNX Runtime (batched) -> scores -> alarms -> outputs.
 
     capture threads (one per stream)           main thread
-    source -> AudioBlock -> queue  --------->  StreamRunner.feed: frames, new patches, evidence
+    source -> AudioBlock -> queue  --------->  SignalCheck (edge.signal): silence, NaN, stuck
+                                                   samples or a lost device are "no signal",
+                                                   dropped, never scored
+                                               StreamRunner.feed: frames, new patches, evidence
                                                Daemon._embed: one ORT call per bundle for the
                                                    new patches of all its streams
                                                StreamRunner.windows_ready -> score_window
@@ -58,9 +61,11 @@ from edge.outputs.events import (
     AlarmEvent,
     EventWindow,
     ScoreMessage,
+    SignalState,
     StreamState,
     make_event,
 )
+from edge.signal import SignalChange, SignalCheck
 from edge.streaming import StreamingWindows, Window, hop_patches_for, window_patches_for
 
 logger = logging.getLogger(__name__)
@@ -88,9 +93,14 @@ class StreamRunner:
     stream_samples: int = 0  # samples since the stream started
     scored: int = 0  # windows scored
     new_patches: np.ndarray | None = None
+    signal: SignalCheck = field(init=False)
+    score_sent_s: float | None = None  # stream seconds of the latest score message
 
     def __post_init__(self) -> None:
         self.windows = self._windower()
+        check = self.config.signal
+        self.signal = SignalCheck(self.name, check.silence_dbfs, check.no_signal_seconds,
+                                  check.ok_seconds, check.log_interval_minutes * 60.0)
 
     @property
     def name(self) -> str:
@@ -110,6 +120,7 @@ class StreamRunner:
                 logger.warning("%s: audio lost before %.2f s; the window restarts",
                                self.name, self.stream_samples / SAMPLE_RATE)
             self.windows = self._windower()
+            self.new_patches = None  # the old windower's, not yet embedded: nothing scores them
             self.samples_in = 0
             self.origin_utc = block.start_time
             self.origin_offset_s = block.offset_s
@@ -121,6 +132,14 @@ class StreamRunner:
         self.stream_samples += block.samples.shape[0]
         if self.evidence is not None:
             self.evidence.push(block.samples, discontinuity=block.discontinuity)
+
+    def skip(self, block: AudioBlock) -> None:
+        """A block of bad audio (``edge.signal``): it counts in stream time and is never
+        scored; the frame grid restarts at the next block fed, so no window holds it."""
+        self.stream_samples += block.samples.shape[0]
+        self.samples_in = 0
+        if self.evidence is not None:  # a later clip's pre-roll starts after it
+            self.evidence.push(block.samples[:0], discontinuity=True)
 
     def take_patches(self) -> np.ndarray | None:
         patches, self.new_patches = self.new_patches, None
@@ -290,7 +309,9 @@ class Daemon:
             e = self.config.evidence
             evidence = EvidenceRecorder(self.config.evidence_dir, stream.machine, stream.section,
                                         e.pre_roll_seconds, e.post_roll_seconds, e.max_clips,
-                                        e.max_age_days, e.max_megabytes)
+                                        e.max_age_days, e.max_megabytes,
+                                        on_written=lambda clip: self.outputs.publish_clip(key,
+                                                                                          clip))
         self.health.add_stream(stream.name or key.machine)
         return StreamRunner(stream, key, bundle, alarm_rule_for(stream, key, bundle), evidence)
 
@@ -337,6 +358,7 @@ class Daemon:
             self.outputs.publish_state(StreamState(
                 node=runner.key.node, machine=runner.key.machine, section=runner.key.section,
                 state="ok", id=None, time=now, score=None, threshold=runner.rule.threshold))
+            self.outputs.publish_signal(self._signal_state(runner, now.timestamp()))
         for index, runner in enumerate(self.runners):
             source = open_source(runner.config.source, self.stop)
             self._sources.append(source)
@@ -408,12 +430,38 @@ class Daemon:
                         live.discard(index)
                         self._ended(self.runners[index])
                     else:
-                        self.runners[index].feed(block)
+                        self._take(self.runners[index], block)
                 self._score_pending()
                 self._update_health()
         finally:
             self.shutdown()
         return 0
+
+    def _take(self, runner: StreamRunner, block: AudioBlock) -> None:
+        """A block in: checked for signal (``edge.signal``), fed when it is sound."""
+        good, change = runner.signal.block(block.samples, block.start_time)
+        if change is not None:
+            self._signal_changed(runner, change)
+        if good:
+            runner.feed(block)
+        else:
+            runner.skip(block)
+            self.health.audio_dropped(runner.name, block.duration)
+
+    def _signal_changed(self, runner: StreamRunner, change: SignalChange) -> None:
+        """No signal: the alarm rule forgets its recent hops (an open episode stays open,
+        see ``AlarmRule.interrupt``); every output and the metrics hear of it."""
+        if change.state == "no_signal":
+            runner.rule.interrupt()
+        self.health.set_signal(runner.name, change.state == "ok", change.reason)
+        self.outputs.publish_signal(self._signal_state(runner, change.since))
+
+    @staticmethod
+    def _signal_state(runner: StreamRunner, since: float) -> SignalState:
+        return SignalState(node=runner.key.node, machine=runner.key.machine,
+                           section=runner.key.section, state=runner.signal.state,
+                           reason=runner.signal.reason,
+                           since=datetime.fromtimestamp(since, UTC), time=datetime.now(UTC))
 
     def _ended(self, runner: StreamRunner) -> None:
         """A source ended: say so when it held too little audio for a single window."""
@@ -455,12 +503,16 @@ class Daemon:
         self.health.hop_scored(runner.name, score)
         event_window = runner.event_window(window)
         stream_s = runner.stream_seconds(window)
-        if runner.config.score_messages or self.score_listener is not None:
+        interval = runner.config.score_interval_seconds
+        publish = runner.config.score_messages or (interval > 0 and (
+            runner.score_sent_s is None or stream_s - runner.score_sent_s >= interval))
+        if publish or self.score_listener is not None:
             message = ScoreMessage(
                 node=runner.key.node, machine=runner.key.machine, section=runner.key.section,
                 time=event_window.end_utc, stream_s=stream_s, score=score,
                 threshold=runner.rule.levels(domain)[0])
-            if runner.config.score_messages:
+            if publish:
+                runner.score_sent_s = stream_s
                 self.outputs.publish_score(message)
             if self.score_listener is not None:  # the web page's timeline (edge.web)
                 self.score_listener(message)
@@ -494,6 +546,9 @@ class Daemon:
     def _update_health(self) -> None:
         for runner, source in zip(self.runners, self._sources, strict=False):
             self.health.update_capture(runner.name, source.stats)
+            change = runner.signal.device(bool(source.stats.connected))
+            if change is not None:
+                self._signal_changed(runner, change)
         for output in getattr(self.outputs, "outputs", [self.outputs]):
             if hasattr(output, "connected"):
                 self.health.set_mqtt_connected(bool(output.connected))

@@ -10,7 +10,10 @@ time and episode id::
 
 Retention (``enforce_retention``): after each clip, the oldest clips of the folder are removed
 until at most ``max_clips`` remain, none older than ``max_age_days`` and all together at most
-``max_megabytes``. Only files named like clips are touched.
+``max_megabytes``. Only files named like clips are touched, and the temporary
+``.<clip>.partial.wav`` files: a write that fails (a full disk) removes its own, and retention
+removes any older than ``PARTIAL_MAX_AGE_S`` (a minute; a process killed mid-write leaves one),
+so a full disk is never kept full by the clips' own leftovers.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import logging
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +35,9 @@ logger = logging.getLogger(__name__)
 
 CLIP_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*_section_\d{2}_\d{8}T\d{6}Z_[A-Za-z0-9-]+"
                           r"\.wav$")
+PARTIAL_PATTERN = re.compile(r"^\.[A-Za-z0-9][A-Za-z0-9_.-]*_section_\d{2}_\d{8}T\d{6}Z_"
+                             r"[A-Za-z0-9-]+\.partial\.wav$")
+PARTIAL_MAX_AGE_S = 60.0  # a temporary clip older than this is a leftover: no write takes so long
 
 
 class RingBuffer:
@@ -85,8 +92,11 @@ class EvidenceRecorder:
     def __init__(self, directory: str | Path, machine: str, section: int,
                  pre_roll_seconds: float = 10.0, post_roll_seconds: float = 5.0,
                  max_clips: int = 500, max_age_days: float = 30.0,
-                 max_megabytes: float = 1000.0) -> None:
+                 max_megabytes: float = 1000.0,
+                 on_written: Callable[[Path], None] | None = None) -> None:
+        """``on_written``: called with each clip's path once it is written."""
         self.directory = Path(directory)
+        self.on_written = on_written
         self.machine = machine
         self.section = section
         self.post_roll_samples = round(post_roll_seconds * SAMPLE_RATE)
@@ -141,22 +151,41 @@ class EvidenceRecorder:
             os.replace(temporary, clip.path)
         except (OSError, RuntimeError) as err:
             # Evidence is a help, not the alarm: the event still goes out without its clip.
-            logger.error("could not write the alarm clip %s: %s", clip.path, err)
+            # What was written of it goes, or a full disk would stay full of it.
+            temporary.unlink(missing_ok=True)
+            logger.error("could not write the alarm clip %s: %s; the alarm goes out without "
+                         "it: check the free space of %s", clip.path, err, self.directory)
+            enforce_retention(self.directory, self.max_clips, self.max_age_days,
+                              self.max_megabytes)
             return
         logger.info("alarm clip %s (%.1f s)", clip.path, audio.shape[0] / SAMPLE_RATE)
         enforce_retention(self.directory, self.max_clips, self.max_age_days, self.max_megabytes)
+        if self.on_written is not None:
+            self.on_written(clip.path)
 
 
 def enforce_retention(directory: str | Path, max_clips: int, max_age_days: float,
                       max_megabytes: float, now: float | None = None) -> list[Path]:
-    """Remove the oldest clips (by modification time) beyond the limits; returns them."""
+    """Remove the oldest clips (by modification time) beyond the limits, and temporary clips
+    older than ``PARTIAL_MAX_AGE_S``; returns what it removed."""
     directory = Path(directory)
     now = time.time() if now is None else now
     clips = []
+    leftovers = []
     for entry in directory.iterdir() if directory.is_dir() else []:
-        if CLIP_PATTERN.match(entry.name) and entry.is_file():
-            info = entry.stat()
-            clips.append((info.st_mtime, entry.name, entry, info.st_size))
+        try:
+            if CLIP_PATTERN.match(entry.name) and entry.is_file():
+                info = entry.stat()
+                clips.append((info.st_mtime, entry.name, entry, info.st_size))
+            elif PARTIAL_PATTERN.match(entry.name) and entry.is_file() \
+                    and entry.stat().st_mtime < now - PARTIAL_MAX_AGE_S:
+                entry.unlink(missing_ok=True)
+                leftovers.append(entry)
+        except FileNotFoundError:  # removed meanwhile (another stream's recorder)
+            continue
+    if leftovers:
+        logger.warning("evidence retention removed %d unfinished clip(s) (.partial.wav) from %s",
+                       len(leftovers), directory)
     clips.sort()  # oldest first
     removed = []
     total = sum(size for *_, size in clips)
@@ -172,4 +201,4 @@ def enforce_retention(directory: str | Path, max_clips: int, max_age_days: float
         removed.append(path)
     if removed:
         logger.info("evidence retention removed %d old clip(s) from %s", len(removed), directory)
-    return removed
+    return leftovers + removed

@@ -13,6 +13,10 @@ Metrics (all prefixed ``asd_edge_``)::
     capture_device_errors_total{stream}  counter    device missing or lost (retried)
     score{stream}                        gauge      the latest anomaly score
     alarm_active{stream}                 gauge      1 while an alarm episode is open
+    signal_ok{stream}                    gauge      1 while the audio is sound, 0 with no signal
+    signal_lost_total{stream, reason}    counter    changes to no signal: silence, nan, stuck,
+                                                    device_lost (edge.signal)
+    signal_dropped_seconds_total{stream} counter    bad audio not scored (silence, NaN, stuck)
     mqtt_connected                       gauge      1 while the broker connection is up
     outbox_depth                         gauge      events waiting for the broker's ack
     provider_info{provider, device}      info       the ONNX Runtime provider really in use
@@ -43,6 +47,8 @@ class _StreamNumbers:
     alarm: bool = False
     capture: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CAPTURE_COUNTERS, 0))
     connected: bool = True  # the capture's device is open (CaptureStats.connected)
+    signal: str = "ok"  # edge.signal: "ok", "no_signal" or "device_lost"
+    signal_reason: str | None = None
 
 
 class Health:
@@ -67,6 +73,13 @@ class Health:
         self.score = Gauge("asd_edge_score", "Latest anomaly score", ["stream"], registry=r)
         self.alarm_active = Gauge("asd_edge_alarm_active", "1 while an alarm is open",
                                   ["stream"], registry=r)
+        self.signal_ok = Gauge("asd_edge_signal_ok", "1 while the stream's audio is sound, "
+                               "0 while it has no signal", ["stream"], registry=r)
+        self.signal_lost = Counter("asd_edge_signal_lost", "Times the stream lost its signal, "
+                                   "by reason", ["stream", "reason"], registry=r)
+        self.signal_dropped = Counter("asd_edge_signal_dropped_seconds",
+                                      "Seconds of bad audio (silence, NaN, stuck) not scored",
+                                      ["stream"], registry=r)
         self.mqtt_connected = Gauge("asd_edge_mqtt_connected", "1 while connected to the broker",
                                     registry=r)
         self.outbox_depth = Gauge("asd_edge_outbox_depth", "Events waiting for the broker",
@@ -91,6 +104,8 @@ class Health:
         for counter in self.capture.values():
             counter.labels(stream=stream)
         self.alarm_active.labels(stream=stream).set(0)
+        self.signal_ok.labels(stream=stream).set(1)
+        self.signal_dropped.labels(stream=stream)
 
     def hop_scored(self, stream: str, score: float) -> None:
         self.hops_scored.labels(stream=stream).inc()
@@ -111,6 +126,21 @@ class Health:
         self.alarm_active.labels(stream=stream).set(1 if active else 0)
         with self._lock:
             self._numbers(stream).alarm = active
+
+    def set_signal(self, stream: str, ok: bool, reason: str | None) -> None:
+        """A change of the stream's signal state (``edge.signal``)."""
+        self.signal_ok.labels(stream=stream).set(1 if ok else 0)
+        if not ok:
+            self.signal_lost.labels(stream=stream, reason=reason or "unknown").inc()
+        with self._lock:
+            numbers = self._numbers(stream)
+            numbers.signal = "ok" if ok else (
+                "device_lost" if reason == "device_lost" else "no_signal")
+            numbers.signal_reason = None if ok else reason
+
+    def audio_dropped(self, stream: str, seconds: float) -> None:
+        """``seconds`` of bad audio were not scored."""
+        self.signal_dropped.labels(stream=stream).inc(seconds)
 
     def update_capture(self, stream: str, stats: Any) -> None:
         """Bring the capture counters up to a source's cumulative ``CaptureStats``."""
@@ -149,7 +179,8 @@ class Health:
                              "connected" if self._mqtt else "disconnected"),
                     "outbox": self._outbox,
                     "streams": {name: {"hops": n.hops, "score": n.score, "alarm": n.alarm,
-                                       "connected": n.connected, "capture": dict(n.capture)}
+                                       "connected": n.connected, "capture": dict(n.capture),
+                                       "signal": n.signal, "signal_reason": n.signal_reason}
                                 for name, n in self._streams.items()}}
 
     def heartbeat_line(self) -> str:
@@ -166,6 +197,8 @@ class Health:
                 trouble = ", ".join(f"{k} {v}" for k, v in numbers.capture.items() if v)
                 parts.append(f"{name}: {numbers.hops} hops, score {numbers.score:.3f}"
                              + (" ALARM" if numbers.alarm else "")
+                             + (f" NO SIGNAL ({numbers.signal_reason})"
+                                if numbers.signal != "ok" else "")
                              + (f" ({trouble})" if trouble else ""))
         return "; ".join(parts)
 

@@ -19,6 +19,7 @@ from edge.outputs.events import (
     AlarmEvent,
     EventWindow,
     ScoreMessage,
+    SignalState,
     StreamState,
     make_event,
 )
@@ -135,3 +136,17 @@ def test_state_and_score_messages_are_versioned() -> None:
                          score=0.3, threshold=0.5)
     assert set(json.loads(score.to_json())) == {"schema_version", "node", "machine", "section",
                                                 "time", "stream_s", "score", "threshold"}
+
+
+def test_signal_message_is_frozen() -> None:
+    """The retained ``.../signal`` payload Home Assistant's availability reads (``state``)."""
+    since = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+    signal = SignalState(node="n", machine="fan", section="00", state="no_signal",
+                         reason="silence", since=since, time=since)
+    assert json.loads(signal.to_json()) == {
+        "schema_version": 1, "node": "n", "machine": "fan", "section": "00",
+        "state": "no_signal", "reason": "silence", "since": "2026-11-28T12:00:00.000Z",
+        "time": "2026-11-28T12:00:00.000Z"}
+    with pytest.raises(ValueError):
+        SignalState(node="n", machine="fan", section="00", state="no_signal",
+                    reason="gremlins", since=since, time=since)

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 
 from edge.audio import SAMPLE_RATE, read_audio, write_audio
 from edge.evidence import EvidenceRecorder, RingBuffer, enforce_retention
 
+REPO = Path(__file__).resolve().parents[1]
 QUANTUM = 1 / 32768  # a 16-bit WAV holds the audio to this step
 
 
@@ -82,3 +87,54 @@ def test_a_new_clip_applies_retention(tmp_path):
     second = recorder.trigger("b", datetime(2026, 1, 2, tzinfo=UTC))
     third = recorder.trigger("c", datetime(2026, 1, 3, tzinfo=UTC))
     assert not first.exists() and second.exists() and third.exists()
+
+
+DISK_FULL = """
+import json, logging, resource, signal, sys
+from pathlib import Path
+import numpy as np
+logging.basicConfig(level=logging.INFO)
+from edge.evidence import EvidenceRecorder
+# The clip folder "fills up" after 64 kB: writes past it fail with EFBIG, as on a full disk.
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (64_000, 64_000))
+folder = Path(sys.argv[1])
+written = []
+recorder = EvidenceRecorder(folder, "gearbox", 0, pre_roll_seconds=10, post_roll_seconds=0,
+                            on_written=written.append)
+recorder.push(np.random.default_rng(0).standard_normal(160_000).astype(np.float32) * 0.1)
+recorder.trigger("episode-1")
+print(json.dumps({"files": sorted(p.name for p in folder.iterdir()), "written": written}))
+"""
+
+
+def test_a_clip_that_cannot_be_written_leaves_nothing_behind(tmp_path):
+    """Issue 13 item 2: a full disk left a .partial.wav that retention never removed, so the
+    disk stayed full. Here the process may write at most 64 kB per file (RLIMIT_FSIZE)."""
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    result = subprocess.run([sys.executable, "-c", DISK_FULL, str(folder)],
+                            capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.splitlines()[-1])
+    assert report == {"files": [], "written": []}  # before: a 64 kB .partial.wav stayed
+    assert "could not write the alarm clip" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_retention_removes_partial_clips_older_than_a_minute(tmp_path):
+    now = time.time()
+    stale = tmp_path / ".gearbox_section_00_20261201T000000Z_ep-1.partial.wav"
+    fresh = tmp_path / ".gearbox_section_00_20261201T000001Z_ep-2.partial.wav"  # being written
+    clip = tmp_path / "gearbox_section_00_20261201T000002Z_ep-3.wav"
+    other = tmp_path / ".other.partial.wav"  # not named like a clip: never touched
+    for path in (stale, fresh, clip, other):
+        path.write_bytes(b"x" * 1000)
+    os.utime(stale, (now - 120, now - 120))
+    os.utime(other, (now - 120, now - 120))
+    removed = enforce_retention(tmp_path, max_clips=10, max_age_days=30, max_megabytes=100,
+                                now=now)
+    assert removed == [stale]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        p.name for p in (fresh, clip, other))

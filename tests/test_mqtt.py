@@ -1,5 +1,5 @@
 """MQTT output against a real Mosquitto: alarms are never lost, states are retained, the
-node's status is online/offline, Home Assistant finds the streams."""
+node's status is online/offline (Home Assistant discovery: tests/test_ha_discovery.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
 from _broker import Broker, Received, Subscriber, make_tls_files, running_broker
 
@@ -308,33 +307,6 @@ def test_state_is_published_again_after_a_broker_restart(tmp_path: Path,
         late.close()
     finally:
         broker.kill()
-
-
-def test_home_assistant_discovery_and_reannouncement(broker: Broker, tmp_path: Path,
-                                                     outputs: list[MqttOutput]) -> None:
-    subscriber = Subscriber(broker.port, ["homeassistant/binary_sensor/#"])
-    subscriber.wait_subscribed()
-    output = start_output(outputs, broker.port, tmp_path / "state")
-    output.publish_state(state("ok"))
-    topic = f"homeassistant/binary_sensor/{NODE}_gearbox_00/config"
-    first = subscriber.wait_for(lambda m: len(m) >= 1, what="the discovery config")
-    assert [m.topic for m in first] == [topic]
-    config = json.loads(first[0].payload)
-    assert config["device_class"] == "problem"
-    assert config["state_topic"] == STATE_TOPIC
-    assert config["availability_topic"] == STATUS_TOPIC
-    assert config["device"]["identifiers"] == [f"asd_edge_{NODE}"]
-    assert "value_json.state == 'alarm'" in config["value_template"]
-
-    home_assistant = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="ha")
-    home_assistant.connect("127.0.0.1", broker.port)
-    home_assistant.loop_start()
-    home_assistant.publish("homeassistant/status", "online", qos=1).wait_for_publish(5)
-    again = subscriber.wait_for(lambda m: len(m) >= 2, what="the re-announcement")
-    assert again[1].topic == topic and json.loads(again[1].payload) == config
-    home_assistant.disconnect()
-    home_assistant.loop_stop()
-    subscriber.close()
 
 
 def test_a_refused_connection_is_not_connected_and_says_why(

@@ -18,7 +18,7 @@ import pytest
 from _broker import Broker, Subscriber, free_port, make_tls_files
 
 from edge.config import MqttConfig, TlsConfig
-from edge.outputs.events import AlarmEvent, EventWindow
+from edge.outputs.events import AlarmEvent, EventWindow, StreamState
 from edge.outputs.mqtt import MqttOutput
 
 REPO = Path(__file__).resolve().parents[1]
@@ -220,7 +220,8 @@ def test_the_shipped_acl_keeps_each_node_to_its_own_prefix(
         tmp_path: Path, outputs: list[MqttOutput]) -> None:
     password_file = tmp_path / "passwd"
     for index, (user, password) in enumerate([("box-a", "pw-a"), ("box-b", "pw-b"),
-                                              ("scada", "pw-scada")]):
+                                              ("scada", "pw-scada"),
+                                              ("homeassistant", "pw-ha")]):
         subprocess.run(["mosquitto_passwd", *(["-c"] if index == 0 else []), "-b",
                         str(password_file), user, password], check=True, capture_output=True)
     pki = make_tls_files(tmp_path / "pki")
@@ -231,8 +232,11 @@ def test_the_shipped_acl_keeps_each_node_to_its_own_prefix(
     broker.start()
     scada = Subscriber(plain_port, ["asd-edge/#"], client_id="scada", username="scada",
                        password="pw-scada")
+    home_assistant = Subscriber(plain_port, ["homeassistant/#"], client_id="ha",
+                                username="homeassistant", password="pw-ha")
     try:
         scada.wait_subscribed()
+        home_assistant.wait_subscribed()
         assert connack(plain_port, None, None) == "Not authorized"  # anonymous refused
 
         # Node A's daemon, over the shipped TLS listener, publishes under its own prefix.
@@ -245,12 +249,20 @@ def test_the_shipped_acl_keeps_each_node_to_its_own_prefix(
         a_alarm = "asd-edge/box-a/gearbox/00/alarm"
         scada.wait_for(lambda messages: "event-1" in event_ids(messages, a_alarm),
                        what="node A's alarm")
+        # ... and announces its devices to Home Assistant under its own node level
+        box_a.publish_state(StreamState(node="box-a", machine="gearbox", section="00",
+                                        state="ok", id=None, time=datetime.now(UTC),
+                                        score=None, threshold=1.0))
+        a_problem = "homeassistant/binary_sensor/box-a/gearbox_00/config"
+        home_assistant.wait_for(lambda ms: any(m.topic == a_problem for m in ms),
+                                what="node A's discovery config")
 
         # Node A forges node B's alarm and status; the broker acknowledges and drops them.
         b_alarm, b_status = "asd-edge/box-b/gearbox/00/alarm", "asd-edge/box-b/status"
         forger = client(plain_port, "box-a", "pw-a", "box-a-forger")
+        b_problem = "homeassistant/binary_sensor/box-b/gearbox_00/config"
         for topic, payload in [(b_alarm, event(66, node="box-b").to_json()),
-                               (b_status, b"offline")]:
+                               (b_status, b"offline"), (b_problem, b"{}")]:
             info = forger.publish(topic, payload, qos=1)
             info.wait_for_publish(timeout=5)
             assert info.is_published()
@@ -267,7 +279,9 @@ def test_the_shipped_acl_keeps_each_node_to_its_own_prefix(
         time.sleep(0.3)
         assert event_ids(scada.messages, b_alarm) == {"event-2"}
         assert scada.on(b_status) == []
+        assert home_assistant.on(b_problem) == []  # nor a discovery config for node B
     finally:
+        home_assistant.close()
         scada.close()
         broker.kill()
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 import uuid
 from collections import deque
 from collections.abc import Mapping
@@ -48,6 +49,8 @@ logger = logging.getLogger(__name__)
 # Episode ids are uuid5 in this namespace of node/machine/section/start time: the same episode
 # always has the same id, and ids of different streams or episodes never collide.
 EPISODE_NAMESPACE = uuid.UUID("7d2f4b8e-5a61-4c1e-9f3a-2b6c8d0e1a47")
+
+NAN_LOG_INTERVAL_S = 900.0  # a run of non-finite scores is logged again at most this often
 
 # The clear threshold as a fraction of the threshold when neither clear_threshold nor
 # clear_fraction is set (see the module docstring).
@@ -155,6 +158,17 @@ class AlarmRule:
         self._recent: deque[tuple[float, datetime] | None] = deque(maxlen=self.config.window_hops)
         self._episode: tuple[str, float, datetime] | None = None  # id, start_s, start_utc
         self._below_since_s: float | None = None
+        self._nan_scores = 0  # non-finite scores since the last line about them
+        self._nan_logged = -NAN_LOG_INTERVAL_S
+
+    def interrupt(self) -> None:
+        """The stream's audio stopped being sound (``edge.signal``): forget the recent hops
+        over the threshold and the hold time below the clear threshold. An open episode stays
+        open (a dead microphone does not show the fault has gone); once the sound is back,
+        ``trip_hops`` fresh hops raise and ``hold_seconds`` of fresh hops below the clear
+        threshold clear, never hops from before the gap."""
+        self._recent.clear()
+        self._below_since_s = None
 
     def carry_on_from(self, previous: AlarmRule) -> None:
         """Take over ``previous``'s state (the recent hops over its threshold, an open episode
@@ -185,12 +199,18 @@ class AlarmRule:
         """Take one hop's score (of ``domain``, see ``levels``); return the raise or clear it
         causes, if any.
 
-        A score that is not a finite number (NaN, inf) carries no information: it is logged
-        and leaves the state as it is.
+        A score that is not a finite number (NaN, inf) carries no information: it leaves the
+        state as it is, and is logged once per ``NAN_LOG_INTERVAL_S`` with a count.
         """
         if not math.isfinite(score):
-            logger.warning("%s/%s: score %r at %.2f s ignored by the alarm rule",
-                           self.stream.machine, self.stream.section, score, stream_s)
+            self._nan_scores += 1
+            now = time.monotonic()
+            if now - self._nan_logged >= NAN_LOG_INTERVAL_S:
+                logger.warning("%s/%s: %d score(s) that are not a number ignored by the alarm "
+                               "rule (the latest %r at %.2f s); next report in %.0f min at the "
+                               "earliest", self.stream.machine, self.stream.section,
+                               self._nan_scores, score, stream_s, NAN_LOG_INTERVAL_S / 60)
+                self._nan_logged, self._nan_scores = now, 0
             return None
         threshold, clear_threshold = self.levels(domain)
         if self._episode is None:

@@ -37,8 +37,9 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from edge.alarms.rule import StreamKey
 from edge.errors import BadInput
-from edge.outputs.events import AlarmEvent, ScoreMessage, StreamState
+from edge.outputs.events import AlarmEvent, ScoreMessage, SignalState, StreamState
 
 logger = logging.getLogger(__name__)
 
@@ -141,6 +142,12 @@ class TraceCollector:
             self._trace(event.machine, event.section).events.append(event)
 
     def publish_state(self, state: StreamState) -> None:
+        pass
+
+    def publish_signal(self, signal: SignalState) -> None:
+        pass
+
+    def publish_clip(self, stream: StreamKey, clip: Path) -> None:
         pass
 
     def publish_score(self, message: ScoreMessage) -> None:

@@ -6,10 +6,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Protocol
 
+from edge.alarms.rule import StreamKey
 from edge.errors import AsdEdgeError
-from edge.outputs.events import AlarmEvent, ScoreMessage, StreamState
+from edge.outputs.events import AlarmEvent, ScoreMessage, SignalState, StreamState
 
 logger = logging.getLogger(__name__)
 
@@ -25,8 +27,14 @@ class Output(Protocol):
     def publish_state(self, state: StreamState) -> None:
         """The current state of a stream (latest wins)."""
 
+    def publish_signal(self, signal: SignalState) -> None:
+        """A change of a stream's signal state (``edge.signal``; latest wins)."""
+
     def publish_score(self, message: ScoreMessage) -> None:
         """One hop's score (best effort)."""
+
+    def publish_clip(self, stream: StreamKey, clip: Path) -> None:
+        """An alarm's evidence clip has been written to ``clip`` (best effort)."""
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Flush what can be flushed within ``timeout_s`` and release resources."""
@@ -66,11 +74,17 @@ class FanOut:
     def publish_state(self, state: StreamState) -> None:
         self._each("publish_state", state)
 
+    def publish_signal(self, signal: SignalState) -> None:
+        self._each("publish_signal", signal)
+
     def publish_score(self, message: ScoreMessage) -> None:
         self._each("publish_score", message)
+
+    def publish_clip(self, stream: StreamKey, clip: Path) -> None:
+        self._each("publish_clip", stream, clip)
 
     def close(self, timeout_s: float = 5.0) -> None:
         self._each("close", timeout_s)
 
 
-__all__ = ["AlarmEvent", "FanOut", "Output", "ScoreMessage", "StreamState"]
+__all__ = ["AlarmEvent", "FanOut", "Output", "ScoreMessage", "SignalState", "StreamState"]

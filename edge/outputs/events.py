@@ -1,4 +1,5 @@
-"""The messages the daemon emits: alarm events, the state of a stream, per-hop scores.
+"""The messages the daemon emits: alarm events, the state of a stream, its signal state,
+per-hop scores.
 
 The alarm event is the contract plant systems build on: versioned by ``schema_version`` and
 frozen by ``tests/test_event_schema.py``. Adding, removing or retyping a key means a new
@@ -121,6 +122,28 @@ class StreamState(_Message):
     time: UtcTime
     score: float | None
     threshold: float
+
+    @property
+    def stream(self) -> StreamKey:
+        return StreamKey(node=self.node, machine=self.machine, section=self.section)
+
+
+class SignalState(_Message):
+    """The retained signal state of one stream (``edge.signal``) on ``.../signal``: ``ok``,
+    or ``no_signal`` with its ``reason``; ``since`` is when that state began, ``time`` when
+    the message was made.
+
+    Published retained at start and on every change, and again after every reconnect; Home
+    Assistant's entities of the stream are available only while it says ``ok``."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    node: str
+    machine: str
+    section: str
+    state: Literal["ok", "no_signal"]
+    reason: Literal["silence", "nan", "stuck", "device_lost"] | None
+    since: UtcTime
+    time: UtcTime
 
     @property
     def stream(self) -> StreamKey:

@@ -20,8 +20,9 @@ import threading
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from edge.alarms.rule import StreamKey
 from edge.errors import RuntimeFailure
-from edge.outputs.events import AlarmEvent, ScoreMessage, StreamState
+from edge.outputs.events import AlarmEvent, ScoreMessage, SignalState, StreamState
 
 logger = logging.getLogger(__name__)
 
@@ -85,8 +86,14 @@ class Journal:
     def publish_state(self, state: StreamState) -> None:
         """Not journaled: the events already record every change of state."""
 
+    def publish_signal(self, signal: SignalState) -> None:
+        """Not journaled: the log has a line at each change, the metrics count them."""
+
     def publish_score(self, message: ScoreMessage) -> None:
         """Not journaled: per-hop scores belong in the metrics, not in a file that grows."""
+
+    def publish_clip(self, stream: StreamKey, clip: Path) -> None:
+        """Not journaled: the raise event names the clip."""
 
     def close(self, timeout_s: float = 5.0) -> None:
         with self._lock:

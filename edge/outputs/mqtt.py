@@ -7,13 +7,19 @@ Topics (``prefix`` configurable, default ``asd-edge``)::
     <prefix>/<node>/status                      retained "online"; last will "offline"
     <prefix>/<node>/<machine>/<section>/alarm   QoS 1 alarm events (edge.outputs.events)
     <prefix>/<node>/<machine>/<section>/state   retained StreamState JSON
-    <prefix>/<node>/<machine>/<section>/score   QoS 0 ScoreMessage per hop (opt-in)
+    <prefix>/<node>/<machine>/<section>/signal  retained SignalState JSON: ok | no_signal
+                                                with its reason (edge.signal)
+    <prefix>/<node>/<machine>/<section>/score   QoS 0 ScoreMessage (see below)
+    <prefix>/<node>/<machine>/<section>/spectrogram  retained PNG: the spectrogram of the
+                                                latest alarm's evidence clip (Home Assistant's
+                                                image entity; with discovery on)
     <prefix>/<node>/cmd/not_a_fault             commands in (subscribed QoS 1, opt-in:
                                                 feedback.mqtt; edge.feedback)
     <prefix>/<node>/cmd/ack                     QoS 1 acknowledgements of those commands
 
-Scores are opt-in per stream (``score_messages``): the daemon calls ``publish_score`` only
-for those streams, and this output publishes every score it is given.
+Scores: the daemon calls ``publish_score`` for every hop of a stream with ``score_messages``,
+else once per ``score_interval_seconds`` (10 s; Home Assistant's score sensor), and this output
+publishes every score it is given.
 
 Delivery of alarms: ``publish_event`` writes the event to the durable outbox and returns. A
 sender thread drains the outbox in order while connected (at most ``inflight_window``
@@ -21,8 +27,8 @@ unacknowledged at once) and deletes a row when paho's ``on_publish`` reports the
 PUBACK for its message id. After a reconnect it starts again from the oldest row: paho
 re-sends its own in-flight messages, and anything else still in the outbox goes again.
 Delivery is at least once; subscribers de-duplicate by ``event_id`` (or by ``id`` and
-``type``). States are kept in memory (latest per stream) and published again on every
-connect; scores are QoS 0 and are counted in ``scores_dropped`` while disconnected.
+``type``). States and signal states are kept in memory (latest per stream) and published again on
+every connect; scores are QoS 0 and are counted in ``scores_dropped`` while disconnected.
 
 The connection: ``connect_async`` + ``loop_start``; paho reconnects. How soon depends on why
 the last try failed (``edge.outputs.mqtt_diagnose``): while nothing answers at host:port
@@ -53,13 +59,15 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from edge.alarms.rule import StreamKey
 from edge.config import MqttConfig, TlsConfig
-from edge.errors import BadInput, RuntimeFailure
+from edge.errors import AsdEdgeError, BadInput, RuntimeFailure
 from edge.outputs.discovery import (
-    discovery_config,
-    discovery_topic,
+    StreamTopics,
     ha_status_topic,
+    legacy_topic,
+    node_config,
+    stream_configs,
 )
-from edge.outputs.events import AlarmEvent, ScoreMessage, StreamState
+from edge.outputs.events import AlarmEvent, ScoreMessage, SignalState, StreamState
 from edge.outputs.mqtt_diagnose import (
     connect_failure,
     plain_at_tls,
@@ -68,6 +76,7 @@ from edge.outputs.mqtt_diagnose import (
     speaks_tls,
 )
 from edge.outputs.outbox import DEFAULT_MAX_BYTES, DEFAULT_MAX_ROWS, Outbox
+from edge.web.spectrogram import spectrogram_png
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +84,9 @@ OUTBOX_FILE = "outbox.sqlite3"
 MEMORY_EVENTS = 10_000  # alarm events held in memory while the outbox cannot be written
 ERROR_LOG_INTERVAL_S = 300.0  # a persisting outbox failure is logged again at most this often
 _EARLY_ACKS_KEPT = 1024  # see MqttOutput._on_publish
+# the spectrogram for Home Assistant: 256 frequency rows, at most 600 columns (~150 KB PNG)
+SPECTROGRAM_N_FFT = 512
+SPECTROGRAM_WIDTH = 600
 
 # (payload, retained, answer): a command's handler; answer(payload) publishes on cmd/ack
 CommandHandler = Callable[[bytes, bool, Callable[[bytes], None]], None]
@@ -114,7 +126,8 @@ class Topics:
         """``<prefix>/<node>/cmd/<name>``: a command to this node, or ``ack`` (its answers)."""
         return f"{self.prefix}/{self.node}/cmd/{_segment(name, 'command')}"
 
-    def stream(self, stream: StreamKey, leaf: Literal["alarm", "state", "score"]) -> str:
+    def stream(self, stream: StreamKey,
+               leaf: Literal["alarm", "state", "score", "signal", "spectrogram"]) -> str:
         machine = _segment(stream.machine, "machine")
         section = _segment(stream.section, "section")
         return f"{self.prefix}/{self.node}/{machine}/{section}/{leaf}"
@@ -155,6 +168,8 @@ class MqttOutput:
         self._stalled = False  # the last connection was dropped for want of an answer
         self._early_acks: OrderedDict[int, ReasonCode] = OrderedDict()
         self._states: dict[StreamKey, StreamState] = {}
+        self._signals: dict[StreamKey, SignalState] = {}
+        self._spectrograms: dict[StreamKey, bytes] = {}  # latest alarm's PNG per stream
         self._problem_logged: str | None = None  # the cause logged in this outage
         self._retry_answered: bool | None = None  # the backoff paho is set to (see _retry)
         self._answered = False  # a CONNACK came for the latest try
@@ -324,6 +339,35 @@ class MqttOutput:
             self._client.publish(self.topics.stream(state.stream, "state"), state.to_json(),
                                  qos=1, retain=True)
 
+    def publish_signal(self, signal: SignalState) -> None:
+        """Remember the stream's signal state and publish it retained (again after each
+        connect): Home Assistant's availability of the stream's entities follows it."""
+        with self._state_lock:
+            self._signals[signal.stream] = signal
+            if not self._connected.is_set():
+                return
+            self._client.publish(self.topics.stream(signal.stream, "signal"), signal.to_json(),
+                                 qos=1, retain=True)
+
+    def publish_clip(self, stream: StreamKey, clip: Path) -> None:
+        """An alarm's evidence clip is written: its spectrogram goes retained to the stream's
+        ``spectrogram`` topic (Home Assistant's image entity), again after each connect; only
+        with discovery on (the picture is for Home Assistant, 150 KB a stream). A clip that
+        cannot be read is logged; the alarm event has gone out already."""
+        if not self.config.discovery:
+            return
+        try:
+            png = spectrogram_png(clip, n_fft=SPECTROGRAM_N_FFT, hop=SPECTROGRAM_N_FFT // 2,
+                                  max_width=SPECTROGRAM_WIDTH)
+        except (OSError, RuntimeError, ValueError, AsdEdgeError) as err:
+            logger.error("MQTT: no spectrogram of %s for Home Assistant: %s", clip, err)
+            return
+        with self._state_lock:
+            self._spectrograms[stream] = png
+            if self._connected.is_set():
+                self._client.publish(self.topics.stream(stream, "spectrogram"), png, qos=1,
+                                     retain=True)
+
     def publish_score(self, message: ScoreMessage) -> None:
         """Publish one hop's score at QoS 0; counted in ``scores_dropped`` when offline."""
         if not self._connected.is_set():
@@ -422,6 +466,12 @@ class MqttOutput:
                     self._announce(state.stream)
                 client.publish(self.topics.stream(state.stream, "state"), state.to_json(),
                                qos=1, retain=True)
+            for signal in self._signals.values():
+                client.publish(self.topics.stream(signal.stream, "signal"), signal.to_json(),
+                               qos=1, retain=True)
+            for stream, png in self._spectrograms.items():
+                client.publish(self.topics.stream(stream, "spectrogram"), png, qos=1,
+                               retain=True)
         self._reconnected.set()
         self._wake.set()
 
@@ -518,10 +568,17 @@ class MqttOutput:
     # -- sending ---------------------------------------------------------------------------
 
     def _announce(self, stream: StreamKey) -> None:
-        config = discovery_config(stream, self.topics.stream(stream, "state"),
-                                  self.topics.status)
-        self._client.publish(discovery_topic(stream, self.config.discovery_prefix),
-                             json.dumps(config), qos=1, retain=True)
+        """Publish the discovery configs of the node device and of the stream's unit."""
+        prefix = self.config.discovery_prefix
+        topics = StreamTopics(state=self.topics.stream(stream, "state"),
+                              score=self.topics.stream(stream, "score"),
+                              signal=self.topics.stream(stream, "signal"),
+                              spectrogram=self.topics.stream(stream, "spectrogram"))
+        configs = [node_config(self.node, self.topics.status, prefix),
+                   *stream_configs(stream, topics, self.topics.status, prefix)]
+        self._client.publish(legacy_topic(stream, prefix), b"", qos=1, retain=True)
+        for topic, config in configs:
+            self._client.publish(topic, json.dumps(config), qos=1, retain=True)
 
     def _acknowledged(self, seq: int, reason_code: ReasonCode) -> None:
         if reason_code.is_failure:

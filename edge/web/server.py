@@ -273,7 +273,7 @@ outbox: <span id="outbox">{e(data['outbox'])}</span>
         return (f'<tr data-stream="{e(s["name"])}">'
                 f'<td><a href="/streams/{e(s["name"])}">{e(s["name"])}</a></td>'
                 f'<td>{e(s["machine"])} section {e(s["section"])}</td>'
-                f'<td><span class="state {e(state_class)}">{e(s["state"])}</span></td>'
+                f'<td><span class="state {e(state_class)}">{e(s["label"])}</span></td>'
                 f'<td class="score">{fmt(s["score"])}</td>'
                 f'<td class="threshold">{fmt(s["threshold"])}</td>'
                 f'<td><canvas class="spark" width="240" height="48"></canvas></td>'

@@ -18,7 +18,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from edge.outputs.events import AlarmEvent, ScoreMessage, StreamState, utc_iso
+from edge.alarms.rule import StreamKey
+from edge.outputs.events import AlarmEvent, ScoreMessage, SignalState, StreamState, utc_iso
 from edge.outputs.journal import read_journal, read_records
 
 logger = logging.getLogger(__name__)
@@ -163,8 +164,17 @@ class WebState:
                 view.state, view.episode = state.state, state.id
                 self.version += 1
 
+    def publish_signal(self, signal: SignalState) -> None:
+        """The page reads the signal state from the health snapshot; a change only makes the
+        overview's live view send it at once."""
+        with self._lock:
+            self.version += 1
+
     def publish_score(self, message: ScoreMessage) -> None:
         """Scores come through ``add_score`` (every hop, not only the MQTT ones)."""
+
+    def publish_clip(self, stream: StreamKey, clip: Path) -> None:
+        """The page renders clips itself (``/clips/ID.png``)."""
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Nothing to flush: actions are written as they happen."""
@@ -179,14 +189,17 @@ class WebState:
                 numbers = health.get("streams", {}).get(view.name, {})
                 connected = numbers.get("connected", True)
                 last = view.scores[-1] if view.scores else None
-                state = signal_state(view.state, connected, numbers.get("signal"))
+                signal = numbers.get("signal")
+                state = signal_state(view.state, connected, signal)
                 streams.append({
                     "name": view.name, "machine": view.machine, "section": view.section,
-                    "state": state, "episode": view.episode,
+                    "state": state, "label": state_label(state, numbers.get("signal_reason")),
+                    "episode": view.episode,
                     "score": last[1] if last else None,
                     "threshold": last[2] if last else view.threshold,
                     "clear_threshold": view.clear_threshold,
                     "time": utc_iso(datetime.fromtimestamp(last[0], UTC)) if last else None,
+                    "signal": signal or "ok", "signal_reason": numbers.get("signal_reason"),
                     "hops": numbers.get("hops", 0), "connected": connected,
                     "capture": numbers.get("capture", {})})
             version = self.version
@@ -253,11 +266,18 @@ class WebState:
 
 
 def signal_state(state: str, connected: bool, signal: str | None = None) -> str:
-    """The state the page shows: ``device lost`` when the capture is not connected, ``no
-    signal`` when health's per-stream ``signal`` says so (the hook for the signal check being
-    added to edge.health), else the alarm rule's ``ok`` or ``alarm``."""
+    """The state the page shows: ``device lost`` when the capture is not connected or the
+    signal check says so, ``no signal`` when health's per-stream ``signal`` (``edge.signal``:
+    silence, NaN or stuck samples) says so, else the alarm rule's ``ok`` or ``alarm``."""
     if signal == "device_lost" or not connected:
         return "device lost"
     if signal == "no_signal":
         return "no signal"
+    return state
+
+
+def state_label(state: str, reason: str | None) -> str:
+    """The state as the page writes it: ``no signal (nan)`` names why."""
+    if state == "no signal" and reason:
+        return f"{state} ({reason})"
     return state

@@ -31,7 +31,7 @@ function overview() {
       const row = document.querySelector(`tr[data-stream="${CSS.escape(s.name)}"]`);
       if (!row) return;
       const state = row.querySelector(".state");
-      state.textContent = s.state; state.className = "state " + s.state.replace(" ", "-");
+      state.textContent = s.label; state.className = "state " + s.state.replace(" ", "-");
       row.querySelector(".score").textContent = fmt(s.score);
       row.querySelector(".threshold").textContent = fmt(s.threshold);
       const trouble = Object.entries(s.capture).filter(([, v]) => v).map(([k, v]) => `${k} ${v}`);
