@@ -48,7 +48,8 @@ class Journal:
         if self._file is None:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._file = self.path.open("ab")
+                # unbuffered: a failed write leaves nothing behind for close() to flush
+                self._file = self.path.open("ab", buffering=0)
             except OSError as err:
                 raise RuntimeFailure(f"cannot open the journal {self.path}: {err}; free "
                                      "space on the state disk or point it at a writable "
@@ -98,7 +99,10 @@ class Journal:
     def close(self, timeout_s: float = 5.0) -> None:
         with self._lock:
             if self._file is not None and not self._file.closed:
-                self._file.close()
+                try:
+                    self._file.close()
+                except OSError as err:
+                    raise RuntimeFailure(f"cannot close the journal {self.path}: {err}") from err
 
 
 RECORD_KEY = b'"record":'  # what a line that is not an alarm event starts with
