@@ -122,6 +122,23 @@ def test_a_hand_edited_bad_manifest_is_refused_naming_the_field(enrolled, tmp_pa
         load_bundle(bundle)  # the daemon's load refuses it the same way
 
 
+def test_an_edited_threshold_is_refused_as_the_files_are(enrolled, tmp_path, capsys) -> None:
+    """Issue 13: every number the daemon acts on is covered by the bundle's hashes. A valid
+    but changed threshold (10x higher: alarms silently rarer) no longer loads; the same
+    manifest re-indented does."""
+    threshold = json.loads((enrolled / MANIFEST).read_text())["sections"]["00"]["threshold"]
+    bundle = _edited(enrolled, tmp_path, _set(("sections", "00", "threshold"), 10 * threshold))
+    _verify_refuses(bundle, capsys, "does not match its content_sha256",
+                    "alarm.threshold")
+    with pytest.raises(BadInput, match="content_sha256"):
+        load_bundle(bundle)
+    same = tmp_path / "same"
+    shutil.copytree(enrolled, same / MACHINE)
+    manifest = json.loads((same / MACHINE / MANIFEST).read_text())
+    (same / MACHINE / MANIFEST).write_text(json.dumps(manifest, indent=7))
+    assert main(["bundle", "verify", str(same / MACHINE)]) == 0
+
+
 def test_an_old_manifest_version_says_how_to_re_export(enrolled, tmp_path, capsys) -> None:
     bundle = _edited(enrolled, tmp_path, _set(("format_version",), 0))
     _verify_refuses(bundle, capsys, "format version 0 is older than 1",

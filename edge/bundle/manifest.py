@@ -310,6 +310,11 @@ class BundleManifest(Strict):
     alarm_calibration: AlarmCalibration | None = Field(
         None, description="the false-alarm promise (absent: clip-quantile thresholds)")
     files: dict[str, Sha256] = Field(description="sha256 of every other file")
+    content_sha256: Sha256 | None = Field(
+        None, description="sha256 of this manifest's own content (every key but this one, as "
+                          "canonical JSON): thresholds, calibration and every number the "
+                          "daemon acts on are covered like the files (absent in bundles "
+                          "written before it existed: not checked)")
 
     @model_validator(mode="after")
     def _network_when_needed(self) -> BundleManifest:
@@ -366,6 +371,14 @@ def validation_error(where: Path, err: ValidationError, fix: str) -> str:
     return f"{where}: {'; '.join(problems)}{more}; {fix}"
 
 
+def content_digest(manifest: dict[str, Any]) -> str:
+    """sha256 of a parsed bundle.json without its ``content_sha256``: canonical JSON (sorted
+    keys, no spaces), so the digest survives re-indenting but not a changed number."""
+    body = {key: value for key, value in manifest.items() if key != "content_sha256"}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def write_manifest(bundle_dir: Path, manifest: dict[str, Any]) -> BundleManifest:
     """Hash every file under ``bundle_dir`` (except bundle.json) into ``files``, check the
     whole through ``BundleManifest`` and write bundle.json atomically (mode 0644, so a
@@ -377,8 +390,12 @@ def write_manifest(bundle_dir: Path, manifest: dict[str, Any]) -> BundleManifest
         if path.is_file() and path.name != MANIFEST and not path.name.startswith(".")
     }
     entry = {"format": FORMAT, "format_version": FORMAT_VERSION, **manifest, "files": files}
+    entry.pop("content_sha256", None)
     try:
         checked = BundleManifest.model_validate(json.loads(json.dumps(entry, default=_plain)))
+        written = json.loads(checked.to_json())
+        checked = BundleManifest.model_validate(
+            {**written, "content_sha256": content_digest(written)})
     except ValidationError as err:
         raise RuntimeFailure(validation_error(bundle_dir / MANIFEST, err,
                                               "nothing was written (a bug: please report it)")
@@ -447,6 +464,12 @@ def read_manifest(bundle_dir: str | Path, machine: str | None = None,
         manifest = BundleManifest.model_validate(raw)
     except ValidationError as err:
         raise BadInput(validation_error(path, err, f"fix that field or {REEXPORT}")) from err
+    if check_hashes and manifest.content_sha256 is not None \
+            and content_digest(raw) != manifest.content_sha256:
+        raise BadInput(f"{path}: its content does not match its content_sha256 (edited or "
+                       "corrupted after it was written: thresholds and settings are covered "
+                       "like the files); copy the bundle again or re-export it, and set "
+                       "threshold overrides in the daemon's config (alarm.threshold), not here")
     for name, expected in manifest.files.items():
         file_path = bundle_dir / name
         if Path(name).is_absolute() or ".." in Path(name).parts:
