@@ -78,17 +78,32 @@ class Tally:
     runs: int
     seconds: float
     notes: dict[str, object] = field(default_factory=dict)
+    logs: dict[str, str] = field(default_factory=dict, repr=False)  # for a failure's message
+
+    def __str__(self) -> str:
+        return (f"{self.scenario}: {self.delivered} of {self.raised} delivered; {self.notes}"
+                + "".join(f"\n--- {name} (last lines)\n{text}" for name, text in self.logs.items()))
 
     @property
     def ok(self) -> bool:
         return not self.lost and not self.conflicting and not self.unknown
 
     def row(self) -> dict[str, object]:
-        return {**asdict(self), "lost": len(self.lost), "ok": self.ok}
+        row = {**asdict(self), "lost": len(self.lost), "ok": self.ok}
+        del row["logs"]
+        return row
+
+
+def _tail(path: Path, lines: int = 25) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(none)"
 
 
 def tally(scenario: str, journal: list[AlarmEvent], received: list[AlarmEvent], runs: int,
-          seconds: float, **notes: object) -> Tally:
+          seconds: float, root: Path | None = None, **notes: object) -> Tally:
+    """``root``: the scenario's folder, whose daemon and broker logs a failure message shows."""
     raised = {event.event_id for event in journal}
     delivered = {event.event_id for event in received}
     per_kind: dict[tuple[str, str], set[str]] = {}
@@ -97,7 +112,9 @@ def tally(scenario: str, journal: list[AlarmEvent], received: list[AlarmEvent], 
     return Tally(scenario, len(raised), len(delivered & raised), sorted(raised - delivered),
                  len(received) - len(delivered),
                  sum(len(ids) - 1 for ids in per_kind.values()), len(delivered - raised),
-                 runs, round(seconds, 1), dict(notes))
+                 runs, round(seconds, 1), dict(notes),
+                 {} if root is None else {"daemon": _tail(root / "daemon.log"),
+                                          "broker": _tail(root / "broker" / "mosquitto.log")})
 
 
 def daemon_argv(recording: Recording, mqtt_url: str, state: Path, **mqtt: object
@@ -327,7 +344,8 @@ def broker_restarts(recording: Recording, root: Path, restarts: int, down_s: flo
         wait_delivered(subscriber, wanted, timeout_s=30)
         return tally("broker restarted during a replay", journal(state),
                      received_events(subscriber), runs=1, seconds=time.monotonic() - start,
-                     restarts=done, exit_code=code, audio_minutes=recording.minutes, **soak)
+                     root=root, restarts=done, exit_code=code,
+                     audio_minutes=recording.minutes, **soak)
 
 
 def _raises(state: Path) -> int:
@@ -364,7 +382,7 @@ def sigkills(recording: Recording, root: Path, kills: int, seed: int = 0) -> Tal
         wait_delivered(subscriber, {event.event_id for event in events}, timeout_s=30)
         restarts = sum(1 for e in events if e.explanation.get("reason") == "restart")
         return tally("daemon SIGKILLed and restarted", events, received_events(subscriber),
-                     runs=kills + 1, seconds=time.monotonic() - start, kills=kills,
+                     runs=kills + 1, seconds=time.monotonic() - start, root=root, kills=kills,
                      exit_code=code, episodes_closed_at_restart=restarts)
 
 
@@ -395,7 +413,7 @@ def stalled_broker(recording: Recording, root: Path, stalls: int, stall_s: float
             proxy.close()
         return tally("broker stalled behind a black-holing proxy", journal(state),
                      received_events(subscriber), runs=1, seconds=time.monotonic() - start,
-                     stalls=stalls, stall_s=stall_s, delay_s=delay_s,
+                     root=root, stalls=stalls, stall_s=stall_s, delay_s=delay_s,
                      ack_timeout_s=ack_timeout_s, exit_code=code,
                      reopened=(root / "daemon.log").read_text().count("stopped answering"))
 
@@ -492,7 +510,8 @@ def bad_credentials(recording: Recording, root: Path) -> Tally:
         leaked = sorted(where for where, text in seen.items() if right in text or wrong in text)
         return tally("wrong broker password, then the right one", events,
                      received_events(subscriber), runs=2, seconds=time.monotonic() - start,
-                     exit_codes=runs, secrets_found_in=leaked, places_searched=sorted(seen),
+                     root=root, exit_codes=runs, secrets_found_in=leaked,
+                     places_searched=sorted(seen),
                      credential_errors_logged=seen["log"].count("check the password"))
 
 

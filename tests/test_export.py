@@ -15,6 +15,7 @@ from _training_data import write_tone_dataset
 
 from edge.audio import read_audio
 from edge.bundle.load import load_bundle
+from edge.bundle.manifest import content_digest
 from edge.cli import main
 from edge.dataset import scan
 
@@ -93,6 +94,11 @@ def test_verify_and_refusals(exported, tmp_path, capsys) -> None:
     shutil.copytree(models / "fan", broken)
     manifest = json.loads((broken / "bundle.json").read_text())
     manifest["model"]["outputs"]["section_embedding"] = ["batch", 7]
+    assert main(["bundle", "verify", str(broken)]) == 0  # (before the edit is written)
+    (broken / "bundle.json").write_text(json.dumps(manifest))
+    assert main(["bundle", "verify", str(broken)]) == 2  # an edited manifest is refused ...
+    assert "does not match its content_sha256" in capsys.readouterr().err
+    manifest["content_sha256"] = content_digest(manifest)  # ... unless its digest is forged
     (broken / "bundle.json").write_text(json.dumps(manifest))
     assert main(["bundle", "verify", str(broken)]) == 2
     assert "section_embedding has shape" in capsys.readouterr().err

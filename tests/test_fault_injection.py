@@ -26,9 +26,9 @@ def recording(tmp_path_factory):
 
 
 def assert_nothing_lost(tally) -> None:
-    assert tally.raised >= 20, tally
-    assert tally.lost == [], f"{len(tally.lost)} of {tally.raised} events never arrived"
-    assert tally.unknown == 0 and tally.conflicting == 0, tally
+    assert tally.raised >= 20, str(tally)
+    assert tally.lost == [], f"{len(tally.lost)} of {tally.raised} events never arrived: {tally}"
+    assert tally.unknown == 0 and tally.conflicting == 0, str(tally)
 
 
 def test_broker_restarted_ten_times_during_a_replay(recording, tmp_path):
