@@ -546,6 +546,8 @@ class Daemon:
     def _update_health(self) -> None:
         for runner, source in zip(self.runners, self._sources, strict=False):
             self.health.update_capture(runner.name, source.stats)
+            if self.stop.is_set():
+                continue  # the daemon closes its devices: that is no loss of signal
             change = runner.signal.device(bool(source.stats.connected))
             if change is not None:
                 self._signal_changed(runner, change)
