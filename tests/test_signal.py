@@ -26,7 +26,7 @@ from _virtual_mic import DEVICE, REPO, PacedWriter, virtual_mic_env
 from edge.audio import SAMPLE_RATE, read_audio
 from edge.cli import main
 from edge.health import Health
-from edge.outputs.journal import read_journal
+from edge.outputs.journal import read_journal, read_signals
 from edge.signal import SignalCheck, audio_problem, repeat_period
 from edge.web.state import WebState
 
@@ -142,6 +142,11 @@ def test_dead_microphone_raises_no_alarm_and_says_no_signal(setup, tmp_path,
         since = [datetime.fromisoformat(x["since"].replace("Z", "+00:00")).timestamp()
                  for x in (lost, back)]
         assert since[1] - since[0] == pytest.approx(20.0, abs=0.2)
+        # the journal says when the microphone was dead, as the signal topic did
+        journaled = read_signals(tmp_path / "state" / "journal.jsonl")
+        assert [(s.state, s.reason, s.since.timestamp()) for s in journaled] == \
+            [("no_signal", problem, pytest.approx(since[0], abs=1e-3)),
+             ("ok", None, pytest.approx(since[1], abs=1e-3))]
         # scoring resumed on the sound after it, with windows of fresh audio only (a window
         # spans 9.76 s: the first ends at 49.76 s)
         scores = [m.json()["stream_s"] for m in subscriber.on(f"{TOPIC}/score")]
@@ -328,4 +333,6 @@ def test_a_microphone_that_stops_delivering_is_no_signal_frozen_within_seconds(s
     assert signals(subscriber) == [("ok", None), ("no_signal", "frozen")], log[-3000:]
     assert delay < 3.0, f"no_signal came {delay:.1f} s after the microphone stopped"
     assert subscriber.on(f"{TOPIC}/alarm") == [] and read_journal(state / "journal.jsonl") == []
+    assert [(s.state, s.reason) for s in read_signals(state / "journal.jsonl")] == \
+        [("no_signal", "frozen")]
     assert "no signal: the audio repeats itself bit-exactly" in log
