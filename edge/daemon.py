@@ -1,8 +1,8 @@
 """The edge daemon: sources -> windows -> ONNX Runtime (batched) -> scores -> alarms -> outputs.
 
     capture threads (one per stream)           main thread
-    source -> AudioBlock -> queue  --------->  SignalCheck (edge.signal): silence, NaN, stuck
-                                                   samples or a lost device are "no signal",
+    source -> AudioBlock -> queue  --------->  SignalCheck (edge.signal): silence, NaN, stuck,
+                                                   frozen audio or a lost device: "no signal",
                                                    dropped, never scored
                                                StreamRunner.feed: frames, new patches, evidence
                                                Daemon._embed: one ORT call per bundle for the
