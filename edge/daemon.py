@@ -439,7 +439,7 @@ class Daemon:
 
     def _take(self, runner: StreamRunner, block: AudioBlock) -> None:
         """A block in: checked for signal (``edge.signal``), fed when it is sound."""
-        good, change = runner.signal.block(block.samples, block.start_time)
+        good, change = runner.signal.block(block.samples, block.start_time, block.repeated)
         if change is not None:
             self._signal_changed(runner, change)
         if good:

@@ -116,6 +116,27 @@ def repeat_period(history: np.ndarray, samples: np.ndarray) -> int | None:
     return None
 
 
+class RepeatCheck:
+    """Whether each block of a stream repeats it (``repeat_period``): holds the stream's last
+    ``max_samples`` samples (``FROZEN_MAX_PERIOD_S`` at the stream's rate)."""
+
+    def __init__(self, max_samples: int) -> None:
+        self.max_samples = max_samples
+        self.history = np.zeros(0, np.float32)
+
+    def repeats(self, samples: np.ndarray) -> bool:
+        """Whether ``samples`` (N,) repeats the stream so far; then remembers them."""
+        found = repeat_period(self.history, samples) is not None
+        joined = np.concatenate([self.history, np.asarray(samples, np.float32)])
+        self.history = joined[-self.max_samples:].copy() \
+            if joined.shape[0] > self.max_samples else joined
+        return found
+
+    def clear(self) -> None:
+        """Forget the stream (a device gone: what it delivers when back is new)."""
+        self.history = np.zeros(0, np.float32)
+
+
 @dataclass(frozen=True)
 class SignalChange:
     """A change of a stream's signal state: ``since`` is the UTC epoch seconds at which the
@@ -131,7 +152,8 @@ class SignalChange:
 class SignalCheck:
     """The signal state of one stream (see the module docstring); feed it every block.
 
-    ``block`` takes a block's samples with the UTC time of its first sample and returns
+    ``block`` takes a block's samples with the UTC time of its first sample (and ``repeated``:
+    the source saw the block's audio repeat at its own rate, before resampling) and returns
     ``(good, change)``: whether the block may be scored, and the change of state it caused (or
     None). ``device`` takes the capture's ``connected`` flag (the daemon calls it a few times
     a second) and returns a change, or None. Time runs on the audio's own clock for blocks
@@ -161,18 +183,19 @@ class SignalCheck:
         self._lost_utc = 0.0
         self._summary_due = 0.0  # monotonic time of the next "still no signal" line
         self._dropped_since_summary = 0.0
-        self._history = np.zeros(0, np.float32)  # the last FROZEN_MAX_PERIOD_S of samples
+        self._repeats = RepeatCheck(round(FROZEN_MAX_PERIOD_S * SAMPLE_RATE))
 
     @property
     def ok(self) -> bool:
         return self.state == "ok"
 
-    def block(self, samples: np.ndarray, start_utc: float) -> tuple[bool, SignalChange | None]:
+    def block(self, samples: np.ndarray, start_utc: float, repeated: bool = False
+              ) -> tuple[bool, SignalChange | None]:
         count = samples.shape[0]  # audio is counted in samples: exact, no float drift
         problem = audio_problem(samples, self.silence_dbfs)
-        if problem is None and repeat_period(self._history, samples) is not None:
+        repeated = self._repeats.repeats(samples) or repeated
+        if problem is None and repeated:
             problem = "frozen"
-        self._remember(samples)
         if problem is None:
             self._bad = None
             if self.state == "ok" or self.reason == "device_lost":
@@ -197,12 +220,6 @@ class SignalCheck:
             self._summarise()
         return False, None
 
-    def _remember(self, samples: np.ndarray) -> None:
-        """Keep the last ``FROZEN_MAX_PERIOD_S`` of the stream, whatever its verdict."""
-        keep = round(FROZEN_MAX_PERIOD_S * SAMPLE_RATE)
-        joined = np.concatenate([self._history, np.asarray(samples, np.float32)])
-        self._history = joined[-keep:].copy() if joined.shape[0] > keep else joined
-
     def device(self, connected: bool) -> SignalChange | None:
         now = time.monotonic()
         if connected:
@@ -211,7 +228,7 @@ class SignalCheck:
             return None
         if self._lost_since is None:
             self._lost_since, self._lost_utc = now, time.time()
-            self._history = np.zeros(0, np.float32)  # what a device back delivers is new
+            self._repeats.clear()  # what a device back delivers is new
         if self.reason == "device_lost":
             self._summarise()
             return None

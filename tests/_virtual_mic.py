@@ -74,16 +74,21 @@ def run_cli(argv: list[str], env: dict[str, str],
 
 
 class PacedWriter:
-    """Feeds a FIFO ``infile`` with ``samples`` in real time (0.1 s a write), then closes it:
+    """Feeds a FIFO ``infile`` with ``samples`` at ``rate`` Hz in real time, ``block`` frames a
+    write, then closes it:
     a microphone that stops delivering. ALSA's file device then replays its last buffer
     forever, unpaced. PortAudio opens and closes every device once when it lists them, so a
-    write that finds the reader gone opens the FIFO again and goes on.
+    write that finds the reader gone opens the FIFO again and goes on. ``block`` must be the
+    frames per block the microphone is opened with: the device reads one block at a time, and
+    a read the FIFO can only partly answer leaves stale samples in the rest of the block.
     ``stopped_at``: the wall-clock time (``time.time()``) the FIFO was closed."""
 
-    def __init__(self, fifo: Path, samples: np.ndarray, block: int = 1600) -> None:
+    def __init__(self, fifo: Path, samples: np.ndarray, rate: int = 16000,
+                 block: int = 1600) -> None:
         os.mkfifo(fifo)
         self.fifo = fifo
         self.data = np.asarray(samples, dtype="<f4")
+        self.rate = rate
         self.block = block
         self.stopped_at: float | None = None
         self.error: BaseException | None = None
@@ -102,7 +107,7 @@ class PacedWriter:
                             out.write(chunk.tobytes())
                             sent += chunk.size
                             started = started or time.monotonic()
-                            due = started + sent / 16000 - time.monotonic()
+                            due = started + sent / self.rate - time.monotonic()
                             if due > 0:
                                 time.sleep(due)
                         self.stopped_at = time.time()

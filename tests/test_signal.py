@@ -23,7 +23,7 @@ from _broker import Broker, Subscriber
 from _pipeline import MACHINE, stats_setup
 from _virtual_mic import DEVICE, REPO, PacedWriter, virtual_mic_env
 
-from edge.audio import SAMPLE_RATE, read_audio
+from edge.audio import SAMPLE_RATE, read_audio, resample
 from edge.cli import main
 from edge.health import Health
 from edge.outputs.journal import read_journal, read_signals
@@ -291,15 +291,19 @@ def test_replayed_audio_is_frozen_after_the_no_signal_delay_and_ok_when_sound_re
     assert [c.state for _, c in back if c is not None] == ["ok"] and all(g for g, _ in back)
 
 
-@pytest.mark.slow  # the daemon on the virtual microphone, in a subprocess, ~15 s
-def test_a_microphone_that_stops_delivering_is_no_signal_frozen_within_seconds(setup, tmp_path):
+@pytest.mark.slow  # the daemon on the virtual microphone, in a subprocess, ~15 s each
+@pytest.mark.parametrize("rate, block", [(16000, 1600), (44100, 4096)])
+def test_a_microphone_that_stops_delivering_is_no_signal_frozen_within_seconds(
+        setup, tmp_path, rate: int, block: int) -> None:
     """The virtual ALSA microphone fed in real time from a pipe whose writer stops after 12 s
     of sound: the device replays its last buffer from then on (neither silence nor stuck
     samples). The stream's retained signal topic says no_signal/frozen within a few seconds of
-    the writer stopping, and no alarm is raised from the replayed audio."""
+    the writer stopping, and no alarm is raised from the replayed audio. At 44.1 kHz in blocks
+    of 4,096 frames the replayed buffer and the resampler's 441-sample phase cycle meet only
+    after minutes: the 16 kHz samples do not repeat, the device's own do."""
     fifo = tmp_path / "mic.fifo"
     env = virtual_mic_env(tmp_path, fifo)
-    writer = PacedWriter(fifo, healthy(setup, 12.0))
+    writer = PacedWriter(fifo, resample(healthy(setup, 12.0), SAMPLE_RATE, rate), rate, block)
     broker = Broker(tmp_path / "broker")
     broker.start()
     subscriber = Subscriber(broker.port, [f"{TOPIC}/#"])
@@ -307,8 +311,9 @@ def test_a_microphone_that_stops_delivering_is_no_signal_frozen_within_seconds(s
     config = tmp_path / "edge.yaml"
     config.write_text(json.dumps({
         "node": "test", "models_dir": str(setup.models), "state_dir": str(state),
-        "streams": [{"source": {"type": "mic", "device": DEVICE}, "machine": MACHINE,
-                     "section": 0}],
+        "streams": [{"source": {"type": "mic", "device": DEVICE, "sample_rate": rate,
+                                "block_seconds": block / rate},
+                     "machine": MACHINE, "section": 0}],
         "mqtt": {"url": broker.url}, "metrics": {"enabled": False}}))
     daemon = subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--config",
                                str(config)], cwd=REPO, env=env, stdout=subprocess.PIPE,
@@ -328,7 +333,7 @@ def test_a_microphone_that_stops_delivering_is_no_signal_frozen_within_seconds(s
         log, _ = daemon.communicate(timeout=30)
         subscriber.close()
         broker.kill()
-    print(f"writer stopped -> no_signal (frozen) at the subscriber: {delay:.3f} s")
+    print(f"{rate} Hz: writer stopped -> no_signal (frozen) at the subscriber: {delay:.3f} s")
     assert daemon.returncode == 0, log[-3000:]
     assert signals(subscriber) == [("ok", None), ("no_signal", "frozen")], log[-3000:]
     assert delay < 3.0, f"no_signal came {delay:.1f} s after the microphone stopped"
