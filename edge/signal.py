@@ -13,8 +13,9 @@ state with hysteresis:
   DC only, an input stuck at one code), ``frozen`` (the audio repeats bit-exactly what the
   stream held up to ``FROZEN_MAX_PERIOD_S`` earlier: a driver or device replaying its last
   buffer after the microphone stopped delivering, as ALSA's file device fed from a pipe does
-  when its writer stops; real audio, with its noise, never repeats a whole block bit-exactly)
-  or ``device_lost`` (the capture device is gone).
+  when its writer stops; real audio, with its noise, never repeats a whole block bit-exactly;
+  a microphone resampled to 16 kHz is checked at its own rate by its capture, which marks the
+  block ``repeated``) or ``device_lost`` (the capture device is gone).
 
 A bad block is never scored (the daemon drops it, and restarts the stream's window after it,
 so no window ever holds bad audio); the state turns ``no_signal`` once the bad audio has lasted
