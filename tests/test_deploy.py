@@ -117,6 +117,7 @@ def test_the_shipped_config_connects_over_tls_and_delivers_its_alarm(site, tmp_p
     status = [m.payload for m in messages if m.topic == f"asd-edge/{NODE}/status"]
     assert status[0] == b"online" and status[-1] == b"offline", status
     assert f"u'{NODE}'" in broker.log_path.read_text()  # logged in as its node (password)
+    assert f"connecting to 127.0.0.1:{broker.tls_port} (MQTT 3.1.1, TLS)" in log
     assert f"MQTT: connected to 127.0.0.1:{broker.tls_port}" in log
     assert "listening: gearbox-line-a, fan-roof, replay-check;" in log  # every stream runs
     # The alarm of the recording's fault, and none from the healthy fan and valve.
