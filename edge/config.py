@@ -141,7 +141,8 @@ class StreamConfig(Strict):
         description="without score_messages, one score message per this many seconds of "
                     "audio (Home Assistant's score sensor); 0: none")
     signal: SignalConfig = Field(default_factory=SignalConfig, title="Signal check",
-                                 description="what counts as no signal (silence, NaN, stuck)")
+                                 description="what counts as no signal (silence, NaN, stuck, "
+                                             "frozen)")
     domain: Literal["auto", "source", "target", "pooled"] = Field(
         "auto", title="Domain",
         description="whose thresholds a hop is compared with: 'auto' the domain of the hop's "

@@ -1,8 +1,8 @@
 """The edge daemon: sources -> windows -> ONNX Runtime (batched) -> scores -> alarms -> outputs.
 
     capture threads (one per stream)           main thread
-    source -> AudioBlock -> queue  --------->  SignalCheck (edge.signal): silence, NaN, stuck
-                                                   samples or a lost device are "no signal",
+    source -> AudioBlock -> queue  --------->  SignalCheck (edge.signal): silence, NaN, stuck,
+                                                   frozen audio or a lost device: "no signal",
                                                    dropped, never scored
                                                StreamRunner.feed: frames, new patches, evidence
                                                Daemon._embed: one ORT call per bundle for the
@@ -439,7 +439,7 @@ class Daemon:
 
     def _take(self, runner: StreamRunner, block: AudioBlock) -> None:
         """A block in: checked for signal (``edge.signal``), fed when it is sound."""
-        good, change = runner.signal.block(block.samples, block.start_time)
+        good, change = runner.signal.block(block.samples, block.start_time, block.repeated)
         if change is not None:
             self._signal_changed(runner, change)
         if good:
@@ -546,6 +546,8 @@ class Daemon:
     def _update_health(self) -> None:
         for runner, source in zip(self.runners, self._sources, strict=False):
             self.health.update_capture(runner.name, source.stats)
+            if self.stop.is_set():
+                continue  # the daemon closes its devices: that is no loss of signal
             change = runner.signal.device(bool(source.stats.connected))
             if change is not None:
                 self._signal_changed(runner, change)

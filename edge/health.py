@@ -15,8 +15,9 @@ Metrics (all prefixed ``asd_edge_``)::
     alarm_active{stream}                 gauge      1 while an alarm episode is open
     signal_ok{stream}                    gauge      1 while the audio is sound, 0 with no signal
     signal_lost_total{stream, reason}    counter    changes to no signal: silence, nan, stuck,
-                                                    device_lost (edge.signal)
-    signal_dropped_seconds_total{stream} counter    bad audio not scored (silence, NaN, stuck)
+                                                    frozen, device_lost (edge.signal)
+    signal_dropped_seconds_total{stream} counter    bad audio not scored (any reason but
+                                                    device_lost)
     mqtt_connected                       gauge      1 while the broker connection is up
     outbox_depth                         gauge      events waiting for the broker's ack
     provider_info{provider, device}      info       the ONNX Runtime provider really in use
@@ -78,7 +79,8 @@ class Health:
         self.signal_lost = Counter("asd_edge_signal_lost", "Times the stream lost its signal, "
                                    "by reason", ["stream", "reason"], registry=r)
         self.signal_dropped = Counter("asd_edge_signal_dropped_seconds",
-                                      "Seconds of bad audio (silence, NaN, stuck) not scored",
+                                      "Seconds of bad audio (silence, NaN, stuck, frozen) "
+                                      "not scored",
                                       ["stream"], registry=r)
         self.mqtt_connected = Gauge("asd_edge_mqtt_connected", "1 while connected to the broker",
                                     registry=r)

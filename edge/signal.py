@@ -10,7 +10,12 @@ state with hysteresis:
 - ``no_signal`` with a ``reason``: ``silence`` (RMS below ``silence_dbfs``, -100 dBFS by
   default: below any analogue microphone's own noise, so only a dead or muted input),
   ``nan`` (NaN or infinite samples), ``stuck`` (the samples do not move: a constant value or
-  DC only, an input stuck at one code) or ``device_lost`` (the capture device is gone).
+  DC only, an input stuck at one code), ``frozen`` (the audio repeats bit-exactly what the
+  stream held up to ``FROZEN_MAX_PERIOD_S`` earlier: a driver or device replaying its last
+  buffer after the microphone stopped delivering, as ALSA's file device fed from a pipe does
+  when its writer stops; real audio, with its noise, never repeats a whole block bit-exactly;
+  a microphone resampled to 16 kHz is checked at its own rate by its capture, which marks the
+  block ``repeated``) or ``device_lost`` (the capture device is gone).
 
 A bad block is never scored (the daemon drops it, and restarts the stream's window after it,
 so no window ever holds bad audio); the state turns ``no_signal`` once the bad audio has lasted
@@ -37,18 +42,23 @@ from edge.audio import SAMPLE_RATE
 
 logger = logging.getLogger(__name__)
 
-Reason = Literal["silence", "nan", "stuck", "device_lost"]
+Reason = Literal["silence", "nan", "stuck", "frozen", "device_lost"]
 SignalStateName = Literal["ok", "no_signal"]
 
 DEFAULT_SILENCE_DBFS = -100.0
 DEFAULT_NO_SIGNAL_SECONDS = 2.0
 DEFAULT_OK_SECONDS = 1.0
 DEFAULT_LOG_INTERVAL_S = 900.0
+FROZEN_MAX_PERIOD_S = 2.0  # how far back a repeat is looked for (driver buffers are shorter)
+FROZEN_KEY_SAMPLES = 32  # the prefix of a block searched for in the history
+FROZEN_MAX_CANDIDATES = 64  # places the prefix matched that are checked in full, at most
 
 REASON_TEXT: dict[str, str] = {
     "silence": "digital silence (a dead, muted or unplugged input)",
     "nan": "NaN or infinite samples (a broken driver or source)",
     "stuck": "the samples do not move (an input stuck at one value, DC only)",
+    "frozen": "the audio repeats itself bit-exactly (a device or driver replaying its last "
+              "buffer: the microphone stopped delivering)",
     "device_lost": "the capture device is gone",
 }
 
@@ -74,6 +84,60 @@ def audio_problem(samples: np.ndarray, silence_dbfs: float = DEFAULT_SILENCE_DBF
     return "silence" if rms < floor else "stuck"
 
 
+def repeat_period(history: np.ndarray, samples: np.ndarray) -> int | None:
+    """How many samples back the stream last held exactly ``samples``, or None.
+
+    ``history``: (H,) the stream's samples just before ``samples`` (N,), both float32 (other
+    dtypes are converted). The answer is the smallest P in 1..H with ``stream[i] ==
+    stream[i - P]`` bit for bit for every sample i of the block, where ``stream`` is
+    ``history`` followed by ``samples`` (so a period shorter than the block repeats within
+    it). Cost: one substring search of the block's first ``FROZEN_KEY_SAMPLES`` samples in the
+    history's bytes, and a full comparison at each of at most ``FROZEN_MAX_CANDIDATES`` places
+    it matched; real audio matches nowhere."""
+    count = samples.shape[0]
+    if count == 0 or history.shape[0] == 0:
+        return None
+    item = np.dtype(np.float32).itemsize
+    data = np.concatenate([np.asarray(history, np.float32),
+                           np.asarray(samples, np.float32)]).tobytes()
+    start = len(data) - count * item  # where the block begins, in bytes
+    block = data[start:]
+    key = block[:min(count, FROZEN_KEY_SAMPLES) * item]
+    limit = start - item + len(key)  # matches of the key that begin before the block
+    for _ in range(FROZEN_MAX_CANDIDATES):
+        found = data.rfind(key, 0, limit)
+        if found < 0:
+            return None
+        limit = found + len(key) - 1
+        if found % item:
+            continue  # straddles two samples
+        period = start - found
+        if data[found:found + len(block)] == block:
+            return period // item
+    return None
+
+
+class RepeatCheck:
+    """Whether each block of a stream repeats it (``repeat_period``): holds the stream's last
+    ``max_samples`` samples (``FROZEN_MAX_PERIOD_S`` at the stream's rate)."""
+
+    def __init__(self, max_samples: int) -> None:
+        self.max_samples = max_samples
+        self.history = np.zeros(0, np.float32)
+
+    def repeats(self, samples: np.ndarray) -> bool:
+        """Whether ``samples`` (N,) repeats the stream so far; then remembers them."""
+        found = repeat_period(self.history, samples) is not None
+        joined = np.concatenate([self.history, np.asarray(samples, np.float32)])
+        self.history = joined[-self.max_samples:].copy() \
+            if joined.shape[0] > self.max_samples else joined
+        return found
+
+    def clear(self) -> None:
+        """Forget the stream (a device gone: what it delivers when back is new)."""
+        self.history = np.zeros(0, np.float32)
+
+
 @dataclass(frozen=True)
 class SignalChange:
     """A change of a stream's signal state: ``since`` is the UTC epoch seconds at which the
@@ -89,7 +153,8 @@ class SignalChange:
 class SignalCheck:
     """The signal state of one stream (see the module docstring); feed it every block.
 
-    ``block`` takes a block's samples with the UTC time of its first sample and returns
+    ``block`` takes a block's samples with the UTC time of its first sample (and ``repeated``:
+    the source saw the block's audio repeat at its own rate, before resampling) and returns
     ``(good, change)``: whether the block may be scored, and the change of state it caused (or
     None). ``device`` takes the capture's ``connected`` flag (the daemon calls it a few times
     a second) and returns a change, or None. Time runs on the audio's own clock for blocks
@@ -119,14 +184,19 @@ class SignalCheck:
         self._lost_utc = 0.0
         self._summary_due = 0.0  # monotonic time of the next "still no signal" line
         self._dropped_since_summary = 0.0
+        self._repeats = RepeatCheck(round(FROZEN_MAX_PERIOD_S * SAMPLE_RATE))
 
     @property
     def ok(self) -> bool:
         return self.state == "ok"
 
-    def block(self, samples: np.ndarray, start_utc: float) -> tuple[bool, SignalChange | None]:
+    def block(self, samples: np.ndarray, start_utc: float, repeated: bool = False
+              ) -> tuple[bool, SignalChange | None]:
         count = samples.shape[0]  # audio is counted in samples: exact, no float drift
         problem = audio_problem(samples, self.silence_dbfs)
+        repeated = self._repeats.repeats(samples) or repeated
+        if problem is None and repeated:
+            problem = "frozen"
         if problem is None:
             self._bad = None
             if self.state == "ok" or self.reason == "device_lost":
@@ -159,6 +229,7 @@ class SignalCheck:
             return None
         if self._lost_since is None:
             self._lost_since, self._lost_utc = now, time.time()
+            self._repeats.clear()  # what a device back delivers is new
         if self.reason == "device_lost":
             self._summarise()
             return None

@@ -28,6 +28,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
+REPO = Path(__file__).resolve().parents[1]
 MOSQUITTO_CANDIDATES = ("mosquitto", "/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
 
 
@@ -105,6 +106,7 @@ class Broker:
             lines += ["allow_anonymous false", f"password_file {password_file}"]
         self.config_path.write_text("\n".join(lines) + "\n")
         self.process: subprocess.Popen[bytes] | None = None
+        self.tls_port: int | None = None  # a TLS listener beside ``port`` (shipped_broker)
 
     def start(self, timeout_s: float = 5.0) -> None:
         """Start mosquitto and wait until the port accepts a TCP connection."""
@@ -240,3 +242,42 @@ class Subscriber:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+def shipped_broker_config(tmp_path: Path, plain_port: int, tls_port: int, password_file: Path,
+                          tls_files: TlsFiles) -> Path:
+    """deploy/mosquitto.conf with only its ports and paths changed for the test (and, as the
+    tests run as root, the user mosquitto runs as, so it can read the test's files)."""
+    text = (REPO / "deploy" / "mosquitto.conf").read_text()
+    changes = {
+        "listener 1883 127.0.0.1": f"listener {plain_port} 127.0.0.1",
+        "listener 8883": f"listener {tls_port} 127.0.0.1",
+        "/etc/mosquitto/passwd": str(password_file),
+        "/etc/mosquitto/asd-edge.acl": str(REPO / "deploy" / "mosquitto.acl"),
+        "/etc/mosquitto/certs/ca.pem": str(tls_files.ca),
+        "/etc/mosquitto/certs/broker.pem": str(tls_files.cert),
+        "/etc/mosquitto/certs/broker.key": str(tls_files.key),
+        "/var/lib/mosquitto/": f"{tmp_path}/",
+    }
+    for old, new in changes.items():
+        assert old in text, f"deploy/mosquitto.conf no longer has {old!r}: update this test"
+        text = text.replace(old, new)
+    path = tmp_path / "mosquitto.conf"
+    path.write_text(text + f"user {getpass.getuser()}\n")
+    return path
+
+
+def shipped_broker(workdir: Path, users: dict[str, str], tls_files: TlsFiles) -> Broker:
+    """A ``Broker`` (not started) that runs the shipped deploy/mosquitto.conf + mosquitto.acl:
+    ``port`` is its plain loopback listener, ``tls_port`` its TLS listener; ``users`` (name:
+    password) are written to its password file with ``mosquitto_passwd``."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    password_file = workdir / "passwd"
+    for index, (user, password) in enumerate(users.items()):
+        subprocess.run(["mosquitto_passwd", *(["-c"] if index == 0 else []), "-b",
+                        str(password_file), user, password], check=True, capture_output=True)
+    broker = Broker(workdir)
+    broker.tls_port = free_port()
+    broker.config_path = shipped_broker_config(workdir, broker.port, broker.tls_port,
+                                               password_file, tls_files)
+    return broker

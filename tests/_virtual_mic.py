@@ -16,6 +16,8 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -69,3 +71,53 @@ def run_cli(argv: list[str], env: dict[str, str],
     """``asd-edge ARGV`` in a fresh interpreter with ``env``."""
     return run_python("import sys\nfrom edge.cli import main\nsys.exit(main(sys.argv[1:]))",
                       env, timeout, argv)
+
+
+class PacedWriter:
+    """Feeds a FIFO ``infile`` with ``samples`` at ``rate`` Hz in real time, ``block`` frames a
+    write, then closes it:
+    a microphone that stops delivering. ALSA's file device then replays its last buffer
+    forever, unpaced. PortAudio opens and closes every device once when it lists them, so a
+    write that finds the reader gone opens the FIFO again and goes on. ``block`` must be the
+    frames per block the microphone is opened with: the device reads one block at a time, and
+    a read the FIFO can only partly answer leaves stale samples in the rest of the block.
+    ``stopped_at``: the wall-clock time (``time.time()``) the FIFO was closed."""
+
+    def __init__(self, fifo: Path, samples: np.ndarray, rate: int = 16000,
+                 block: int = 1600) -> None:
+        os.mkfifo(fifo)
+        self.fifo = fifo
+        self.data = np.asarray(samples, dtype="<f4")
+        self.rate = rate
+        self.block = block
+        self.stopped_at: float | None = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="paced-writer", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        sent = 0
+        started: float | None = None
+        try:
+            while sent < self.data.size:
+                try:
+                    with self.fifo.open("wb", buffering=0) as out:  # blocks until a reader
+                        while sent < self.data.size:
+                            chunk = self.data[sent:sent + self.block]
+                            out.write(chunk.tobytes())
+                            sent += chunk.size
+                            started = started or time.monotonic()
+                            due = started + sent / self.rate - time.monotonic()
+                            if due > 0:
+                                time.sleep(due)
+                        self.stopped_at = time.time()
+                except BrokenPipeError:  # PortAudio's look at the device: open it again
+                    started = None
+        except BaseException as err:  # reported by the test, not lost in a thread
+            self.error = err
+
+    def wait_stopped(self, timeout_s: float) -> float:
+        self.thread.join(timeout_s)
+        assert self.error is None, f"the FIFO writer failed: {self.error!r}"
+        assert self.stopped_at is not None, "the FIFO writer did not finish"
+        return self.stopped_at

@@ -5,7 +5,6 @@ certificate, credentials) is logged in one line naming the fix, and the shipped 
 
 from __future__ import annotations
 
-import getpass
 import logging
 import subprocess
 import time
@@ -15,13 +14,12 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from _broker import Broker, Subscriber, free_port, make_tls_files
+from _broker import Broker, Subscriber, make_tls_files, shipped_broker
 
 from edge.config import MqttConfig, TlsConfig
 from edge.outputs.events import AlarmEvent, EventWindow, StreamState
 from edge.outputs.mqtt import MqttOutput
 
-REPO = Path(__file__).resolve().parents[1]
 NODE = "box-1"
 ALARM_TOPIC = f"asd-edge/{NODE}/gearbox/00/alarm"
 FAST = {"reconnect_min_s": 0.05, "reconnect_max_s": 0.3}
@@ -193,42 +191,13 @@ def test_wrong_credentials_say_which_setting_to_fix(
 
 # -- Broker ACL: the shipped config ---------------------------------------------------------
 
-def shipped_broker_config(tmp_path: Path, plain_port: int, tls_port: int, password_file: Path,
-                          tls_files) -> Path:
-    """deploy/mosquitto.conf with only its ports and paths changed for the test (and, as the
-    tests run as root, the user mosquitto runs as, so it can read the test's files)."""
-    text = (REPO / "deploy" / "mosquitto.conf").read_text()
-    changes = {
-        "listener 1883 127.0.0.1": f"listener {plain_port} 127.0.0.1",
-        "listener 8883": f"listener {tls_port} 127.0.0.1",
-        "/etc/mosquitto/passwd": str(password_file),
-        "/etc/mosquitto/asd-edge.acl": str(REPO / "deploy" / "mosquitto.acl"),
-        "/etc/mosquitto/certs/ca.pem": str(tls_files.ca),
-        "/etc/mosquitto/certs/broker.pem": str(tls_files.cert),
-        "/etc/mosquitto/certs/broker.key": str(tls_files.key),
-        "/var/lib/mosquitto/": f"{tmp_path}/",
-    }
-    for old, new in changes.items():
-        assert old in text, f"deploy/mosquitto.conf no longer has {old!r}: update this test"
-        text = text.replace(old, new)
-    path = tmp_path / "mosquitto.conf"
-    path.write_text(text + f"user {getpass.getuser()}\n")
-    return path
-
-
 def test_the_shipped_acl_keeps_each_node_to_its_own_prefix(
         tmp_path: Path, outputs: list[MqttOutput]) -> None:
-    password_file = tmp_path / "passwd"
-    for index, (user, password) in enumerate([("box-a", "pw-a"), ("box-b", "pw-b"),
-                                              ("scada", "pw-scada"),
-                                              ("homeassistant", "pw-ha")]):
-        subprocess.run(["mosquitto_passwd", *(["-c"] if index == 0 else []), "-b",
-                        str(password_file), user, password], check=True, capture_output=True)
     pki = make_tls_files(tmp_path / "pki")
-    plain_port, tls_port = free_port(), free_port()
-    config = shipped_broker_config(tmp_path, plain_port, tls_port, password_file, pki)
-    broker = Broker(tmp_path / "broker")
-    broker.port, broker.config_path = plain_port, config  # run the shipped config instead
+    broker = shipped_broker(tmp_path / "broker", {"box-a": "pw-a", "box-b": "pw-b",
+                                                  "scada": "pw-scada", "homeassistant": "pw-ha"},
+                            pki)
+    plain_port, tls_port = broker.port, broker.tls_port
     broker.start()
     scada = Subscriber(plain_port, ["asd-edge/#"], client_id="scada", username="scada",
                        password="pw-scada")

@@ -15,8 +15,8 @@ import pytest
 
 from edge.errors import BadInput, RuntimeFailure
 from edge.outputs import FanOut
-from edge.outputs.events import AlarmEvent, EventWindow
-from edge.outputs.journal import Journal, read_journal
+from edge.outputs.events import AlarmEvent, EventWindow, SignalState
+from edge.outputs.journal import Journal, read_journal, read_signals
 from edge.outputs.outbox import Outbox
 
 REPO = Path(__file__).resolve().parents[1]
@@ -105,3 +105,42 @@ def test_journal_keeps_every_event_as_a_json_line(tmp_path: Path) -> None:
         torn.write(b'{"schema_version":1,"id":')
     assert read_journal(path) == events
     assert path.read_bytes().count(b"\n") == 2
+
+
+def test_signal_changes_are_journaled_once_each_and_read_journal_still_gives_events(
+        tmp_path: Path) -> None:
+    """When the microphone was dead is in the journal: a record per change of a stream's signal
+    state (the ok every start publishes only after a no_signal, a re-publish never), across a
+    restart; the alarm events around them read as before."""
+    path = tmp_path / "journal.jsonl"
+    now = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+    def signal(state: str, reason: str | None, machine: str = "gearbox") -> SignalState:
+        return SignalState(node="box", machine=machine, section="00", state=state,
+                           reason=reason, since=now, time=now)
+
+    event = AlarmEvent(id="ep", event_id="ev", type="raise", time=now, node="box",
+                       machine="gearbox", section="00", score=2.0, threshold=1.0,
+                       window=EventWindow(start_utc=now, end_utc=now, start_s=0.0, end_s=1.0),
+                       provider="CPUExecutionProvider", explanation={}, clip=None)
+    journal = Journal(path)
+    journal.publish_signal(signal("ok", None))  # the daemon's start: nothing to record
+    journal.publish_event(event)
+    journal.publish_signal(signal("no_signal", "frozen"))
+    journal.publish_signal(signal("no_signal", "frozen"))  # again after a reconnect
+    journal.publish_signal(signal("no_signal", "device_lost"))  # the reason changed
+    journal.publish_signal(signal("no_signal", "silence", machine="fan"))
+    journal.close()
+    restarted = Journal(path)  # the next start: gearbox is ok again, fan still silent
+    restarted.publish_signal(signal("ok", None))
+    restarted.publish_signal(signal("ok", None, machine="fan"))
+    restarted.publish_signal(signal("no_signal", "silence", machine="fan"))
+    restarted.close()
+    assert [(s.machine, s.state, s.reason) for s in read_signals(path)] == [
+        ("gearbox", "no_signal", "frozen"), ("gearbox", "no_signal", "device_lost"),
+        ("fan", "no_signal", "silence"), ("gearbox", "ok", None), ("fan", "ok", None),
+        ("fan", "no_signal", "silence")]
+    assert read_signals(path)[0] == signal("no_signal", "frozen")  # every field kept
+    assert read_journal(path) == [event]
+    assert all(line.startswith(b'{"record":"signal",')
+               for line in path.read_bytes().splitlines()[1:])

@@ -26,13 +26,16 @@ class AudioBlock:
     first sample. ``offset_s``: seconds from the start of the file for a file source, ``None``
     for a microphone. ``discontinuity``: audio was lost just before this block (dropped blocks,
     an input overflow, a reconnected device): a consumer must not treat it as following the
-    previous block without a gap.
+    previous block without a gap. ``repeated``: the source saw this audio repeat bit-exactly at
+    its own rate, before resampling to 16 kHz (``edge.signal.RepeatCheck``: a device replaying
+    its last buffer), which the resampled samples need not show.
     """
 
     samples: np.ndarray
     start_time: float
     offset_s: float | None = None
     discontinuity: bool = False
+    repeated: bool = False
 
     @property
     def duration(self) -> float:

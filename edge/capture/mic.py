@@ -23,6 +23,7 @@ from edge.capture.base import AudioBlock, CaptureStats
 from edge.capture.devices import InputDevice, find_input_device, import_sounddevice
 from edge.capture.resample import StreamingResampler
 from edge.errors import AsdEdgeError
+from edge.signal import FROZEN_MAX_PERIOD_S, RepeatCheck
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +132,7 @@ class MicSource:
     def __iter__(self) -> Iterator[AudioBlock]:
         stream = None
         resampler: StreamingResampler | None = None
+        repeats: RepeatCheck | None = None
         backoff = self.retry_initial_s
         gap = False
         inputs_seen = outputs_seen = 0
@@ -152,6 +154,9 @@ class MicSource:
                         self.stats.add(reconnects=1)
                     self.stats.connected = True
                     resampler = StreamingResampler(self.rate, SAMPLE_RATE)
+                    # at 16 kHz the daemon's signal check sees the device's own samples
+                    repeats = None if resampler.identity else RepeatCheck(
+                        round(FROZEN_MAX_PERIOD_S * self.rate))
                     inputs_seen = outputs_seen = 0
                     last_data = time.monotonic()
                 try:
@@ -177,6 +182,7 @@ class MicSource:
                     inputs_seen = outputs_seen = 0
                     gap = True
                     self._report_loss()
+                repeated = repeats is not None and repeats.repeats(samples)
                 out = resampler.process(samples)
                 # The first output's input position, so time stamps follow the device's blocks.
                 start_time = first_time + outputs_seen / SAMPLE_RATE - inputs_seen / self.rate
@@ -185,7 +191,8 @@ class MicSource:
                 if out.shape[0] == 0:
                     continue
                 self.stats.add(blocks=1, samples=out.shape[0])
-                yield AudioBlock(out, start_time, offset_s=None, discontinuity=gap)
+                yield AudioBlock(out, start_time, offset_s=None, discontinuity=gap,
+                                 repeated=repeated)
                 gap = False
         finally:
             if stream is not None:

@@ -141,7 +141,7 @@ class SignalState(_Message):
     machine: str
     section: str
     state: Literal["ok", "no_signal"]
-    reason: Literal["silence", "nan", "stuck", "device_lost"] | None
+    reason: Literal["silence", "nan", "stuck", "frozen", "device_lost"] | None
     since: UtcTime
     time: UtcTime
 

@@ -6,9 +6,11 @@ lines are flushed and fsynced as they are written (alarms are rare, so the cost 
 
 Other records share the file, each a JSON object with a ``"record"`` key naming its type (an
 alarm event has none): ``"feedback"`` is an operator's "not a fault" on an episode
-(``edge.feedback.FeedbackRecord``, docs/EDGE.md "Operator feedback"). ``read_journal`` gives
-the alarm events only and skips the other records without a warning; ``read_records`` gives
-the records of one type.
+(``edge.feedback.FeedbackRecord``, docs/EDGE.md "Operator feedback"); ``"signal"`` is a change
+of a stream's signal state (``SignalState``, ``edge.signal``: when a microphone went dead, why,
+and when its sound came back). ``read_journal`` gives the alarm events only and skips the other
+records without a warning; ``read_records`` gives the records of one type, ``read_signals``
+the signal changes.
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ logger = logging.getLogger(__name__)
 
 
 class Journal:
-    """An ``Output`` that appends alarm events to ``path`` (JSON lines); states and scores
-    are not journaled (the events hold every change of state)."""
+    """An ``Output`` that appends alarm events and signal changes to ``path`` (JSON lines);
+    states and scores are not journaled (the events hold every change of state)."""
 
     def __init__(self, path: Path) -> None:
         """Opens ``path`` for appending. A journal that cannot be opened (a full or
@@ -39,6 +41,7 @@ class Journal:
         self.path = Path(path)
         self._lock = threading.Lock()
         self._file: BinaryIO | None = None
+        self._signals: dict[StreamKey, tuple[str, str | None]] | None = None  # last journaled
         try:
             self._open()
         except RuntimeFailure as err:
@@ -56,8 +59,7 @@ class Journal:
                                      "folder") from err
         return self._file
 
-    def publish_event(self, event: AlarmEvent) -> None:
-        line = event.to_json() + b"\n"
+    def _write(self, line: bytes) -> None:
         with self._lock:
             handle = self._open()
             try:
@@ -66,6 +68,9 @@ class Journal:
                 os.fsync(handle.fileno())
             except OSError as err:
                 raise RuntimeFailure(f"cannot write to the journal {self.path}: {err}") from err
+
+    def publish_event(self, event: AlarmEvent) -> None:
+        self._write(event.to_json() + b"\n")
         logger.info("%s %s/%s/%s episode %s score %.4g (threshold %.4g)", event.type,
                     event.node, event.machine, event.section, event.id, event.score,
                     event.threshold)
@@ -88,7 +93,23 @@ class Journal:
         """Not journaled: the events already record every change of state."""
 
     def publish_signal(self, signal: SignalState) -> None:
-        """Not journaled: the log has a line at each change, the metrics count them."""
+        """A ``"record": "signal"`` line when the stream's signal state or reason differs from
+        the last one journaled for it (the journal's last record of the stream, or ``ok`` when
+        it holds none): the ``ok`` every start publishes is journaled only after a
+        ``no_signal``, and a re-publish (after a reconnect) never."""
+        if self._signals is None:
+            self._signals = {s.stream: (s.state, s.reason) for s in self._recorded_signals()}
+        now = (signal.state, signal.reason)
+        if self._signals.get(signal.stream, ("ok", None)) == now:
+            return
+        self._write(b'{"record":"signal",' + signal.to_json()[1:] + b"\n")
+        self._signals[signal.stream] = now
+
+    def _recorded_signals(self) -> list[SignalState]:
+        try:
+            return read_signals(self.path)
+        except OSError as err:
+            raise RuntimeFailure(f"cannot read the journal {self.path}: {err}") from err
 
     def publish_score(self, message: ScoreMessage) -> None:
         """Not journaled: per-hop scores belong in the metrics, not in a file that grows."""
@@ -161,3 +182,16 @@ def read_records(path: Path, record: str) -> list[dict[str, Any]]:
             if isinstance(value, dict) and value.get("record") == record:
                 found.append(value)
     return found
+
+
+def read_signals(path: Path) -> list[SignalState]:
+    """The journal's signal changes (``"record": "signal"``), oldest first; malformed ones
+    are skipped with a warning; a missing journal holds none."""
+    changes = []
+    for raw in read_records(path, "signal"):
+        raw.pop("record")
+        try:
+            changes.append(SignalState.model_validate(raw))
+        except ValueError:
+            logger.warning("%s: a signal record that does not parse was skipped", path)
+    return changes
