@@ -7,6 +7,7 @@ import urllib.error
 import urllib.request
 from datetime import UTC, datetime, timedelta
 from http.cookiejar import CookieJar
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -163,3 +164,71 @@ def test_an_episode_without_its_clip_says_why_instead_of_a_broken_image(tmp_path
     finally:
         server.stop()
     assert says in page and "<img" not in page and "<audio" not in page
+
+
+def test_the_mqtt_event_links_its_clip_which_a_subscriber_fetches(tmp_path) -> None:
+    """The web page on, bound beyond loopback with a password and a ``public_url``: the raise a
+    real Mosquitto delivers carries ``clip_url`` and ``spectrogram_url`` beside the local path;
+    a subscriber that logged in fetches the same WAV the path names, and one without the
+    password is refused."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+    from _broker import Broker, Subscriber, free_port
+    from _pipeline import MACHINE, stats_setup
+
+    setup = stats_setup(tmp_path, stream_seconds=40.0, fault_start=15.0, fault_seconds=15.0)
+    broker = Broker(tmp_path / "broker")
+    broker.start()
+    topic = f"asd-edge/box/{MACHINE}/00/alarm"
+    subscriber = Subscriber(broker.port, [topic])
+    subscriber.wait_subscribed()
+    port = free_port()
+    public = f"http://127.0.0.1:{port}"
+    config = tmp_path / "edge.yaml"
+    config.write_text(yaml.safe_dump({
+        "node": "box", "models_dir": str(setup.models), "state_dir": str(tmp_path / "state"),
+        "streams": [{"machine": MACHINE, "source": {"type": "file", "path": str(setup.stream),
+                                                    "speed": "max"}}],
+        "mqtt": {"url": broker.url}, "metrics": {"enabled": False},
+        "web": {"enabled": True, "host": "0.0.0.0", "port": port, "public_url": public,
+                "password_env": "ASD_TEST_WEB_PASSWORD"}}))
+    log = tmp_path / "daemon.log"
+    with log.open("wb") as out:
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "edge.cli", "run", "--config", str(config), "--keep-web",
+             "120"], stdout=out, stderr=subprocess.STDOUT,
+            env={**os.environ, "ASD_TEST_WEB_PASSWORD": "s3cret"})
+    try:
+        raised = subscriber.wait_for(lambda ms: any(m.json()["type"] == "raise" for m in ms),
+                                     timeout_s=120, what="the raise")
+        event = next(m.json() for m in raised if m.json()["type"] == "raise")
+        assert event["clip_url"] == f"{public}/clips/{event['id']}.wav"
+        assert event["spectrogram_url"] == f"{public}/clips/{event['id']}.png"
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(event["clip_url"], timeout=10)
+        assert refused.value.code == 401
+        web = opener()
+        web.open(public + "/login", data=b"password=s3cret", timeout=10)
+        deadline = time.monotonic() + 60  # the clip is written after its post-roll
+        while True:
+            try:
+                clip = web.open(event["clip_url"], timeout=10)
+                break
+            except urllib.error.HTTPError as err:
+                assert err.code == 404 and time.monotonic() < deadline, err
+                time.sleep(0.2)
+        assert clip.status == 200 and clip.headers["Content-Type"] == "audio/wav"
+        assert clip.read() == Path(event["clip"]).read_bytes()
+        picture = web.open(event["spectrogram_url"], timeout=30)
+        assert picture.headers["Content-Type"] == "image/png"
+        assert picture.read(8) == b"\x89PNG\r\n\x1a\n"
+        assert "web.public_url" not in log.read_text()  # set: no warning
+    finally:
+        daemon.terminate()
+        daemon.wait(30)
+        subscriber.close()
+        broker.kill()

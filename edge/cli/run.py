@@ -188,6 +188,7 @@ def run(args: argparse.Namespace) -> int:
                         feedback=lambda episode, reply: daemon.request_feedback(
                             NotAFaultCommand(episode=episode), "web", reply)).start()
         daemon.score_listener = state.add_score
+        daemon.clip_links = web.links
         daemon.feedback_listener = lambda record: state.add_feedback(
             record.model_dump(mode="json"))
         outputs.outputs.append(state)

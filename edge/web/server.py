@@ -51,6 +51,7 @@ FEEDBACK_WAIT_S = 120.0  # the longest a "not a fault" click waits for the daemo
 # an episode's missing clip is "being recorded" this long after the raise (the post-roll is at
 # most 120 s), and "removed by the clip limits" after
 CLIP_PENDING_S = 180.0
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")  # every address: no name a subscriber could use
 
 # (episode id, reply): asks the daemon for "not a fault" (Daemon.request_feedback); the reply
 # comes on another thread
@@ -107,8 +108,10 @@ class WebServer:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
 
-    def clip_url(self, episode_id: str) -> str:
-        return f"{self.url}/clips/{episode_id}.wav"
+    def links(self, episode_id: str) -> tuple[str, str]:
+        """(clip URL, spectrogram URL) of an episode, as the alarm event carries them
+        (``make_event``): under ``public_url`` when set, else the bound host and port."""
+        return f"{self.url}/clips/{episode_id}.wav", f"{self.url}/clips/{episode_id}.png"
 
     def start(self) -> WebServer:
         """Bind (a port in use is a ``BadInput``) and serve from a thread of its own."""
@@ -144,6 +147,10 @@ class WebServer:
         if self.host not in LOOPBACK_HOSTS:
             logger.warning("the web page is served on %s, reachable from other machines "
                            "(password required)", self.host)
+        if self.host in WILDCARD_HOSTS and not self.public_url:
+            logger.warning("the alarm events link clips under %s, which other machines cannot "
+                           "open: set web.public_url (e.g. http://box-1.plant:%d)", self.url,
+                           self.port)
         logger.info("web page at %s", self.url)
         return self
 
