@@ -232,3 +232,87 @@ def test_the_mqtt_event_links_its_clip_which_a_subscriber_fetches(tmp_path) -> N
         daemon.wait(30)
         subscriber.close()
         broker.kill()
+
+
+def _episode_beside(tmp_path, drop_thumbnails: bool = False):
+    """A page serving a real enrolled bundle, and an episode whose "evidence clip" is the
+    audio of the reference its explanation names as nearest."""
+    from _pipeline import MACHINE, stats_setup
+
+    from edge.bundle.fit import THUMBNAILS_FILE
+    from edge.bundle.load import load_bundle
+    from edge.bundle.manifest import MANIFEST, write_manifest
+
+    setup = stats_setup(tmp_path)
+    folder = setup.models / MACHINE
+    if drop_thumbnails:  # a bundle written before the thumbnails were kept
+        (folder / THUMBNAILS_FILE).unlink()
+        manifest = json.loads((folder / MANIFEST).read_text())
+        del manifest["files"]
+        write_manifest(folder, manifest)
+    bundle = load_bundle(setup.models, MACHINE)
+    files = sorted((setup.data / MACHINE / "train").glob("*.wav"))
+    assert len(files) == len(bundle.manifest.references)  # one reference a file
+    reference = bundle.manifest.references[5]
+    state = WebState([("gear", MACHINE, "00", 0.5, 0.45)], tmp_path / "actions.jsonl")
+    now = datetime.now(UTC)
+    window = EventWindow(start_utc=now - timedelta(seconds=10), end_utc=now, start_s=None,
+                         end_s=None)
+    raised = Transition("raise", "ep-3", 10.0, now, 9.0, now, 0.9, 0.5, 0.45)
+    state.publish_event(make_event(
+        StreamKey(node="box", machine=MACHINE, section="00"), raised, window, "CPU",
+        {"nearest": {"file": reference.file, "domain": "source", "attributes": {}}},
+        str(files[5])))
+    server = WebServer(state, Health("box"), "127.0.0.1", 0,
+                       bundles={MACHINE: bundle}).start()
+    return server, len(files), bundle.system.front_end
+
+
+def test_the_episode_shows_its_clip_beside_the_nearest_references_spectrogram(tmp_path
+                                                                               ) -> None:
+    """The reference's picture is stored in the bundle at enrollment; drawn beside a clip of
+    the very same audio, the two pictures are identical (same front end, one colour scale),
+    and the overview's enrollment status counts the references and states the promise."""
+    from edge.features import THUMBNAIL_ROWS, thumbnail_frames
+    from edge.web.spectrogram import THUMBNAIL_SCALE
+
+    server, references, front_end = _episode_beside(tmp_path)
+    try:
+        web = opener()
+        page = web.open(server.url + "/episodes/ep-3").read().decode()
+        assert 'id="reference-spectrogram"' in page and "reference-missing" not in page
+        clip = web.open(server.url + "/clips/ep-3/front-end.png")
+        reference = web.open(server.url + "/clips/ep-3/reference.png")
+        assert clip.headers["Content-Type"] == reference.headers["Content-Type"] == "image/png"
+        clip_png, reference_png = clip.read(), reference.read()
+        assert clip_png == reference_png
+        width, height = (int.from_bytes(reference_png[16 + 4 * i:20 + 4 * i], "big")
+                         for i in range(2))
+        # 10 s of audio in columns of 0.256 s, at most 64 rows; low frequencies at the bottom
+        rows = -(-front_end.n_bins // -(-front_end.n_bins // THUMBNAIL_ROWS))
+        columns = front_end.n_frames(10 * 16000) // thumbnail_frames(front_end)
+        assert (width, height) == (columns * THUMBNAIL_SCALE[1], rows * THUMBNAIL_SCALE[0])
+        assert 30 <= columns <= 40 and 32 <= rows <= THUMBNAIL_ROWS
+        overview = web.open(server.url + "/").read().decode()
+        row = overview.split('<tr data-unit="')[1].split("</tr>")[0]
+        assert f'class="refs-source">{references}<' in row
+        assert 'class="refs-target">0<' in row and 'class="refs-enrolled">' \
+            f'{references}<' in row
+        assert "alarm promise: none (clip-quantile threshold" in row  # bundle verify's words
+    finally:
+        server.stop()
+
+
+def test_a_bundle_without_reference_spectrograms_says_so_instead_of_a_picture(tmp_path
+                                                                              ) -> None:
+    server, _, _ = _episode_beside(tmp_path, drop_thumbnails=True)
+    try:
+        web = opener()
+        page = web.open(server.url + "/episodes/ep-3").read().decode()
+        assert "keeps no spectrogram of its references" in page
+        assert "reference-spectrogram" not in page and "front-end.png" not in page
+        with pytest.raises(urllib.error.HTTPError) as missing:
+            web.open(server.url + "/clips/ep-3/reference.png")
+        assert missing.value.code == 404
+    finally:
+        server.stop()
