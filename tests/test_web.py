@@ -316,3 +316,26 @@ def test_a_bundle_without_reference_spectrograms_says_so_instead_of_a_picture(tm
         assert missing.value.code == 404
     finally:
         server.stop()
+
+
+def test_links_use_public_url_and_a_wildcard_bind_without_it_is_warned_of(tmp_path,
+                                                                          caplog) -> None:
+    """The events' links: under ``public_url`` when set; a page on 0.0.0.0 without it links
+    an address no other machine can open, and the daemon says so at start."""
+    import logging
+
+    state = WebState([], tmp_path / "actions.jsonl")
+    loopback = WebServer(state, Health("box"), "127.0.0.1", 0).start()
+    named = WebServer(state, Health("box"), "0.0.0.0", 0, password="s3cret",
+                      public_url="http://box-1.plant:8090/")
+    with caplog.at_level(logging.WARNING, logger="edge.web.server"):
+        wildcard = WebServer(state, Health("box"), "0.0.0.0", 0, password="s3cret").start()
+    try:
+        assert loopback.links("ep") == (f"http://127.0.0.1:{loopback.port}/clips/ep.wav",
+                                        f"http://127.0.0.1:{loopback.port}/clips/ep.png")
+        assert named.links("ep")[0] == "http://box-1.plant:8090/clips/ep.wav"
+        assert wildcard.links("ep")[0] == f"http://0.0.0.0:{wildcard.port}/clips/ep.wav"
+        assert "set web.public_url" in caplog.text
+    finally:
+        loopback.stop()
+        wildcard.stop()
