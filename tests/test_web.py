@@ -339,3 +339,28 @@ def test_links_use_public_url_and_a_wildcard_bind_without_it_is_warned_of(tmp_pa
     finally:
         loopback.stop()
         wildcard.stop()
+
+
+def test_enrolling_into_a_bundle_without_pictures_adds_them_for_the_new_references(
+        tmp_path) -> None:
+    """An older bundle (no reference_spectrograms.npz) enrolled into: its old references still
+    have no picture (none is invented), the newly enrolled ones have theirs."""
+    from _pipeline import MACHINE, stats_setup
+
+    from edge.bundle.fit import THUMBNAILS_FILE, load_thumbnails
+    from edge.bundle.manifest import MANIFEST, write_manifest
+    from edge.cli import main
+
+    setup = stats_setup(tmp_path)
+    folder = setup.models / MACHINE
+    (folder / THUMBNAILS_FILE).unlink()
+    manifest = json.loads((folder / MANIFEST).read_text())
+    del manifest["files"]
+    write_manifest(folder, manifest)
+    old = len(manifest["references"])
+    assert main(["enroll", "--file", str(setup.stream), "--machine", MACHINE, "--section", "0",
+                 "--models", str(setup.models), "--clip-quantile-thresholds"]) == 0
+    count = len(json.loads((folder / MANIFEST).read_text())["references"])
+    pictures = load_thumbnails(folder, count)
+    assert count > old and all(p is None for p in pictures[:old])
+    assert all(p is not None and p.shape[1] > 30 for p in pictures[old:])
