@@ -59,6 +59,7 @@ from edge.inference.onnx_runtime import resolve_providers
 from edge.outputs import FanOut, Output
 from edge.outputs.events import (
     AlarmEvent,
+    ClipLinks,
     EventWindow,
     ScoreMessage,
     SignalState,
@@ -292,6 +293,8 @@ class Daemon:
         self.windows_scored = 0
         # every hop's score, whether or not MQTT gets it (the web page's timeline)
         self.score_listener: Callable[[ScoreMessage], None] | None = None
+        # the web page's URLs of an episode's clip and spectrogram, for the alarm event
+        self.clip_links: ClipLinks | None = None
         # each applied "not a fault" (the web page marks the episode)
         self.feedback_listener: Callable[[FeedbackRecord], None] | None = None
         self._feedback_requests: queue.Queue[tuple[NotAFaultCommand, Via, FeedbackReply]] = \
@@ -533,7 +536,7 @@ class Daemon:
         if raised and runner.evidence is not None:
             clip = str(runner.evidence.trigger(transition.episode_id, transition.utc))
         event = make_event(runner.key, transition, event_window, self.provider, explanation,
-                           clip)
+                           clip, self.clip_links)
         self.outputs.publish_event(event)
         self.events_sent += 1
         self.health.set_alarm(runner.name, transition.type == "raise")

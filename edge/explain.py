@@ -2,8 +2,9 @@
 
 - ``members``: each member's raw score and its contribution to the final score (in an
   ensemble, the weighted standardised score); ``driver``: the member that contributed most.
-- ``nearest``: the nearest normal reference clip (file, domain, attributes) of an embedding
-  member whose backend searches clips, and ``subspaces``: how much of the distance to it comes
+- ``nearest``: the nearest normal reference clip (file, domain, attributes) of the first member
+  whose backend searches clips (an embedding or a spectral-statistics member with a knn
+  backend), and, for an embedding member, ``subspaces``: how much of the distance to it comes
   from the section subspace (z_S) and how much from the attribute subspace (z_A).
 - ``bands`` and ``spans``: the frequency ranges and the moments of the window that depart
   most from the section's normal clips (their mean log spectrum, in units of its spread over
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from edge.bundle.load import Bundle
-from edge.bundle.system import EmbeddingMember
+from edge.bundle.system import EmbeddingMember, Member
 from edge.scoring.backends import KnnBackend
 from edge.scoring.explain import deviating_bands, deviating_spans, subspace_shares
 from edge.scoring.scorer import pool
@@ -45,8 +46,9 @@ def explain_window(bundle: Bundle, window: Window, section: int,
     references = [r.model_dump(mode="json") for r in bundle.manifest.references
                   if r.section == section]
     for member in system.members:
-        if isinstance(member, EmbeddingMember):
-            out.update(_nearest(member, window, section, references))
+        nearest = _nearest(member, window, section, references)
+        if nearest:
+            out.update(nearest)
             break
     profile = system.profiles.get(section)
     if profile is not None:
@@ -61,9 +63,12 @@ def explain_window(bundle: Bundle, window: Window, section: int,
     return out
 
 
-def _nearest(member: EmbeddingMember, window: Window, section: int,
+def _nearest(member: Member, window: Window, section: int,
              references: list[dict[str, Any]]) -> dict[str, Any]:
-    """The nearest reference clip and the subspace shares, for a knn member over clips."""
+    """The nearest reference clip of a knn member over clips, and the subspace shares of an
+    embedding member ({}: a gmm, k-means centres, a member with no neighbours to name)."""
+    if member.scores_directly or member.has_patch_model:
+        return {}
     backends = member.scorer.sections[section].backends
     if len(backends) != 1 or not isinstance(backends[0], KnnBackend) \
             or backends[0].references.shape[0] != len(references):
@@ -74,6 +79,8 @@ def _nearest(member: EmbeddingMember, window: Window, section: int,
     result: dict[str, Any] = {"nearest": {"file": nearest.get("file"),
                                           "domain": nearest.get("domain"),
                                           "attributes": nearest.get("attributes", {})}}
+    if not isinstance(member, EmbeddingMember):
+        return result
     assert window.section_embeddings is not None and window.attribute_embeddings is not None
     d_s = window.section_embeddings.shape[1]
     if member.variant == "concat" and window.attribute_embeddings.shape[1]:

@@ -154,6 +154,42 @@ def spectrogram(waveform: np.ndarray, front_end: FrontEnd = DEFAULT_FRONT_END) -
     return np.log(np.maximum(magnitude, front_end.log_floor)).astype(np.float32)
 
 
+THUMBNAIL_ROWS = 64  # at most this many frequency rows in a thumbnail
+THUMBNAIL_COLUMN_SECONDS = 0.25  # about this much audio per thumbnail column
+# natural-log units above ln(log_floor) the 256 levels cover: up to ln 1.5 (a full-scale
+# sinusoid has magnitude 1), so 0.05 per level (0.44 dB)
+THUMBNAIL_SPAN = 13.0
+
+
+def thumbnail_frames(front_end: FrontEnd) -> int:
+    """Spectrogram frames averaged into one thumbnail column (8 at hop 512: 0.256 s)."""
+    return max(1, round(THUMBNAIL_COLUMN_SECONDS * front_end.sample_rate
+                        / front_end.hop_length))
+
+
+def spectrogram_thumbnail(spec: np.ndarray, front_end: FrontEnd) -> np.ndarray:
+    """A small picture of a log spectrogram (F, T) from ``spectrogram``: (R, C) uint8.
+
+    Rows are averaged in equal groups to at most ``THUMBNAIL_ROWS`` (R = ceil(F / group);
+    row 0 the lowest frequencies), frames in columns of ``thumbnail_frames`` (C = T // that, at
+    least 1), and the level is quantised on a fixed scale, never per clip: 0 at
+    ln(``log_floor``), 255 at ``THUMBNAIL_SPAN`` above it. So two thumbnails of one front end
+    compare level for level (a reference beside an alarm's clip)."""
+    spec = np.asarray(spec, dtype=np.float64)
+    rows, frames = spec.shape
+    group = -(-rows // THUMBNAIL_ROWS)
+    starts = np.arange(0, rows, group)
+    if frames == 0:
+        return np.zeros((starts.shape[0], 1), dtype=np.uint8)
+    spec = np.add.reduceat(spec, starts, axis=0) / np.diff(np.append(starts, rows))[:, None]
+    per_column = min(thumbnail_frames(front_end), max(frames, 1))
+    columns = max(frames // per_column, 1)
+    spec = spec[:, :columns * per_column].reshape(spec.shape[0], columns, per_column).mean(2)
+    floor = np.log(front_end.log_floor)
+    level = np.clip((spec - floor) / THUMBNAIL_SPAN, 0.0, 1.0)
+    return np.round(level * 255.0).astype(np.uint8)
+
+
 def patches(spec: np.ndarray, patch_frames: int, patch_hop: int) -> np.ndarray:
     """Cut a spectrogram (F, T) into patches (P, F, patch_frames), every ``patch_hop`` frames.
 

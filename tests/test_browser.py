@@ -4,14 +4,18 @@ with a fault in real time, alarms over a real Mosquitto, the page bound beyond l
 password).
 
 What the operator does and should see: the page refuses actions without the password; they
-log in, watch the overview, and the stream turns to "alarm" within a few seconds of the MQTT
-raise; they open the episode, see the spectrogram, can play the clip (both also fetched by
-URL: 200, the right content type, a length), acknowledge it, and find the raise marked on the
-stream's timeline; and the JavaScript console stays free of errors throughout.
+log in, watch the overview (with the unit's enrollment status: references, promise), and the
+stream turns to "alarm" within a few seconds of the MQTT raise, whose ``clip_url`` fetches the
+clip; they open the episode, see the spectrogram and the clip beside its nearest normal
+reference, can play the clip (all also fetched by URL: 200, the right content type, a
+length), acknowledge it, find the raise marked on the stream's timeline, and once the episode
+cleared mark it "not a fault": the page says what was enrolled and the enrollment status
+counts the new references; and the JavaScript console stays free of errors throughout.
 
-``pytest tests/test_browser.py --screenshots docs/img`` also writes the README's two
-screenshots (overview.png, episode.png) from this run. Missing chromium or chromedriver fails
-the test (apt-get install chromium chromium-driver, as .ci/run does), never skips it.
+``pytest tests/test_browser.py --screenshots docs/img`` also writes the README's
+screenshots (overview.png, episode.png, reference.png, stream.png) from this run. Missing
+chromium or chromedriver fails the test (apt-get install chromium chromium-driver, as .ci/run
+does), never skips it.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 import yaml
-from _broker import Broker, Subscriber
+from _broker import Broker, Subscriber, free_port
 from _pipeline import MACHINE, stats_setup
 
 # slow as well: a real-time replay of 32 s (the default `pytest` and CI run it; `-m "not slow"`
@@ -153,21 +157,24 @@ def png_size(data: bytes) -> tuple[int, int]:
 def test_the_operator_sees_the_alarm_on_the_page_hears_it_and_must_log_in(
         tmp_path, request) -> None:
     started = time.monotonic()
-    # A short recording: the fault at 12-26 s, the raise about 13 s into the replay.
-    setup = stats_setup(tmp_path, stream_seconds=32.0, fault_start=12.0, fault_seconds=14.0)
+    # A short recording: the fault at 12-26 s, the raise about 13 s into the replay, the clear
+    # a few seconds after the fault; the daemon runs on to 50 s for the "not a fault".
+    setup = stats_setup(tmp_path, stream_seconds=50.0, fault_start=12.0, fault_seconds=14.0)
     broker = Broker(tmp_path / "broker")
     broker.start()
     subscriber = Subscriber(broker.port, [ALARM_TOPIC])
     subscriber.wait_subscribed()
     browser = chromium(tmp_path)
     state = tmp_path / "state"
+    port = free_port()
+    public = f"http://127.0.0.1:{port}"  # the clip links of the alarm events
     config = tmp_path / "edge.yaml"
     config.write_text(yaml.safe_dump({
         "node": NODE, "models_dir": str(setup.models), "state_dir": str(state),
         "streams": [{"machine": MACHINE, "source": {"type": "file", "path": str(setup.stream),
                                                     "speed": "realtime"}}],
         "mqtt": {"url": broker.url}, "metrics": {"enabled": False},
-        "web": {"enabled": True, "host": "0.0.0.0", "port": 0,
+        "web": {"enabled": True, "host": "0.0.0.0", "port": port, "public_url": public,
                 "password_env": "ASD_TEST_WEB_PASSWORD"}}))
     daemon = DaemonProcess(config, tmp_path / "daemon.log",
                            {**os.environ, "ASD_TEST_WEB_PASSWORD": PASSWORD})
@@ -187,6 +194,12 @@ def test_the_operator_sees_the_alarm_on_the_page_hears_it_and_must_log_in(
         state_cell = browser.find_element(By.CSS_SELECTOR, f"{row} .state")
         assert state_cell.text == "ok"
         assert not subscriber.on(ALARM_TOPIC), "the alarm came before the page was open"
+        # the unit's enrollment status: its normal references and the promise (none here)
+        unit = browser.find_element(By.CSS_SELECTOR, f'#enrollment tr[data-unit="{MACHINE}/00"]')
+        assert unit.is_displayed()
+        references_before = int(unit.find_element(By.CSS_SELECTOR, ".refs-source").text)
+        assert references_before == len(list((setup.data / MACHINE / "train").glob("*.wav")))
+        assert "alarm promise: none" in unit.find_element(By.CSS_SELECTOR, ".promise").text
 
         # the live overview turns to alarm, within a few seconds of the MQTT raise
         WebDriverWait(browser, 40, poll_frequency=0.05).until(
@@ -207,6 +220,8 @@ def test_the_operator_sees_the_alarm_on_the_page_hears_it_and_must_log_in(
         save_screenshot(browser, shots, "overview.png")
         console += browser.get_log("browser")
 
+        assert raise_event["clip_url"] == f"{public}/clips/{raise_event['id']}.wav"
+
         # the episode, from the overview's link: its spectrogram and its clip
         browser.find_element(By.CSS_SELECTOR, 'a[href="/episodes"] #episodes').click()
         browser.find_element(By.CSS_SELECTOR, "#episode-list a").click()
@@ -221,6 +236,11 @@ def test_the_operator_sees_the_alarm_on_the_page_hears_it_and_must_log_in(
         images = browser.execute_script(
             "return [...document.images].map((i) => [i.src, i.naturalWidth, i.naturalHeight])")
         assert images and all(width > 0 for _, width, _ in images), images
+        assert {src.rsplit("/clips/", 1)[1] for src, _, _ in images} == {
+            f"{raise_event['id']}.png", f"{raise_event['id']}/front-end.png",
+            f"{raise_event['id']}/reference.png"}  # the clip, and the pair beside it
+        nearest = raise_event["explanation"]["nearest"]["file"]
+        assert nearest in browser.find_element(By.ID, "reference-name").text
         WebDriverWait(browser, 10).until(lambda b: b.execute_script(
             "return document.getElementById('clip').readyState >= 1"))  # HAVE_METADATA
         audio_seconds = browser.execute_script("return document.getElementById('clip').duration")
@@ -231,8 +251,9 @@ def test_the_operator_sees_the_alarm_on_the_page_hears_it_and_must_log_in(
             status, kind, length, body = fetch(src, cookie)
             assert (status, kind) == (200, "image/png") and length == len(body) > 0
             assert png_size(body) == (width, height)
-        status, kind, length, body = fetch(f"{base}/clips/{raise_event['id']}.wav", cookie)
+        status, kind, length, body = fetch(raise_event["clip_url"], cookie)  # the MQTT link
         assert (status, kind) == (200, "audio/wav") and length == len(body) > 0
+        assert body == Path(raise_event["clip"]).read_bytes()
         assert sf.info(io.BytesIO(body)).duration == pytest.approx(audio_seconds, abs=0.01)
 
         # the episode's actions: refused without the password, and without the page's CSRF
@@ -252,6 +273,9 @@ def test_the_operator_sees_the_alarm_on_the_page_hears_it_and_must_log_in(
         assert (action["action"], action["episode"], action["note"]) == \
             ("acknowledge", raise_event["id"], "bearing")
         save_screenshot(browser, shots, "episode.png")
+        browser.execute_script("document.querySelector('.beside')"
+                               ".scrollIntoView({block: 'center'})")
+        save_screenshot(browser, shots, "reference.png")
         console += browser.get_log("browser")
 
         # the stream's timeline, from the overview: the scores and the red raise mark
@@ -264,6 +288,21 @@ def test_the_operator_sees_the_alarm_on_the_page_hears_it_and_must_log_in(
             "  if (d[i + 3] > 0 && d[i] > 2 * d[i + 1] && d[i] > 2 * d[i + 2]) return true; }"
             "return false"), "no raise mark on the timeline")
         save_screenshot(browser, shots, "stream.png")
+        console += browser.get_log("browser")
+
+        # once the episode cleared: "not a fault", and the page says what it did
+        subscriber.wait_for(lambda ms: any(m.json()["type"] == "clear" for m in ms),
+                            timeout_s=30, what="the clear")
+        browser.get(episode_url)
+        browser.find_element(By.CSS_SELECTOR, "form#not-a-fault button").click()
+        done = WebDriverWait(browser, 60).until(
+            lambda b: b.find_elements(By.CSS_SELECTOR, "p#not-a-fault"))
+        added = int(re.search(r"Not a fault: (\d+) clip", done[0].text).group(1))
+        assert added >= 1 and "via web" in done[0].text, done[0].text
+        browser.find_element(By.LINK_TEXT, "Overview").click()
+        unit = browser.find_element(By.CSS_SELECTOR, f'#enrollment tr[data-unit="{MACHINE}/00"]')
+        assert int(unit.find_element(By.CSS_SELECTOR, ".refs-enrolled").text) == \
+            references_before + added  # the new bundle's references
         console += browser.get_log("browser")
         errors = [entry for entry in console if entry["level"] == "SEVERE"]
         assert not errors, f"the JavaScript console has errors: {errors}"

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from edge.alarms import AlarmRule, StreamKey
 from edge.outputs.events import (
+    OPTIONAL_EVENT_KEYS,
     SCHEMA_VERSION,
     AlarmEvent,
     EventWindow,
@@ -75,7 +76,7 @@ def test_key_set_and_types_are_pinned() -> None:
 
 def test_json_schema_requires_every_key_and_refuses_others() -> None:
     schema = AlarmEvent.model_json_schema()
-    assert set(schema["properties"]) == set(KEYS)
+    assert set(schema["properties"]) == set(KEYS) | OPTIONAL_EVENT_KEYS
     assert set(schema["required"]) == set(KEYS) - {"schema_version"}
     assert schema["additionalProperties"] is False
     assert schema["properties"]["type"]["enum"] == ["raise", "clear"]
@@ -95,6 +96,45 @@ def test_payloads_off_the_schema_are_refused(change: dict) -> None:
     del missing["clip"]
     with pytest.raises(ValidationError):
         AlarmEvent.model_validate_json(json.dumps(missing))
+
+
+def test_the_web_pages_links_are_optional_keys_beside_the_frozen_ones() -> None:
+    """With the web page on, a raise carries its clip's and spectrogram's URLs as two more
+    keys; every version 1 key keeps its value and place, and without them the payload is the
+    frozen one (``test_payload_is_frozen_byte_for_byte``)."""
+    event = frozen_event().model_copy(update={
+        "clip_url": "http://box-1.plant:8090/clips/0b7c56c1-3f1c-5e9b-9d7e-6a0f2b8c4d11.wav",
+        "spectrogram_url":
+            "http://box-1.plant:8090/clips/0b7c56c1-3f1c-5e9b-9d7e-6a0f2b8c4d11.png"})
+    payload = event.to_json().decode()
+    assert payload == FROZEN_V1[:-1] + (
+        ',"clip_url":"http://box-1.plant:8090/clips/0b7c56c1-3f1c-5e9b-9d7e-6a0f2b8c4d11.wav",'
+        '"spectrogram_url":'
+        '"http://box-1.plant:8090/clips/0b7c56c1-3f1c-5e9b-9d7e-6a0f2b8c4d11.png"}')
+    assert AlarmEvent.from_json(payload) == event
+    with pytest.raises(ValidationError):
+        AlarmEvent.model_validate_json(payload.replace('"clip_url"', '"clip_link"'))
+
+
+def test_make_event_links_only_an_episode_with_a_clip() -> None:
+    stream = StreamKey("box-1", "fan", "02")
+    rule = AlarmRule(stream, 0.5)
+    start = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+    transition = None
+    for hop in range(3):
+        transition = rule.update(0.5 * hop, 0.8, start + timedelta(seconds=0.5 * hop))
+    assert transition is not None
+    window = EventWindow(start_utc=start, end_utc=start, start_s=None, end_s=None)
+
+    def links(episode: str) -> tuple[str, str]:
+        return f"http://h:1/clips/{episode}.wav", f"http://h:1/clips/{episode}.png"
+
+    linked = json.loads(make_event(stream, transition, window, "CPU", clip="/c.wav",
+                                   links=links).to_json())
+    assert linked["clip_url"] == f"http://h:1/clips/{transition.episode_id}.wav"
+    assert linked["spectrogram_url"] == f"http://h:1/clips/{transition.episode_id}.png"
+    unlinked = json.loads(make_event(stream, transition, window, "CPU", links=links).to_json())
+    assert OPTIONAL_EVENT_KEYS.isdisjoint(unlinked)  # evidence off: nothing to link
 
 
 def test_times_are_utc_and_a_naive_time_is_refused() -> None:

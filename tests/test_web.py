@@ -7,6 +7,7 @@ import urllib.error
 import urllib.request
 from datetime import UTC, datetime, timedelta
 from http.cookiejar import CookieJar
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -163,3 +164,203 @@ def test_an_episode_without_its_clip_says_why_instead_of_a_broken_image(tmp_path
     finally:
         server.stop()
     assert says in page and "<img" not in page and "<audio" not in page
+
+
+def test_the_mqtt_event_links_its_clip_which_a_subscriber_fetches(tmp_path) -> None:
+    """The web page on, bound beyond loopback with a password and a ``public_url``: the raise a
+    real Mosquitto delivers carries ``clip_url`` and ``spectrogram_url`` beside the local path;
+    a subscriber that logged in fetches the same WAV the path names, and one without the
+    password is refused."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+    from _broker import Broker, Subscriber, free_port
+    from _pipeline import MACHINE, stats_setup
+
+    setup = stats_setup(tmp_path, stream_seconds=40.0, fault_start=15.0, fault_seconds=15.0)
+    broker = Broker(tmp_path / "broker")
+    broker.start()
+    topic = f"asd-edge/box/{MACHINE}/00/alarm"
+    subscriber = Subscriber(broker.port, [topic])
+    subscriber.wait_subscribed()
+    port = free_port()
+    public = f"http://127.0.0.1:{port}"
+    config = tmp_path / "edge.yaml"
+    config.write_text(yaml.safe_dump({
+        "node": "box", "models_dir": str(setup.models), "state_dir": str(tmp_path / "state"),
+        "streams": [{"machine": MACHINE, "source": {"type": "file", "path": str(setup.stream),
+                                                    "speed": "max"}}],
+        "mqtt": {"url": broker.url}, "metrics": {"enabled": False},
+        "web": {"enabled": True, "host": "0.0.0.0", "port": port, "public_url": public,
+                "password_env": "ASD_TEST_WEB_PASSWORD"}}))
+    log = tmp_path / "daemon.log"
+    with log.open("wb") as out:
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "edge.cli", "run", "--config", str(config), "--keep-web",
+             "120"], stdout=out, stderr=subprocess.STDOUT,
+            env={**os.environ, "ASD_TEST_WEB_PASSWORD": "s3cret"})
+    try:
+        raised = subscriber.wait_for(lambda ms: any(m.json()["type"] == "raise" for m in ms),
+                                     timeout_s=120, what="the raise")
+        event = next(m.json() for m in raised if m.json()["type"] == "raise")
+        assert event["clip_url"] == f"{public}/clips/{event['id']}.wav"
+        assert event["spectrogram_url"] == f"{public}/clips/{event['id']}.png"
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(event["clip_url"], timeout=10)
+        assert refused.value.code == 401
+        web = opener()
+        web.open(public + "/login", data=b"password=s3cret", timeout=10)
+        deadline = time.monotonic() + 60  # the clip is written after its post-roll
+        while True:
+            try:
+                clip = web.open(event["clip_url"], timeout=10)
+                break
+            except urllib.error.HTTPError as err:
+                assert err.code == 404 and time.monotonic() < deadline, err
+                time.sleep(0.2)
+        assert clip.status == 200 and clip.headers["Content-Type"] == "audio/wav"
+        assert clip.read() == Path(event["clip"]).read_bytes()
+        picture = web.open(event["spectrogram_url"], timeout=30)
+        assert picture.headers["Content-Type"] == "image/png"
+        assert picture.read(8) == b"\x89PNG\r\n\x1a\n"
+        assert "web.public_url" not in log.read_text()  # set: no warning
+    finally:
+        daemon.terminate()
+        daemon.wait(30)
+        subscriber.close()
+        broker.kill()
+
+
+def _episode_beside(tmp_path, drop_thumbnails: bool = False):
+    """A page serving a real enrolled bundle, and an episode whose "evidence clip" is the
+    audio of the reference its explanation names as nearest."""
+    from _pipeline import MACHINE, stats_setup
+
+    from edge.bundle.fit import THUMBNAILS_FILE
+    from edge.bundle.load import load_bundle
+    from edge.bundle.manifest import MANIFEST, write_manifest
+
+    setup = stats_setup(tmp_path)
+    folder = setup.models / MACHINE
+    if drop_thumbnails:  # a bundle written before the thumbnails were kept
+        (folder / THUMBNAILS_FILE).unlink()
+        manifest = json.loads((folder / MANIFEST).read_text())
+        del manifest["files"]
+        write_manifest(folder, manifest)
+    bundle = load_bundle(setup.models, MACHINE)
+    files = sorted((setup.data / MACHINE / "train").glob("*.wav"))
+    assert len(files) == len(bundle.manifest.references)  # one reference a file
+    reference = bundle.manifest.references[5]
+    state = WebState([("gear", MACHINE, "00", 0.5, 0.45)], tmp_path / "actions.jsonl")
+    now = datetime.now(UTC)
+    window = EventWindow(start_utc=now - timedelta(seconds=10), end_utc=now, start_s=None,
+                         end_s=None)
+    raised = Transition("raise", "ep-3", 10.0, now, 9.0, now, 0.9, 0.5, 0.45)
+    state.publish_event(make_event(
+        StreamKey(node="box", machine=MACHINE, section="00"), raised, window, "CPU",
+        {"nearest": {"file": reference.file, "domain": "source", "attributes": {}}},
+        str(files[5])))
+    server = WebServer(state, Health("box"), "127.0.0.1", 0,
+                       bundles={MACHINE: bundle}).start()
+    return server, len(files), bundle.system.front_end
+
+
+def test_the_episode_shows_its_clip_beside_the_nearest_references_spectrogram(tmp_path
+                                                                               ) -> None:
+    """The reference's picture is stored in the bundle at enrollment; drawn beside a clip of
+    the very same audio, the two pictures are identical (same front end, one colour scale),
+    and the overview's enrollment status counts the references and states the promise."""
+    from edge.features import THUMBNAIL_ROWS, thumbnail_frames
+    from edge.web.spectrogram import THUMBNAIL_SCALE
+
+    server, references, front_end = _episode_beside(tmp_path)
+    try:
+        web = opener()
+        page = web.open(server.url + "/episodes/ep-3").read().decode()
+        assert 'id="reference-spectrogram"' in page and "reference-missing" not in page
+        clip = web.open(server.url + "/clips/ep-3/front-end.png")
+        reference = web.open(server.url + "/clips/ep-3/reference.png")
+        assert clip.headers["Content-Type"] == reference.headers["Content-Type"] == "image/png"
+        clip_png, reference_png = clip.read(), reference.read()
+        assert clip_png == reference_png
+        width, height = (int.from_bytes(reference_png[16 + 4 * i:20 + 4 * i], "big")
+                         for i in range(2))
+        # 10 s of audio in columns of 0.256 s, at most 64 rows; low frequencies at the bottom
+        rows = -(-front_end.n_bins // -(-front_end.n_bins // THUMBNAIL_ROWS))
+        columns = front_end.n_frames(10 * 16000) // thumbnail_frames(front_end)
+        assert (width, height) == (columns * THUMBNAIL_SCALE[1], rows * THUMBNAIL_SCALE[0])
+        assert 30 <= columns <= 40 and 32 <= rows <= THUMBNAIL_ROWS
+        overview = web.open(server.url + "/").read().decode()
+        row = overview.split('<tr data-unit="')[1].split("</tr>")[0]
+        assert f'class="refs-source">{references}<' in row
+        assert 'class="refs-target">0<' in row and 'class="refs-enrolled">' \
+            f'{references}<' in row
+        assert "alarm promise: none (clip-quantile threshold" in row  # bundle verify's words
+    finally:
+        server.stop()
+
+
+def test_a_bundle_without_reference_spectrograms_says_so_instead_of_a_picture(tmp_path
+                                                                              ) -> None:
+    server, _, _ = _episode_beside(tmp_path, drop_thumbnails=True)
+    try:
+        web = opener()
+        page = web.open(server.url + "/episodes/ep-3").read().decode()
+        assert "keeps no spectrogram of its references" in page
+        assert "reference-spectrogram" not in page and "front-end.png" not in page
+        with pytest.raises(urllib.error.HTTPError) as missing:
+            web.open(server.url + "/clips/ep-3/reference.png")
+        assert missing.value.code == 404
+    finally:
+        server.stop()
+
+
+def test_links_use_public_url_and_a_wildcard_bind_without_it_is_warned_of(tmp_path,
+                                                                          caplog) -> None:
+    """The events' links: under ``public_url`` when set; a page on 0.0.0.0 without it links
+    an address no other machine can open, and the daemon says so at start."""
+    import logging
+
+    state = WebState([], tmp_path / "actions.jsonl")
+    loopback = WebServer(state, Health("box"), "127.0.0.1", 0).start()
+    named = WebServer(state, Health("box"), "0.0.0.0", 0, password="s3cret",
+                      public_url="http://box-1.plant:8090/")
+    with caplog.at_level(logging.WARNING, logger="edge.web.server"):
+        wildcard = WebServer(state, Health("box"), "0.0.0.0", 0, password="s3cret").start()
+    try:
+        assert loopback.links("ep") == (f"http://127.0.0.1:{loopback.port}/clips/ep.wav",
+                                        f"http://127.0.0.1:{loopback.port}/clips/ep.png")
+        assert named.links("ep")[0] == "http://box-1.plant:8090/clips/ep.wav"
+        assert wildcard.links("ep")[0] == f"http://0.0.0.0:{wildcard.port}/clips/ep.wav"
+        assert "set web.public_url" in caplog.text
+    finally:
+        loopback.stop()
+        wildcard.stop()
+
+
+def test_enrolling_into_a_bundle_without_pictures_adds_them_for_the_new_references(
+        tmp_path) -> None:
+    """An older bundle (no reference_spectrograms.npz) enrolled into: its old references still
+    have no picture (none is invented), the newly enrolled ones have theirs."""
+    from _pipeline import MACHINE, stats_setup
+
+    from edge.bundle.fit import THUMBNAILS_FILE, load_thumbnails
+    from edge.bundle.manifest import MANIFEST, write_manifest
+    from edge.cli import main
+
+    setup = stats_setup(tmp_path)
+    folder = setup.models / MACHINE
+    (folder / THUMBNAILS_FILE).unlink()
+    manifest = json.loads((folder / MANIFEST).read_text())
+    del manifest["files"]
+    write_manifest(folder, manifest)
+    old = len(manifest["references"])
+    assert main(["enroll", "--file", str(setup.stream), "--machine", MACHINE, "--section", "0",
+                 "--models", str(setup.models), "--clip-quantile-thresholds"]) == 0
+    count = len(json.loads((folder / MANIFEST).read_text())["references"])
+    pictures = load_thumbnails(folder, count)
+    assert count > old and all(p is None for p in pictures[:old])
+    assert all(p is not None and p.shape[1] > 30 for p in pictures[old:])

@@ -383,3 +383,29 @@ def describe(threshold: SectionThreshold) -> dict[str, Any] | None:
             "confidence": budget["confidence"], "expected_per_day": budget["expected_per_day"],
             "audio_minutes": budget["audio_minutes"], "bound": budget["bound"],
             "on": threshold.calibration.get("on", "all references")}
+
+
+def promises(levels: SectionThreshold) -> dict[str, Any]:
+    """Per level ("pooled", each domain): the false-alarm promise and what it rests on, or
+    None when the level is a clip quantile that promises nothing."""
+    out: dict[str, Any] = {}
+    for label, own in [("pooled", levels), *sorted(levels.domains.items())]:
+        out[label] = describe(own)
+    return out
+
+
+def describe_promises(levels: SectionThreshold) -> list[str]:
+    """Lines for ``bundle verify``: the promised false-alarm rate per level."""
+    lines = []
+    for label, promise in promises(levels).items():
+        if promise is None:
+            if label == "pooled":
+                lines.append("alarm promise: none (clip-quantile threshold; export or enroll "
+                             "with --false-alarms-per-day for one)")
+            continue
+        lines.append(f"{label}: at most {promise['false_alarms_per_day']:.3g} false alarms per "
+                     f"day per stream ({promise['confidence']:.0%} confidence; expected "
+                     f"{promise['expected_per_day']:.2g}), resting on "
+                     f"{promise['audio_minutes']:.1f} min of normal audio ({promise['on']}) "
+                     f"streamed out of sample; threshold set by the {promise['bound']}")
+    return lines

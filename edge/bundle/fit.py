@@ -8,7 +8,9 @@ a bundle is always fitted by the same code from the same per-clip features:
       -> out-of-sample scores (k-fold per section) -> ensemble standardisation + thresholds
 
 The per-clip parts are stored in the bundle (``<member>/references.npz``), so enrollment can
-add clips of a unit and refit without the original data set.
+add clips of a unit and refit without the original data set; beside them a small picture of
+each reference's spectrogram (``reference_spectrograms.npz``, ``spectrogram_thumbnail``), which
+the web page shows next to an alarm's clip when the reference is its nearest.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from edge.bundle.system import (
     member_to_manifest,
 )
 from edge.errors import BadInput
+from edge.features import spectrogram_thumbnail
 from edge.scoring.scorer import ScorerConfig, SectionScorer, cross_fit_scores
 from edge.scoring.thresholds import ThresholdConfig, calibrate_threshold
 
@@ -53,6 +56,7 @@ logger = logging.getLogger(__name__)
 
 REFERENCES_FILE = "references.npz"
 PROFILES_FILE = "profiles.npz"
+THUMBNAILS_FILE = "reference_spectrograms.npz"
 MIN_DOMAIN_CLIPS = 3  # fewer normal references of a domain: it uses the pooled thresholds
 
 
@@ -73,6 +77,9 @@ class References:
     parts: dict[str, list[list[np.ndarray]]] = field(default_factory=dict)
     # per clip: mean over time of the model front end's log spectrum (F,)
     spectra: list[np.ndarray] = field(default_factory=list)
+    # per clip: its spectrogram's thumbnail (R, C) uint8 (None: a clip of a bundle written
+    # before thumbnails were kept)
+    thumbnails: list[np.ndarray | None] = field(default_factory=list)
     # clip index -> its audio (not saved): the clips streamed for the false-alarm budget
     audio: dict[int, AudioOf] = field(default_factory=dict)
     # out-of-sample hop scores of the clips streamed so far (saved as calibration.npz)
@@ -93,6 +100,7 @@ class References:
             self.parts.setdefault(member.name, []).append(
                 [p[0] for p in member.parts(window)])
         self.spectra.append(window.spectrogram.mean(axis=1))
+        self.thumbnails.append(spectrogram_thumbnail(window.spectrogram, system.front_end))
         self.meta.append(meta)
 
     @property
@@ -116,12 +124,30 @@ class References:
     def profiles(self) -> dict[int, tuple[np.ndarray, np.ndarray]]:
         return spectral_profiles(np.stack(self.spectra), self.sections)
 
+    def save_thumbnails(self, folder: Path) -> None:
+        """``reference_spectrograms.npz``: ``images`` (N, R, C_max) uint8, zero-padded to the
+        widest, ``columns`` (N,) each one's width, ``available`` (N,) False for a clip that
+        has none; nothing when no clip has one."""
+        if not any(t is not None for t in self.thumbnails):
+            return
+        shapes = [t.shape for t in self.thumbnails if t is not None]
+        images = np.zeros((len(self.thumbnails), max(s[0] for s in shapes),
+                           max(s[1] for s in shapes)), dtype=np.uint8)
+        columns = np.zeros(len(self.thumbnails), dtype=np.int32)
+        for row, thumbnail in enumerate(self.thumbnails):
+            if thumbnail is not None:
+                images[row, :thumbnail.shape[0], :thumbnail.shape[1]] = thumbnail
+                columns[row] = thumbnail.shape[1]
+        np.savez_compressed(folder / THUMBNAILS_FILE, images=images, columns=columns,
+                            available=np.array([t is not None for t in self.thumbnails]))
+
     @classmethod
     def load(cls, bundle_dir: Path, manifest: BundleManifest) -> References:
         refs = cls(meta=[r.model_dump(mode="json", exclude_none=True)
                          for r in manifest.references])
         with np.load(bundle_dir / PROFILES_FILE, allow_pickle=False) as data:
             refs.spectra = list(data["spectra"])
+        refs.thumbnails = load_thumbnails(bundle_dir, len(refs.meta))
         for entry in manifest.system.members:
             with np.load(bundle_dir / entry.scorer / REFERENCES_FILE,
                          allow_pickle=False) as data:
@@ -133,6 +159,22 @@ class References:
         refs.calibration = {} if manifest.alarm_calibration is None else \
             manifest.alarm_calibration.model_dump(mode="json", exclude={"file"})
         return refs
+
+
+def load_thumbnails(bundle_dir: Path, count: int) -> list[np.ndarray | None]:
+    """The ``count`` references' spectrogram thumbnails of a bundle (None for each one that
+    has none: all of them in a bundle written before they were kept)."""
+    path = Path(bundle_dir) / THUMBNAILS_FILE
+    if not path.exists():
+        return [None] * count
+    with np.load(path, allow_pickle=False) as data:
+        images, columns, available = data["images"], data["columns"], data["available"]
+    if images.shape[0] != count:
+        logger.warning("%s holds %d thumbnails for %d references: not shown", path,
+                       images.shape[0], count)
+        return [None] * count
+    return [images[row, :, :columns[row]] if available[row] else None
+            for row in range(count)]
 
 
 def fit_system(system: ScoringSystem, references: References,
@@ -297,6 +339,7 @@ def write_bundle(out_dir: Path, machine: str, system: ScoringSystem, references:
             shutil.copyfile(model_file, staging / "model.onnx")
         np.savez(staging / PROFILES_FILE, spectra=np.stack(references.spectra),
                  sections=references.sections)
+        references.save_thumbnails(staging)
         if references.traces is not None and references.traces.hops:
             references.traces.save(staging)
             extra = {**extra, "alarm_calibration": {"file": CALIBRATION_FILE,

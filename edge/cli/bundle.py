@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from edge.bundle.calibrate import describe
+from edge.bundle.calibrate import describe_promises, promises
 from edge.bundle.load import Bundle, load_bundle
 from edge.bundle.schema import main as schema_main
 from edge.bundle.system import SectionThreshold
@@ -64,32 +64,6 @@ def run(args: argparse.Namespace) -> int:
             for line in describe_promises(t):
                 print(f"    {line}")
     return 0
-
-
-def promises(levels: SectionThreshold) -> dict[str, Any]:
-    """Per level ("pooled", each domain): the false-alarm promise and what it rests on, or
-    None when the level is a clip quantile that promises nothing."""
-    out: dict[str, Any] = {}
-    for label, own in [("pooled", levels), *sorted(levels.domains.items())]:
-        out[label] = describe(own)
-    return out
-
-
-def describe_promises(levels: SectionThreshold) -> list[str]:
-    """Lines for ``bundle verify``: the promised false-alarm rate per level."""
-    lines = []
-    for label, promise in promises(levels).items():
-        if promise is None:
-            if label == "pooled":
-                lines.append("alarm promise: none (clip-quantile threshold; export or enroll "
-                             "with --false-alarms-per-day for one)")
-            continue
-        lines.append(f"{label}: at most {promise['false_alarms_per_day']:.3g} false alarms per "
-                     f"day per stream ({promise['confidence']:.0%} confidence; expected "
-                     f"{promise['expected_per_day']:.2g}), resting on "
-                     f"{promise['audio_minutes']:.1f} min of normal audio ({promise['on']}) "
-                     f"streamed out of sample; threshold set by the {promise['bound']}")
-    return lines
 
 
 def verify_facts(bundle: Bundle, scores: dict[int, float]) -> dict[str, Any]:

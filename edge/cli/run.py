@@ -186,8 +186,10 @@ def run(args: argparse.Namespace) -> int:
         web = WebServer(state, health, config.web.host, config.web.port,
                         config.web.resolve_password(), config.web.public_url,
                         feedback=lambda episode, reply: daemon.request_feedback(
-                            NotAFaultCommand(episode=episode), "web", reply)).start()
+                            NotAFaultCommand(episode=episode), "web", reply),
+                        bundles=daemon.bundles).start()
         daemon.score_listener = state.add_score
+        daemon.clip_links = web.links
         daemon.feedback_listener = lambda record: state.add_feedback(
             record.model_dump(mode="json"))
         outputs.outputs.append(state)

@@ -2,8 +2,11 @@
 per-hop scores.
 
 The alarm event is the contract plant systems build on: versioned by ``schema_version`` and
-frozen by ``tests/test_event_schema.py``. Adding, removing or retyping a key means a new
-schema version. Times are UTC, ISO 8601 with a ``Z`` suffix, millisecond precision.
+frozen by ``tests/test_event_schema.py``. Adding, removing or retyping a required key means a
+new schema version. The optional keys (``OPTIONAL_EVENT_KEYS``: ``clip_url`` and
+``spectrogram_url``, when the web page is on) are left out of the payload when unset, so a
+payload without them is byte for byte the frozen version 1. Times are UTC, ISO 8601 with a
+``Z`` suffix, millisecond precision.
 
 An alarm event (one message per raise and per clear; both carry the episode's ``id``)::
 
@@ -18,12 +21,15 @@ An alarm event (one message per raise and per clear; both carry the episode's ``
                 "start_s": 50.5, "end_s": 60.5},      # seconds into a file source, else null
      "provider": "CPUExecutionProvider",
      "explanation": {...},                            # opaque here, filled by the scorer
-     "clip": "/var/lib/asd-edge/clips/....wav" | null}
+     "clip": "/var/lib/asd-edge/clips/....wav" | null,
+     "clip_url": "http://box-1:8090/clips/<id>.wav",         # only with the web page on
+     "spectrogram_url": "http://box-1:8090/clips/<id>.png"}  # likewise
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -32,6 +38,10 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, PlainSerializer
 from edge.alarms.rule import StreamKey, Transition
 
 SCHEMA_VERSION: Literal[1] = 1
+# episode id -> (clip URL, spectrogram URL): the web page's links (``WebServer.links``)
+ClipLinks = Callable[[str], tuple[str, str]]
+# keys an alarm event carries only when set (the web page's links); absent, not null, when not
+OPTIONAL_EVENT_KEYS = frozenset({"clip_url", "spectrogram_url"})
 
 
 def _as_utc(value: datetime) -> datetime:
@@ -86,6 +96,13 @@ class AlarmEvent(_Message):
     provider: str
     explanation: dict[str, Any]
     clip: str | None
+    # the clip and its spectrogram by URL (``WebServer.clip_url``): with the web page on only
+    clip_url: str | None = None
+    spectrogram_url: str | None = None
+
+    def to_json(self) -> bytes:
+        unset = {key for key in OPTIONAL_EVENT_KEYS if getattr(self, key) is None}
+        return self.model_dump_json(exclude=unset).encode()
 
     @classmethod
     def from_json(cls, payload: bytes | str) -> AlarmEvent:
@@ -97,13 +114,18 @@ class AlarmEvent(_Message):
 
 
 def make_event(stream: StreamKey, transition: Transition, window: EventWindow, provider: str,
-               explanation: dict[str, Any] | None = None, clip: str | None = None) -> AlarmEvent:
-    """The event message of an alarm rule's ``transition``, with a fresh ``event_id``."""
+               explanation: dict[str, Any] | None = None, clip: str | None = None,
+               links: ClipLinks | None = None) -> AlarmEvent:
+    """The event message of an alarm rule's ``transition``, with a fresh ``event_id``;
+    ``links``: the URLs of the episode's clip and spectrogram (a clip named, web page on)."""
+    urls = links(transition.episode_id) if links is not None and clip is not None else None
     return AlarmEvent(id=transition.episode_id, event_id=str(uuid.uuid4()),
                       type=transition.type, time=transition.utc, node=stream.node,
                       machine=stream.machine, section=stream.section,
                       score=transition.score, threshold=transition.threshold, window=window,
-                      provider=provider, explanation=explanation or {}, clip=clip)
+                      provider=provider, explanation=explanation or {}, clip=clip,
+                      clip_url=urls[0] if urls else None,
+                      spectrogram_url=urls[1] if urls else None)
 
 
 class StreamState(_Message):

@@ -4,6 +4,9 @@
     GET  /streams/NAME             a stream's score timeline with thresholds and alarm marks
     GET  /episodes, /episodes/ID   alarm episodes; one episode: explanation, clip, spectrogram
     GET  /clips/ID.wav, ID.png     the evidence clip and its spectrogram (PNG, server-side)
+    GET  /clips/ID/front-end.png, /clips/ID/reference.png
+                                   the clip beside its nearest normal reference: both as the
+                                   bundle's thumbnails, on one colour scale
     GET  /api/overview, /api/live (SSE), /api/streams/NAME/timeline, /api/episodes
     POST /episodes/ID/acknowledge  written to the actions journal (CSRF token required)
     POST /episodes/ID/not-a-fault  the episode's clip enrolled as normal (edge.feedback, through
@@ -27,20 +30,28 @@ import logging
 import math
 import secrets
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
+from edge.bundle.load import Bundle
 from edge.config import LOOPBACK_HOSTS
 from edge.errors import BadInput
+from edge.features import thumbnail_frames
 from edge.feedback import FeedbackAck
 from edge.health import Health
 from edge.outputs.events import utc_iso
-from edge.web.spectrogram import spectrogram_png
-from edge.web.state import Episode, WebState
+from edge.web.spectrogram import (
+    ReferencePicture,
+    clip_thumbnail,
+    nearest_reference,
+    spectrogram_png,
+    thumbnails_png,
+)
+from edge.web.state import Episode, WebState, enrollment_status
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +62,7 @@ FEEDBACK_WAIT_S = 120.0  # the longest a "not a fault" click waits for the daemo
 # an episode's missing clip is "being recorded" this long after the raise (the post-roll is at
 # most 120 s), and "removed by the clip limits" after
 CLIP_PENDING_S = 180.0
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")  # every address: no name a subscriber could use
 
 # (episode id, reply): asks the daemon for "not a fault" (Daemon.request_feedback); the reply
 # comes on another thread
@@ -74,9 +86,11 @@ class WebServer:
 
     def __init__(self, state: WebState, health: Health, host: str = "127.0.0.1",
                  port: int = 8090, password: str | None = None,
-                 public_url: str | None = None, feedback: FeedbackRequest | None = None
-                 ) -> None:
-        """``feedback``: how the "not a fault" button reaches the daemon (None: no button)."""
+                 public_url: str | None = None, feedback: FeedbackRequest | None = None,
+                 bundles: Mapping[str, Bundle] | None = None) -> None:
+        """``feedback``: how the "not a fault" button reaches the daemon (None: no button);
+        ``bundles``: the daemon's bundles by machine (``Daemon.bundles``, which "not a fault"
+        updates in place), for the enrollment status and the reference spectrograms."""
         if host not in LOOPBACK_HOSTS and not password:
             raise BadInput(f"the web page on {host} would be open to other machines: set "
                            "web.password_env or web.password_file, or bind 127.0.0.1")
@@ -87,7 +101,10 @@ class WebServer:
         self.password = password
         self.public_url = public_url
         self.feedback = feedback
+        self.bundles: Mapping[str, Bundle] = bundles if bundles is not None else {}
         self._sessions: dict[str, str] = {}  # session token -> CSRF token
+        # episode id -> (the bundle, the PNGs of its clip and of its nearest reference)
+        self._pairs: dict[str, tuple[Bundle, tuple[bytes, bytes]]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
@@ -107,8 +124,10 @@ class WebServer:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
 
-    def clip_url(self, episode_id: str) -> str:
-        return f"{self.url}/clips/{episode_id}.wav"
+    def links(self, episode_id: str) -> tuple[str, str]:
+        """(clip URL, spectrogram URL) of an episode, as the alarm event carries them
+        (``make_event``): under ``public_url`` when set, else the bound host and port."""
+        return f"{self.url}/clips/{episode_id}.wav", f"{self.url}/clips/{episode_id}.png"
 
     def start(self) -> WebServer:
         """Bind (a port in use is a ``BadInput``) and serve from a thread of its own."""
@@ -144,6 +163,10 @@ class WebServer:
         if self.host not in LOOPBACK_HOSTS:
             logger.warning("the web page is served on %s, reachable from other machines "
                            "(password required)", self.host)
+        if self.host in WILDCARD_HOSTS and not self.public_url:
+            logger.warning("the alarm events link clips under %s, which other machines cannot "
+                           "open: set web.public_url (e.g. http://box-1.plant:%d)", self.url,
+                           self.port)
         logger.info("web page at %s", self.url)
         return self
 
@@ -183,6 +206,8 @@ class WebServer:
             web.post("/episodes/{id}/acknowledge", self.acknowledge),
             web.post("/episodes/{id}/not-a-fault", self.not_a_fault),
             web.get("/clips/{id}.wav", self.clip), web.get("/clips/{id}.png", self.spectrogram),
+            web.get("/clips/{id}/front-end.png", self.clip_beside_reference),
+            web.get("/clips/{id}/reference.png", self.reference_beside_clip),
             web.get("/api/overview", self.api_overview), web.get("/api/live", self.api_live),
             web.get("/api/streams/{name}/timeline", self.api_timeline),
             web.get("/api/episodes", self.api_episodes),
@@ -263,8 +288,29 @@ MQTT: <span id="mqtt">{e(data['mqtt'])}</span> ·
 outbox: <span id="outbox">{e(data['outbox'])}</span>
 · <a href="/episodes"><span id="episodes">{e(data['episodes'])}</span> alarm episodes</a></p>
 <table id="streams"><thead><tr><th>Stream</th><th>Unit</th><th>State</th><th>Score</th>
-<th>Threshold</th><th>Live</th><th>Capture</th></tr></thead><tbody>{rows}</tbody></table>"""
+<th>Threshold</th><th>Live</th><th>Capture</th></tr></thead><tbody>{rows}</tbody></table>
+{self._enrollment()}"""
         return self._page(request, "Overview", body, "overview")
+
+    def _enrollment(self) -> str:
+        """The enrollment status: per unit, its normal references per domain and the
+        false-alarm rate its thresholds promise (``asd-edge bundle verify``'s words)."""
+        rows = "".join(
+            f'<tr data-unit="{e(x["machine"])}/{e(x["section"])}">'
+            f'<td>{e(x["machine"])} section {e(x["section"])}</td>'
+            f'<td class="refs-source">{x["references"]["source"]}</td>'
+            f'<td class="refs-target">{x["references"]["target"]}</td>'
+            f'<td class="refs-enrolled">{x["enrolled"]}</td>'
+            f'<td>{fmt(x["threshold"])}</td>'
+            f'<td class="promise">{"<br>".join(e(line) for line in x["promise"])}</td></tr>'
+            for machine in sorted(self.bundles)
+            for x in enrollment_status(self.bundles[machine]))
+        if not rows:
+            return ""
+        return ('<h2>Enrollment</h2><table id="enrollment"><thead><tr><th>Unit</th>'
+                '<th>Source references</th><th>Target references</th><th>Enrolled here</th>'
+                '<th>Threshold</th><th>False-alarm promise</th></tr></thead>'
+                f'<tbody>{rows}</tbody></table>')
 
     def _stream_row(self, s: dict[str, Any]) -> str:
         capture = s["capture"]
@@ -327,7 +373,7 @@ green: cleared; dashed: threshold and clear level.</p>
                     f'src="/clips/{e(episode.id)}.png"><br>'
                     f'<audio id="clip" controls preload="metadata" '
                     f'src="/clips/{e(episode.id)}.wav"></audio>'
-                    f'<p class="path">{e(raised.clip)}</p>')
+                    f'<p class="path">{e(raised.clip)}</p>{self._beside_reference(episode)}')
         elif raised.clip is not None and _age_s(raised.time) < CLIP_PENDING_S:
             # the clip is written once the post-roll is in: no broken image meanwhile
             clip = ('<h2>Evidence clip</h2><p id="clip-pending">The clip is still being '
@@ -358,6 +404,32 @@ green: cleared; dashed: threshold and clear level.</p>
 <tr><th>Episode</th><td><code>{e(episode.id)}</code></td></tr></table>
 {ack}{clip}<h2>Explanation</h2><table class="explanation">{explanation}</table>"""
         return self._page(request, "Alarm episode", body, "episode", session)
+
+    def _reference(self, episode: Episode) -> ReferencePicture:
+        raised = episode.raised
+        return nearest_reference(self.bundles.get(raised.machine), raised.explanation,
+                                 int(raised.section))
+
+    def _beside_reference(self, episode: Episode) -> str:
+        """The clip beside its nearest normal reference, or why the reference is not shown."""
+        picture = self._reference(episode)
+        head = "<h2>Beside its nearest normal reference</h2>"
+        if picture.thumbnail is None:
+            return f'{head}<p id="reference-missing">Not shown: {e(picture.reason)}.</p>'
+        reference = picture.reference or {}
+        attributes = ", ".join(f"{k} {v}" for k, v in reference.get("attributes", {}).items())
+        bundle = self.bundles[episode.raised.machine]
+        seconds = thumbnail_frames(bundle.system.front_end) * \
+            bundle.system.front_end.hop_length / bundle.system.front_end.sample_rate
+        return (f'{head}<p class="hint">Both in the model\'s front end, on one colour scale, '
+                f'{seconds:.3g} s a column, low frequencies at the bottom.</p>'
+                '<div class="beside"><figure><img id="clip-front-end" alt="the alarm clip" '
+                f'src="/clips/{e(episode.id)}/front-end.png"><figcaption>this alarm\'s clip'
+                '</figcaption></figure><figure><img id="reference-spectrogram" '
+                f'alt="the nearest normal reference" src="/clips/{e(episode.id)}/reference.png">'
+                f'<figcaption id="reference-name">nearest normal reference '
+                f'<code>{e(reference.get("file"))}</code> ({e(reference.get("domain") or "source")}'
+                f'{"; " + e(attributes) if attributes else ""})</figcaption></figure></div>')
 
     def _feedback_part(self, episode: Episode, still_open: bool, csrf: str) -> str:
         """The episode's "not a fault": what it did, why it was refused, or the button."""
@@ -457,6 +529,32 @@ green: cleared; dashed: threshold and clear level.</p>
         png = await asyncio.get_running_loop().run_in_executor(None, spectrogram_png, path)
         return web.Response(body=png, content_type="image/png",
                             headers={"Cache-Control": "max-age=3600"})
+
+    async def clip_beside_reference(self, request: web.Request) -> web.Response:
+        return await self._pair_png(request, 0)
+
+    async def reference_beside_clip(self, request: web.Request) -> web.Response:
+        return await self._pair_png(request, 1)
+
+    async def _pair_png(self, request: web.Request, which: int) -> web.Response:
+        """The clip's (0) or its nearest reference's (1) thumbnail, drawn as a pair."""
+        episode = self._episode(request)
+        path = self._clip_path(episode)
+        picture = self._reference(episode)
+        if picture.thumbnail is None:
+            raise web.HTTPNotFound(text=f"no reference spectrogram: {picture.reason}")
+        bundle = self.bundles[episode.raised.machine]
+        cached = self._pairs.get(episode.id)
+        if cached is None or cached[0] is not bundle:
+            clip = await asyncio.get_running_loop().run_in_executor(
+                None, clip_thumbnail, path, bundle.system.front_end)
+            clip_png, reference_png = thumbnails_png(clip, picture.thumbnail)
+            cached = (bundle, (clip_png, reference_png))
+            self._pairs[episode.id] = cached
+            while len(self._pairs) > 64:
+                self._pairs.pop(next(iter(self._pairs)))
+        return web.Response(body=cached[1][which], content_type="image/png",
+                            headers={"Cache-Control": "no-cache"})
 
     def _clip_path(self, episode: Episode) -> Path:
         """The clip the episode's event names (never a path from the request)."""

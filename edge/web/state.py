@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from edge.alarms.rule import StreamKey
+from edge.bundle.calibrate import describe_promises
+from edge.bundle.load import Bundle
 from edge.outputs.events import AlarmEvent, ScoreMessage, SignalState, StreamState, utc_iso
 from edge.outputs.journal import read_journal, read_records
 
@@ -263,6 +265,24 @@ class WebState:
             except ValueError:
                 logger.warning("%s: a line that is not JSON skipped", self.actions_path)
         return actions
+
+
+def enrollment_status(bundle: Bundle) -> list[dict[str, Any]]:
+    """Per section of ``bundle``: its normal references per domain (and how many of them were
+    enrolled on the box), its thresholds, and its false-alarm promise in the words of
+    ``asd-edge bundle verify`` (``describe_promises``)."""
+    rows = []
+    for section in sorted({r.section for r in bundle.manifest.references}):
+        references = [r for r in bundle.manifest.references if r.section == section]
+        levels = bundle.system.thresholds.get(section)
+        rows.append({
+            "machine": bundle.machine, "section": f"{section:02d}",
+            "references": {domain: sum((r.domain or "source") == domain for r in references)
+                           for domain in ("source", "target")},
+            "enrolled": sum(bool(r.enrolled) for r in references),
+            "threshold": None if levels is None else float(levels.threshold),
+            "promise": [] if levels is None else describe_promises(levels)})
+    return rows
 
 
 def signal_state(state: str, connected: bool, signal: str | None = None) -> str:
