@@ -74,12 +74,25 @@ def make_tls_files(folder: Path, host: str = "127.0.0.1") -> TlsFiles:
     return TlsFiles(ca=folder / "ca.crt", cert=folder / "server.crt", key=folder / "server.key")
 
 
+def make_client_cert(pki: TlsFiles, name: str) -> tuple[Path, Path]:
+    """(certificate, key) of a client called ``name`` (its CN), signed by ``pki``'s CA."""
+    folder = pki.ca.parent
+    openssl = shutil.which("openssl") or pytest.fail("openssl is not installed")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    for args in (["req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr",
+                  "-subj", f"/CN={name}"],
+                 ["x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+                  "-CAcreateserial", "-out", f"{name}.crt", "-days", "1"]):
+        subprocess.run([openssl, *args], check=True, capture_output=True, cwd=folder)
+    return folder / f"{name}.crt", folder / f"{name}.key"
+
+
 class Broker:
     """One mosquitto process on ``127.0.0.1:port``, restartable on the same port; with
     ``password_file`` it refuses anonymous clients, with ``tls`` it speaks only TLS."""
 
     def __init__(self, workdir: Path, *, password_file: Path | None = None,
-                 tls: TlsFiles | None = None) -> None:
+                 tls: TlsFiles | None = None, client_certificates: bool = False) -> None:
         self.binary = find_mosquitto()
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -100,6 +113,8 @@ class Broker:
         ]
         if tls is not None:
             lines += [f"cafile {tls.ca}", f"certfile {tls.cert}", f"keyfile {tls.key}"]
+            if client_certificates:  # mutual TLS: a client shows a certificate of the CA
+                lines += ["require_certificate true", "use_identity_as_username true"]
         if password_file is None:
             lines.append("allow_anonymous true")
         else:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from _broker import Broker, Subscriber, make_tls_files, shipped_broker
+from _broker import Broker, Subscriber, make_client_cert, make_tls_files, shipped_broker
 
 from edge.config import MqttConfig, TlsConfig
 from edge.outputs.events import AlarmEvent, EventWindow, StreamState
@@ -159,6 +159,42 @@ def lines_with(caplog: pytest.LogCaptureFixture, text: str) -> str:
     assert found, text
     assert "\n" not in found[0]
     return found[0]
+
+
+def test_a_broker_that_wants_client_certificates_takes_ours_and_says_when_one_is_missing(
+        tmp_path: Path, outputs: list[MqttOutput], caplog: pytest.LogCaptureFixture) -> None:
+    """Mutual TLS (Mosquitto ``require_certificate``, the certificate's name as the user): a
+    node with mqtt.tls.cert/key of the broker's CA delivers; one without is refused, and the
+    log says which settings to give."""
+    pki = make_tls_files(tmp_path / "pki")
+    cert, key = make_client_cert(pki, NODE)
+    broker = Broker(tmp_path / "broker", tls=pki, client_certificates=True)
+    broker.start()
+    url = f"mqtts://127.0.0.1:{broker.port}"
+    try:
+        with caplog.at_level(logging.INFO, logger="edge.outputs.mqtt"):
+            node = start_output(outputs, url, tmp_path / "node", client_id="node",
+                                tls=TlsConfig(ca=pki.ca, cert=cert, key=key), **FAST)
+            node.publish_event(event(0))
+            wait_until(lambda: node.connected and node.outbox_depth() == 0,
+                       what="delivery with a client certificate")
+            bare = start_output(outputs, url, tmp_path / "bare", client_id="bare",
+                                tls=TlsConfig(ca=pki.ca), **FAST)
+            bare.publish_event(event(1))
+            wait_until(lambda: "client certificate" in caplog.text,
+                       what="the client-certificate message")
+            assert not bare.connected and bare.outbox_depth() == 1
+            line = lines_with(caplog, "wants a client certificate")
+            assert "mqtt.tls.cert" in line and "mqtt.tls.key" in line
+            strange_cert, strange_key = make_client_cert(make_tls_files(tmp_path / "other"),
+                                                         "intruder")
+            start_output(outputs, url, tmp_path / "intruder", client_id="intruder",
+                         tls=TlsConfig(ca=pki.ca, cert=strange_cert, key=strange_key), **FAST)
+            wait_until(lambda: "refused the client certificate" in caplog.text,
+                       what="the untrusted-certificate message")
+            assert str(strange_cert) in lines_with(caplog, "refused the client certificate")
+    finally:
+        broker.kill()
 
 
 def test_wrong_credentials_say_which_setting_to_fix(

@@ -69,6 +69,7 @@ from edge.outputs.discovery import (
 )
 from edge.outputs.events import AlarmEvent, ScoreMessage, SignalState, StreamState
 from edge.outputs.mqtt_diagnose import (
+    client_certificate_refusal,
     connect_failure,
     plain_at_tls,
     probe_seconds,
@@ -526,8 +527,12 @@ class MqttOutput:
             # Closed before any CONNACK: something listens there, and not an MQTT broker on
             # plain TCP, most often a TLS listener given as mqtt://.
             self._retry(client, answered=True)
+            refused_certificate = client_certificate_refusal(self.config) \
+                if self.config.use_tls else None
             if not self.config.use_tls and speaks_tls(self.config.host, self.config.port):
                 self._log_problem(plain_at_tls(self.config), logging.ERROR)
+            elif refused_certificate is not None:
+                self._log_problem(refused_certificate, logging.ERROR)
             else:
                 self._log_problem(f"MQTT: {self.config.host}:{self.config.port} closed the "
                                   f"connection before answering ({reason_code}): a broker "

@@ -120,6 +120,45 @@ def speaks_tls(host: str, port: int, timeout_s: float = 2.0) -> bool:
         return False
 
 
+def client_certificate_refusal(config: MqttConfig, timeout_s: float = 2.0) -> str | None:
+    """One line when the broker closed a TLS connection because of our client certificate
+    (mutual TLS: none given, or one it does not trust), else None.
+
+    With TLS 1.3 the broker's "certificate required" alert comes after the handshake, so paho
+    sees only a connection closed before any answer; a second handshake with the same
+    certificate (or none) and one read tells."""
+    tls = config.tls
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        if tls is not None and tls.cert is not None:
+            context.load_cert_chain(str(tls.cert), str(tls.key) if tls.key else None)
+        with socket.create_connection((config.host, config.port), timeout=timeout_s) as sock, \
+                context.wrap_socket(sock, server_hostname=config.host) as wrapped:
+            wrapped.recv(1)
+    except ssl.SSLError as err:
+        alert = str(err).lower()
+        ours = tls is not None and tls.cert is not None
+        # Mosquitto answers a missing certificate with "certificate required" (TLS 1.3), and
+        # one from a CA it does not trust with "unknown ca", "bad certificate" or, when the
+        # verification fails inside its signature check, "decrypt error".
+        if not ("certificate" in alert or "unknown ca" in alert
+                or (ours and "alert" in alert)):
+            return None
+        where = _where(config)
+        if tls is None or tls.cert is None:
+            return (f"MQTT: {where} wants a client certificate (mutual TLS) and none is "
+                    "configured: set mqtt.tls.cert and mqtt.tls.key to a certificate and key "
+                    "signed by a CA the broker trusts")
+        return (f"MQTT: {where} refused the client certificate {tls.cert} ({err.reason}): "
+                "give mqtt.tls.cert and mqtt.tls.key signed by a CA the broker trusts (its "
+                "cafile), and not expired")
+    except (OSError, ValueError):
+        return None
+    return None
+
+
 def probe_seconds(config: MqttConfig) -> float:
     """The delay between tries while nothing answers (never longer than the backoff's cap)."""
     return min(config.reconnect_probe_s, config.reconnect_max_s)
