@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -176,11 +175,14 @@ def child(args: argparse.Namespace) -> None:
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     run_started = time.time()
+    main_cpu, process_cpu = time.thread_time(), time.process_time()
     try:
         daemon.run(outputs)
     finally:
+        main_cpu, process_cpu = time.thread_time() - main_cpu, time.process_time() - process_cpu
         outputs.close()
         stop.set()
+    stream_seconds = args.streams * args.seconds
     # steady state: hops whose window filled after the first 10 s (+ 2 s settling)
     steady_from = run_started + 12.0
     steady = np.array([lat for wall, lat in latencies if wall >= steady_from] or [np.nan])
@@ -200,7 +202,11 @@ def child(args: argparse.Namespace) -> None:
         "cpu_cores": round(cores, 2), "rss_mib": max(rss_marks, default=rss_mib()[0]),
         "rss_peak_mib": rss_mib()[1], "load_s": round(loaded, 2),
         "first_score_s": round(first[0], 2) if first else None,
-        "events": daemon.events_sent}), flush=True)
+        "events": daemon.events_sent,
+        # CPU per second of one stream's audio: the cost, whatever the load of the machine
+        "main_thread_cpu_ms_per_stream_s": round(main_cpu / stream_seconds * 1e3, 3),
+        "process_cpu_ms_per_stream_s": round(process_cpu / stream_seconds * 1e3, 3),
+        "load_average": round(os.getloadavg()[0], 2)}), flush=True)
 
 
 def run_daemon(paths: dict[str, Path], streams: int, seconds: float, threads: int,

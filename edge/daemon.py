@@ -66,6 +66,7 @@ from edge.streaming import StreamingWindows, Window, hop_patches_for, window_pat
 logger = logging.getLogger(__name__)
 
 QUEUE_BLOCKS = 64
+HEALTH_SECONDS = 0.5  # capture counters and output state copied to the metrics this often
 FEEDBACK_QUEUE = 8  # feedback requests waiting for the worker; more are answered "busy"
 
 FeedbackReply = Callable[[FeedbackAck], None]
@@ -271,6 +272,7 @@ class Daemon:
         self._sources: list[AudioSource] = []
         self.events_sent = 0
         self.windows_scored = 0
+        self._health_due = 0.0
         # every hop's score, whether or not MQTT gets it (the web page's timeline)
         self.score_listener: Callable[[ScoreMessage], None] | None = None
         # each applied "not a fault" (the web page marks the episode)
@@ -396,21 +398,24 @@ class Daemon:
                 try:
                     items = [self._queue.get(timeout=0.2)]
                 except queue.Empty:
-                    self._update_health()
+                    self._refresh_health()
                     continue
                 while len(items) < QUEUE_BLOCKS:  # take what is waiting: one batch
                     try:
                         items.append(self._queue.get_nowait())
                     except queue.Empty:
                         break
+                fed: dict[int, StreamRunner] = {}
                 for index, block in items:
                     if block is None:
                         live.discard(index)
                         self._ended(self.runners[index])
                     else:
                         self.runners[index].feed(block)
-                self._score_pending()
-                self._update_health()
+                        fed[index] = self.runners[index]
+                self._score_pending(list(fed.values()))
+                self._refresh_health()
+            self._update_health()
         finally:
             self.shutdown()
         return 0
@@ -423,9 +428,13 @@ class Daemon:
                            runner.stream_samples / SAMPLE_RATE, runner.config.window_seconds,
                            runner.config.window_seconds)
 
-    def _score_pending(self) -> None:
+    def _score_pending(self, fed: list[StreamRunner] | None = None) -> None:
+        """Embed the new patches of the streams ``fed`` (default: all), one batch per bundle,
+        and score the windows they complete. Only the streams of this batch are visited: a
+        walk over every stream per batch cost as much as the scoring at hundreds of streams."""
+        candidates = self.runners if fed is None else fed
         for bundle in self.bundles.values():
-            runners = [r for r in self.runners if r.bundle is bundle]
+            runners = [r for r in candidates if r.bundle is bundle]
             pending = [(r, p) for r in runners
                        if (p := r.take_patches()) is not None and p.shape[0]]
             if not pending:
@@ -490,6 +499,14 @@ class Daemon:
             state="alarm" if transition.type == "raise" else "ok",
             id=transition.episode_id if transition.type == "raise" else None,
             time=transition.utc, score=transition.score, threshold=transition.threshold))
+
+    def _refresh_health(self) -> None:
+        """``_update_health`` at most every HEALTH_SECONDS: it walks every stream, and after
+        every batch it cost as much as the scoring of hundreds of streams."""
+        now = time.monotonic()
+        if now >= self._health_due:
+            self._health_due = now + HEALTH_SECONDS
+            self._update_health()
 
     def _update_health(self) -> None:
         for runner, source in zip(self.runners, self._sources, strict=False):
