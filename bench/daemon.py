@@ -45,21 +45,34 @@ def _cli(*argv: str) -> None:
         raise SystemExit(f"asd-edge {' '.join(argv)} failed:\n{done.stderr[-3000:]}")
 
 
-def prepare(work: Path) -> dict[str, Path]:
-    """The bundle (default ensemble) and a 40 s recording with a fault, built once."""
+def prepare(work: Path, quick: bool = False) -> dict[str, Path]:
+    """The bundle and a recording with a fault, built once under ``work``.
+
+    Full: the default ensemble (a model trained for one epoch + the statistics detector) and
+    60 s with a fault at 25-40 s. Quick: a statistics-only bundle enrolled from a few clips (no
+    training, no torch) and 6 s of audio."""
+    work = work / ("quick" if quick else "full")
     paths = {"data": work / "data", "run": work / "run", "models": work / "models",
              "stream": work / "stream" / f"{MACHINE}.wav"}
     if not (paths["models"] / MACHINE / "bundle.json").is_file():
         _cli("synth", str(paths["data"]), "--machines", MACHINE, "--sections", "1",
-             "--train", "8", "--target-train", "2", "--test", "4", "--seed", "0")
-        _cli("train", "--data", str(paths["data"]), "--machines", MACHINE, "--out",
-             str(paths["run"]), "--epochs", "1", "--seed", "0")
-        _cli("export", "--run", str(paths["run"]), "--machine", MACHINE, "--data",
-             str(paths["data"]), "--out", str(paths["models"]), "--system", "embedding+stats")
+             "--train", "4" if quick else "8", "--target-train", "2", "--test", "2",
+             "--seed", "0")
+        if quick:
+            _cli("enroll", "--dir", str(paths["data"] / MACHINE / "train"), "--machine",
+                 MACHINE, "--section", "0", "--models", str(paths["models"]), "--domain",
+                 "source", "--clip-quantile-thresholds")
+        else:
+            _cli("train", "--data", str(paths["data"]), "--machines", MACHINE, "--out",
+                 str(paths["run"]), "--epochs", "1", "--seed", "0")
+            _cli("export", "--run", str(paths["run"]), "--machine", MACHINE, "--data",
+                 str(paths["data"]), "--out", str(paths["models"]), "--system",
+                 "embedding+stats")
     if not paths["stream"].is_file():
         _cli("synth", str(paths["stream"]), "--stream", "--machine", MACHINE, "--section", "0",
-             "--seconds", "60", "--fault-start", "25", "--fault-seconds", "15",
-             "--fault-severity", "1.5", "--seed", "0")
+             "--seconds", "6" if quick else "60", "--fault-start", "2" if quick else "25",
+             "--fault-seconds", "2" if quick else "15", "--fault-severity", "1.5",
+             "--seed", "0")
     return paths
 
 
@@ -140,6 +153,7 @@ def child(args: argparse.Namespace) -> None:
     started = time.monotonic()
     work = Path(args.child_dir)
     streams = [{"name": f"s{i:04d}", "machine": MACHINE, "section": 0,
+                "window_seconds": args.window,
                 "source": {"type": "file", "path": str(args.stream), "speed": "realtime"}}
                for i in range(args.streams)]
     config_file = work / "edge.yaml"
@@ -183,14 +197,15 @@ def child(args: argparse.Namespace) -> None:
         outputs.close()
         stop.set()
     stream_seconds = args.streams * args.seconds
-    # steady state: hops whose window filled after the first 10 s (+ 2 s settling)
-    steady_from = run_started + 12.0
+    # steady state: hops after the first window filled (+ 2 s settling)
+    steady_from = run_started + args.window + min(2.0, args.seconds - args.window - 1.0)
     steady = np.array([lat for wall, lat in latencies if wall >= steady_from] or [np.nan])
-    marks = [(t, c) for t, c in cpu_marks if t - cpu_marks[0][0] >= 10.0] if cpu_marks else []
+    marks = ([(t, c) for t, c in cpu_marks if t - cpu_marks[0][0] >= args.window - 1.0]
+             if cpu_marks else [])
     cores = ((marks[-1][1] - marks[0][1]) / (marks[-1][0] - marks[0][0])
              if len(marks) >= 2 else float("nan"))
     stats = [s.stats.snapshot() for s in daemon._sources]
-    expected_hops = args.streams * int((args.seconds - 10.0) / HOP_SECONDS)
+    expected_hops = args.streams * int((args.seconds - args.window) / HOP_SECONDS)
     print(json.dumps({
         "streams": args.streams, "seconds": args.seconds,
         "hops_scored": daemon.windows_scored, "hops_expected_at_least": expected_hops,
@@ -210,7 +225,7 @@ def child(args: argparse.Namespace) -> None:
 
 
 def run_daemon(paths: dict[str, Path], streams: int, seconds: float, threads: int,
-               mqtt: str | None = None, profile: Path | None = None) -> dict:
+               window: float = 10.0, profile: Path | None = None) -> dict:
     """One ``child`` in a fresh interpreter (its memory is its own)."""
     with tempfile.TemporaryDirectory(prefix="asd-bench-") as folder:
         argv = [sys.executable]
@@ -219,9 +234,7 @@ def run_daemon(paths: dict[str, Path], streams: int, seconds: float, threads: in
         argv += [str(Path(__file__).resolve()), "--child", "--child-dir", folder,
                  "--streams", str(streams), "--seconds", str(seconds),
                  "--threads", str(threads), "--models", str(paths["models"]),
-                 "--stream", str(paths["stream"])]
-        if mqtt:
-            argv += ["--mqtt", mqtt]
+                 "--stream", str(paths["stream"]), "--window", str(window)]
         done = subprocess.run(argv, capture_output=True, text=True,
                               env={**os.environ, "PYTHONPATH": str(ROOT)},
                               timeout=seconds * 6 + 120)
@@ -238,15 +251,15 @@ def keeps_up(row: dict) -> bool:
             and row["latency_ms_p99"] < HOP_SECONDS * 1e3)
 
 
-def streams_per_box(paths: dict[str, Path], quick: bool, threads: int) -> dict:
+def streams_per_box(paths: dict[str, Path], quick: bool, threads: int, work: Path) -> dict:
     """N = 1, 2, 4, ... until a run falls behind; the largest N that keeps up is run again
-    (repeats) for its spread."""
-    seconds = 12.0 if quick else 25.0
-    start, limit = (1, 2) if quick else (1, 2048)
+    (repeats) for its spread, and once more under cProfile for where the main thread goes."""
+    window, seconds = (2.0, 4.0) if quick else (10.0, 25.0)
+    limit = 2 if quick else 2048
     rows = []
-    n = start
+    n = 1
     while n <= limit:
-        row = run_daemon(paths, n, seconds, threads)
+        row = run_daemon(paths, n, seconds, threads, window)
         row["keeps_up"] = keeps_up(row)
         rows.append(row)
         print("streams", json.dumps(row), flush=True)
@@ -254,20 +267,410 @@ def streams_per_box(paths: dict[str, Path], quick: bool, threads: int) -> dict:
             break
         n *= 2
     held = max((r["streams"] for r in rows if r["keeps_up"]), default=0)
-    repeats = []
+    repeats, profile = [], []
     if held and not quick:
         for _ in range(2):
-            row = run_daemon(paths, held, seconds, threads)
+            row = run_daemon(paths, held, seconds, threads, window)
             row["keeps_up"] = keeps_up(row)
             repeats.append(row)
             print("repeat", json.dumps(row), flush=True)
+        profile = profile_top(paths, max(held, 128), seconds, threads, work)
     at_held = [r for r in rows + repeats if r["streams"] == held]
-    return {"seconds_per_run": seconds, "threads": threads, "rows": rows, "repeats": repeats,
-            "streams_held": held,
+    keys = ("latency_ms_p50", "latency_ms_p99", "cpu_cores", "rss_mib",
+            "main_thread_cpu_ms_per_stream_s", "process_cpu_ms_per_stream_s")
+    costs = [r["main_thread_cpu_ms_per_stream_s"] for r in rows + repeats
+             if r["streams"] >= 16 or quick]
+    return {"window_s": window, "seconds_per_run": seconds, "threads": threads, "rows": rows,
+            "repeats": repeats, "streams_held": held,
             "held_in_every_repeat": all(r["keeps_up"] for r in at_held),
-            "at_held": {key: spread([r[key] for r in at_held], 1) for key in
-                        ("latency_ms_p50", "latency_ms_p99", "cpu_cores", "rss_mib")}
-            if at_held else {}}
+            "at_held": {key: spread([r[key] for r in at_held], 3) for key in keys}
+            if at_held else {},
+            # the GIL bound: the main thread does the front end, ORT and scoring of every
+            # stream, so one process holds at most one core's worth of it
+            "main_thread_bound_streams": int(1e3 / float(np.median(costs))) if costs else None,
+            "profile": profile}
+
+
+def profile_top(paths: dict[str, Path], streams: int, seconds: float, threads: int,
+                work: Path, top: int = 12) -> list[dict]:
+    """The main thread's functions by own time (cProfile) at ``streams`` streams."""
+    import pstats
+
+    out = work / f"profile-{streams}.prof"
+    run_daemon(paths, streams, seconds, threads, profile=out)
+    stats = pstats.Stats(str(out)).stats  # type: ignore[attr-defined]
+    total = sum(v[2] for v in stats.values())
+    rows = sorted(stats.items(), key=lambda kv: kv[1][2], reverse=True)[:top]
+    return [{"function": f"{Path(k[0]).name}:{k[1]}({k[2]})", "calls": v[1],
+             "own_s": round(v[2], 2), "own_share": round(v[2] / total, 3),
+             "cumulative_s": round(v[3], 2), "streams": streams} for k, v in rows]
+
+
+# -- against what a user would do instead ---------------------------------------------------------
+
+def interleaved(functions: dict[str, object], repeats: int) -> dict[str, list[float]]:
+    """Time each function ``repeats`` times, alternating between them (same load for each)."""
+    times: dict[str, list[float]] = {name: [] for name in functions}
+    for fn in functions.values():
+        fn()  # type: ignore[operator]
+    for _ in range(repeats):
+        for name, fn in functions.items():
+            started = time.perf_counter()
+            fn()  # type: ignore[operator]
+            times[name].append((time.perf_counter() - started) * 1e3)
+    return times
+
+
+def ratio(times: dict[str, list[float]], slow: str, fast: str) -> dict:
+    """Median and range of the per-repeat ratio slow / fast (pairs timed back to back)."""
+    pairs = [a / b for a, b in zip(times[slow], times[fast], strict=True)]
+    return {slow + "_ms": spread(times[slow]), fast + "_ms": spread(times[fast]),
+            "ratio": spread(pairs, 2)}
+
+
+def onnx_vs_torch(paths: dict[str, Path], repeats: int) -> dict:
+    """(a) Embedding one 10 s window's patches (16) and one hop's patch (1): ONNX Runtime (the
+    edge's session) vs the trained PyTorch model in eager mode, one thread each."""
+    import torch
+
+    from edge.bundle.load import load_bundle
+    from training.infer import load_run
+
+    torch.set_num_threads(1)
+    embedder = load_bundle(paths["models"], MACHINE, device="cpu", threads=1).system.embedder
+    run = load_run(paths["run"])
+    out = {}
+    for patches_n in (1, 16):
+        patches = np.random.default_rng(0).standard_normal(
+            (patches_n, embedder.n_bins, embedder.patch_frames)).astype(np.float32)
+        times = interleaved({"pytorch_eager": lambda p=patches: run.embed(p),
+                             "onnxruntime": lambda p=patches: embedder.embed(p)}, repeats)
+        out[f"{patches_n}_patches"] = ratio(times, "pytorch_eager", "onnxruntime")
+    return {"threads": 1, "torch": torch.__version__, **out}
+
+
+def incremental_vs_rescoring(paths: dict[str, Path], repeats: int, window: float) -> dict:
+    """(b) One stream's hop: the daemon's incremental path (front end of the new audio, the new
+    patch through ORT, the window scored) vs re-scoring the whole window from its waveform every
+    hop (``ScoringSystem.assess_clip``: the whole front end and every patch again)."""
+    from edge.audio import read_audio
+    from edge.bundle.load import load_bundle
+    from edge.streaming import hop_patches_for, window_patches_for
+
+    system = load_bundle(paths["models"], MACHINE, device="cpu", threads=1).system
+    audio = read_audio(paths["stream"])
+    stream = system.stream(window_patches_for(window, system.front_end, system.patching),
+                           hop_patches_for(0.5, system.front_end, system.patching))
+    hop = int(HOP_SECONDS * 16000)
+    span = int(window * 16000)
+    position = span + hop  # fill the first window before timing
+    new = stream.push(audio[:position])
+    stream.accept(*system.run_patch_models(new).rows(slice(0, new.shape[0])))
+    state = {"position": position}
+
+    def incremental() -> None:
+        at = state["position"]
+        if at + hop > audio.shape[0]:
+            at = span + hop
+        patches = stream.push(audio[at:at + hop])
+        for w in stream.accept(*system.run_patch_models(patches).rows(slice(0, len(patches)))):
+            system.assess_window(w, 0)
+        state["position"] = at + hop
+
+    def rescoring() -> None:
+        end = max(span, min(state["position"], audio.shape[0]))
+        system.assess_clip(audio[end - span:end], 0)
+
+    times = interleaved({"rescoring": rescoring, "incremental": incremental}, repeats)
+    return {"window_s": window, **ratio(times, "rescoring", "incremental")}
+
+
+def hnsw_vs_exact(sizes: list[int], queries: int, dim: int = 128) -> dict:
+    """(c) Nearest-reference search, the edge's ``KnnBackend`` both ways: hnswlib (as the
+    bundle builds it: M 16, ef_construction 200, ef 200) vs exact numpy search, on clustered
+    unit vectors (a plant's operating states), queries near references; recall@1 against the
+    exact answer."""
+    from edge.scoring.backends import KnnBackend, KnnConfig
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for size in sizes:
+        centres = rng.standard_normal((max(10, size // 100), dim)).astype(np.float32)
+        refs = centres[rng.integers(0, len(centres), size)] + 0.3 * rng.standard_normal(
+            (size, dim)).astype(np.float32)
+        probe = refs[rng.integers(0, size, queries)] + 0.2 * rng.standard_normal(
+            (queries, dim)).astype(np.float32)
+        started = time.perf_counter()
+        indexed = KnnBackend(KnnConfig(exact_below=0), refs)
+        build_s = time.perf_counter() - started
+        exact = KnnBackend(KnnConfig(exact_below=size + 1), refs)
+        times = interleaved({"exact": lambda q=probe[:1], e=exact: e.neighbours(q),
+                             "hnswlib": lambda q=probe[:1], i=indexed: i.neighbours(q)},
+                            repeats=20)
+        truth = exact.neighbours(probe)[0][:, 0]
+        found = indexed.neighbours(probe)[0][:, 0]
+        row = {"references": size, "dim": dim, "build_s": round(build_s, 2),
+               "recall_at_1": round(float(np.mean(truth == found)), 4), "queries": queries,
+               **ratio(times, "exact", "hnswlib")}
+        rows.append(row)
+        print("knn", json.dumps(row), flush=True)
+    return {"rows": rows}
+
+
+# -- against the limit --------------------------------------------------------------------------
+
+def model_macs(model_path: Path) -> dict:
+    """Multiply-adds of one patch through the ONNX graph (Conv, Gemm, MatMul), from ONNX
+    shape inference at batch 1."""
+    import onnx
+    from onnx import shape_inference
+
+    model = onnx.load(str(model_path))
+    for value in model.graph.input:
+        dims = value.type.tensor_type.shape.dim
+        if dims and not dims[0].dim_value:
+            dims[0].dim_value = 1
+    model = shape_inference.infer_shapes(model)
+    shapes = {}
+    for value in [*model.graph.input, *model.graph.value_info, *model.graph.output]:
+        shapes[value.name] = [d.dim_value for d in value.type.tensor_type.shape.dim]
+    for init in model.graph.initializer:
+        shapes[init.name] = list(init.dims)
+    macs = 0
+    for node in model.graph.node:
+        out = shapes.get(node.output[0])
+        if not out or 0 in out:
+            continue
+        if node.op_type == "Conv":
+            weight = shapes[node.input[1]]  # (C_out, C_in / groups, kh, kw)
+            macs += int(np.prod(out)) * int(np.prod(weight[1:]))
+        elif node.op_type in ("Gemm", "MatMul"):
+            a = shapes.get(node.input[0])
+            if a:
+                macs += int(np.prod(out)) * a[-1]
+    return {"macs_per_patch": macs}
+
+
+def against_limit(paths: dict[str, Path], peak: dict, held: int) -> dict:
+    from edge.bundle.load import load_bundle
+
+    system = load_bundle(paths["models"], MACHINE, device="cpu", threads=1).system
+    patch_seconds = system.patching.patch_hop * system.front_end.hop_length / 16000
+    macs = model_macs(paths["models"] / MACHINE / "model.onnx")["macs_per_patch"]
+    per_second = macs / patch_seconds
+    useful = 2 * per_second * held / 1e9
+    return {"macs_per_patch": macs, "patches_per_audio_second": round(1 / patch_seconds, 3),
+            "macs_per_audio_second": round(per_second), "streams": held,
+            "useful_gflops": round(useful, 3), "peak_gflops": peak["gflops"]["median"],
+            "fraction_of_peak": round(useful / peak["gflops"]["median"], 5)}
+
+
+# -- footprint ------------------------------------------------------------------------------------
+
+def folder_mib(path: Path) -> float:
+    return round(sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20, 2)
+
+
+def install_size(work: Path) -> dict:
+    """A fresh venv with the edge extra only (no torch): ``pip install -c constraints.txt
+    '.[cpu]'``, then the size of its site-packages."""
+    venv = work / "install-venv"
+    subprocess.run(["rm", "-rf", str(venv)], check=True)
+    started = time.monotonic()
+    try:
+        subprocess.run(["python3.11", "-m", "venv", str(venv)], check=True, timeout=120)
+        done = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "-c",
+                               str(ROOT / "constraints.txt"), f"{ROOT}[cpu]"],
+                              capture_output=True, text=True, timeout=480)
+    except (subprocess.SubprocessError, OSError) as err:
+        return {"error": str(err)[:300]}
+    if done.returncode:
+        return {"error": done.stderr[-300:]}
+    site = next(venv.glob("lib/python*/site-packages"))
+    torch_there = (site / "torch").exists()
+    sizes = sorted(((folder_mib(d), d.name) for d in site.iterdir() if d.is_dir()),
+                   reverse=True)[:6]
+    result = {"venv_mib": folder_mib(venv), "site_packages_mib": folder_mib(site),
+              "torch_installed": torch_there, "largest": [f"{n} {m} MiB" for m, n in sizes],
+              "install_s": round(time.monotonic() - started, 1)}
+    subprocess.run(["rm", "-rf", str(venv)], check=False)
+    return result
+
+
+# -- fleet on one broker --------------------------------------------------------------------------
+
+def hop_scores(paths: dict[str, Path]) -> np.ndarray:
+    """Every hop's score of the recording through the daemon's incremental path."""
+    from edge.audio import read_audio
+    from edge.bundle.load import load_bundle
+    from edge.streaming import hop_patches_for, window_patches_for
+
+    system = load_bundle(paths["models"], MACHINE, device="cpu", threads=1).system
+    stream = system.stream(window_patches_for(10.0, system.front_end, system.patching),
+                           hop_patches_for(0.5, system.front_end, system.patching))
+    patches = stream.push(read_audio(paths["stream"]))
+    windows = stream.accept(*system.run_patch_models(patches).rows(slice(0, len(patches))))
+    return np.array([system.assess_window(w, 0).score for w in windows])
+
+
+def proc_cpu_s(pid: int) -> float | None:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def fleet(paths: dict[str, Path], work: Path, nodes: int, seconds: float,
+          outage: tuple[float, float]) -> dict:
+    """``nodes`` daemon processes (``asd-edge run --config``, one file stream each, the
+    recording with its fault) publishing to one Mosquitto on loopback, which is stopped at
+    ``outage[0]`` s and started again at ``outage[1]`` s; a QoS 1 subscriber with a persistent
+    session counts the events delivered (unique ids) against the events the daemons raised
+    (their journals). The alarm threshold is set to the recording's 70th-percentile hop score,
+    so that every node raises and clears episodes during the run."""
+    import paho.mqtt.client as mqtt
+    import yaml
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    sys.path.insert(0, str(ROOT))
+    from edge.outputs.journal import read_journal
+    from tests._broker import Broker  # the tests' restartable Mosquitto on loopback
+
+    folder = work / "fleet"
+    subprocess.run(["rm", "-rf", str(folder)], check=True)
+    folder.mkdir(parents=True)
+    threshold = float(np.percentile(hop_scores(paths), 70))
+    broker = Broker(folder / "broker")
+    broker.start()
+    delivered: dict[str, dict] = {}
+    subscribed = threading.Event()
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-fleet-viewer",
+                         clean_session=False)
+    client.on_connect = lambda c, *_: c.subscribe("asd-edge/+/+/+/alarm", qos=1)
+    client.on_subscribe = lambda *_: subscribed.set()
+    client.on_message = lambda _c, _u, m: delivered.setdefault(
+        json.loads(m.payload)["event_id"], json.loads(m.payload))
+    client.reconnect_delay_set(0.1, 1)
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    subscribed.wait(5)
+    processes = []
+    for i in range(nodes):
+        node = folder / f"node{i:02d}"
+        node.mkdir()
+        (node / "edge.yaml").write_text(yaml.safe_dump({
+            "node": f"fleet-{i:02d}", "models_dir": str(paths["models"]), "device": "cpu",
+            "threads": 1, "state_dir": str(node / "state"),
+            "streams": [{"machine": MACHINE, "section": 0,
+                         "alarm": {"threshold": threshold},
+                         "source": {"type": "file", "path": str(paths["stream"]),
+                                    "speed": "realtime"}}],
+            "mqtt": {"url": broker.url}, "metrics": {"enabled": False},
+            "evidence": {"enabled": False}}))
+        processes.append(subprocess.Popen(
+            [sys.executable, "-m", "edge.cli", "run", "--config", str(node / "edge.yaml"),
+             "--max-seconds", str(seconds)], cwd=node, stdout=subprocess.DEVNULL,
+            stderr=(node / "log.txt").open("w"), env={**os.environ, "PYTHONPATH": str(ROOT)}))
+    started = time.monotonic()
+    broker_cpu: dict[int, float] = {}
+    restarted = False
+    assert broker.process is not None
+    while any(p.poll() is None for p in processes):
+        assert broker.process is not None
+        if (cpu := proc_cpu_s(broker.process.pid)) is not None:
+            broker_cpu[broker.process.pid] = cpu
+        elapsed = time.monotonic() - started
+        if not restarted and elapsed >= outage[0] and broker.process.poll() is None:
+            broker.stop()  # SIGTERM: mosquitto saves its sessions
+        if not restarted and elapsed >= outage[1]:
+            broker.start()
+            restarted = True
+        time.sleep(0.2)
+    wall = time.monotonic() - started
+    deadline = time.monotonic() + 15
+    raised = {}
+    for i in range(nodes):
+        journal = folder / f"node{i:02d}" / "state" / "journal.jsonl"
+        if journal.is_file():
+            raised.update((e.event_id, e) for e in read_journal(journal))
+    while time.monotonic() < deadline and not set(raised) <= set(delivered):
+        time.sleep(0.2)
+    client.loop_stop()
+    client.disconnect()
+    broker.stop()
+    missing = sorted(set(raised) - set(delivered))
+    return {"nodes": nodes, "audio_s_per_node": seconds, "wall_s": round(wall, 1),
+            "broker_down_s": list(outage), "threshold": round(threshold, 4),
+            "events_raised": len(raised),
+            "raises": sum(e.type == "raise" for e in raised.values()),
+            "clears": sum(e.type == "clear" for e in raised.values()),
+            "events_delivered": len(set(raised) & set(delivered)),
+            "missing": missing[:10],
+            "broker_cpu_s": round(sum(broker_cpu.values()), 2),
+            "broker_cpu_share_of_a_core": round(sum(broker_cpu.values()) / wall, 4),
+            "daemon_exit_codes": sorted({p.returncode for p in processes})}
+
+
+# -- the suite ------------------------------------------------------------------------------------
+
+PARTS = ("streams", "onnx_vs_torch", "incremental", "knn", "limit", "footprint", "fleet",
+         "install")
+
+
+def run_suite(args: argparse.Namespace, save) -> dict:
+    quick = args.quick
+    work = Path(args.work)
+    parts = set(args.only.split(",")) if args.only else set(PARTS) - (
+        {"onnx_vs_torch", "limit", "fleet", "install"} if quick else set())
+    if unknown := parts - set(PARTS):
+        raise SystemExit(f"--only: unknown part(s) {sorted(unknown)}; choose from {PARTS}")
+    paths = prepare(work, quick)
+    results: dict = {"machine": machine_description(), "quick": quick,
+                     "started_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                     "bundle": {"path": str(paths["models"] / MACHINE),
+                                "members": _members(paths)}}
+    def part(name: str, compute) -> None:
+        """One part; a failure is recorded, not fatal; the results so far are saved."""
+        started = time.monotonic()
+        try:
+            results[name] = compute()
+        except Exception as err:  # noqa: BLE001 - the report says which part failed and why
+            results[name] = {"error": f"{type(err).__name__}: {err}"[:2000]}
+        results.setdefault("part_seconds", {})[name] = round(time.monotonic() - started, 1)
+        print(name, json.dumps(results[name])[:400], flush=True)
+        save(results)
+
+    results["peak"] = peak_gflops(3 if quick else 7, 512 if quick else 2048)
+    print("peak", json.dumps(results["peak"]), flush=True)
+    repeats = 5 if quick else 30
+    if "streams" in parts:
+        part("streams", lambda: streams_per_box(paths, quick, args.threads, work))
+    if "onnx_vs_torch" in parts:
+        part("onnx_vs_torch", lambda: onnx_vs_torch(paths, repeats))
+    if "incremental" in parts:
+        part("incremental", lambda: incremental_vs_rescoring(paths, repeats,
+                                                             2.0 if quick else 10.0))
+    if "knn" in parts:
+        part("knn", lambda: hnsw_vs_exact([1000] if quick else [1000, 10_000, 100_000],
+                                          100 if quick else 1000))
+    if "limit" in parts:
+        held = results.get("streams", {}).get("streams_held") or 1
+        part("limit", lambda: against_limit(paths, results["peak"], held))
+    if "footprint" in parts:
+        part("footprint", lambda: {"bundle_mib": folder_mib(paths["models"] / MACHINE)})
+    if "fleet" in parts:
+        part("fleet", lambda: fleet(paths, work, 20, 60.0, (25.0, 32.0)))
+    if "install" in parts:
+        part("install", lambda: install_size(work))
+    results["finished_utc"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    return results
+
+
+def _members(paths: dict[str, Path]) -> list[str]:
+    manifest = json.loads((paths["models"] / MACHINE / "bundle.json").read_text())
+    members = manifest.get("members") or manifest.get("system", {}).get("members") or []
+    return [m.get("name", "?") if isinstance(m, dict) else str(m) for m in members]
 
 
 def main() -> None:
@@ -275,11 +678,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smallest size of every part")
     parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "asd-edge-bench"),
                         help="bundle and recordings, built once and reused")
-    parser.add_argument("--out", help="report (default docs/BENCHMARKS.md; --quick: none "
-                                      "unless given)")
-    parser.add_argument("--results", help="raw figures (JSON)")
+    parser.add_argument("--out", help="the report (default docs/BENCHMARKS.md; with --quick "
+                                      "none unless given)")
+    parser.add_argument("--results", help="raw figures, JSON (default "
+                                          "bench/results/daemon[-quick].json)")
     parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads")
-    parser.add_argument("--only", help="comma-separated parts to run (default: all)")
+    parser.add_argument("--only", help=f"comma-separated parts of {','.join(PARTS)}")
+    parser.add_argument("--render", help="only render the report from this results JSON")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--child-dir", help=argparse.SUPPRESS)
     parser.add_argument("--streams", type=int, default=1, help=argparse.SUPPRESS)
@@ -287,18 +692,28 @@ def main() -> None:
     parser.add_argument("--models", help=argparse.SUPPRESS)
     parser.add_argument("--stream", help=argparse.SUPPRESS)
     parser.add_argument("--mqtt", help=argparse.SUPPRESS)
+    parser.add_argument("--window", type=float, default=10.0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args)
         return
-    paths = prepare(Path(args.work))
-    results = {"machine": machine_description(), "quick": args.quick}
-    results["streams"] = streams_per_box(paths, args.quick, args.threads)
-    out = Path(args.results) if args.results else RESULTS / (
-        "daemon-quick.json" if args.quick else "daemon.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"-> {out}")
+    if args.render:
+        results = json.loads(Path(args.render).read_text())
+    else:
+        out = Path(args.results) if args.results else RESULTS / (
+            "daemon-quick.json" if args.quick else "daemon.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        results = run_suite(args, lambda r: out.write_text(json.dumps(r, indent=2) + "\n"))
+        print(f"results -> {out}")
+    report = Path(args.out) if args.out else (None if args.quick and not args.render
+                                              else ROOT / "docs" / "BENCHMARKS.md")
+    if report is not None:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from report import render  # bench/report.py
+
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text(render(results))
+        print(f"report -> {report}")
 
 
 if __name__ == "__main__":
