@@ -419,47 +419,22 @@ def hnsw_vs_exact(sizes: list[int], queries: int, dim: int = 128) -> dict:
 
 # -- against the limit --------------------------------------------------------------------------
 
-def model_macs(model_path: Path) -> dict:
-    """Multiply-adds of one patch through the ONNX graph (Conv, Gemm, MatMul), from ONNX
-    shape inference at batch 1."""
-    import onnx
-    from onnx import shape_inference
-
-    model = onnx.load(str(model_path))
-    for value in model.graph.input:
-        dims = value.type.tensor_type.shape.dim
-        if dims and not dims[0].dim_value:
-            dims[0].dim_value = 1
-    model = shape_inference.infer_shapes(model)
-    shapes = {}
-    for value in [*model.graph.input, *model.graph.value_info, *model.graph.output]:
-        shapes[value.name] = [d.dim_value for d in value.type.tensor_type.shape.dim]
-    for init in model.graph.initializer:
-        shapes[init.name] = list(init.dims)
-    macs = 0
-    for node in model.graph.node:
-        out = shapes.get(node.output[0])
-        if not out or 0 in out:
-            continue
-        if node.op_type == "Conv":
-            weight = shapes[node.input[1]]  # (C_out, C_in / groups, kh, kw)
-            macs += int(np.prod(out)) * int(np.prod(weight[1:]))
-        elif node.op_type in ("Gemm", "MatMul"):
-            a = shapes.get(node.input[0])
-            if a:
-                macs += int(np.prod(out)) * a[-1]
-    return {"macs_per_patch": macs}
-
-
 def against_limit(paths: dict[str, Path], peak: dict, held: int) -> dict:
+    """The network's multiply-adds per stream-second (training's own count, kept in the
+    checkpoint's model summary) x the streams held, against the measured peak."""
+    import torch
+
     from edge.bundle.load import load_bundle
 
     system = load_bundle(paths["models"], MACHINE, device="cpu", threads=1).system
     patch_seconds = system.patching.patch_hop * system.front_end.hop_length / 16000
-    macs = model_macs(paths["models"] / MACHINE / "model.onnx")["macs_per_patch"]
+    summary = torch.load(paths["run"] / "checkpoint.pt", map_location="cpu",
+                         weights_only=True)["model_summary"]
+    macs = int(summary["multiply_adds_per_patch"])
     per_second = macs / patch_seconds
     useful = 2 * per_second * held / 1e9
-    return {"macs_per_patch": macs, "patches_per_audio_second": round(1 / patch_seconds, 3),
+    return {"macs_per_patch": macs, "parameters": summary.get("parameters"),
+            "patches_per_audio_second": round(1 / patch_seconds, 3),
             "macs_per_audio_second": round(per_second), "streams": held,
             "useful_gflops": round(useful, 3), "peak_gflops": peak["gflops"]["median"],
             "fraction_of_peak": round(useful / peak["gflops"]["median"], 5)}
@@ -626,7 +601,9 @@ def run_suite(args: argparse.Namespace, save) -> dict:
     if unknown := parts - set(PARTS):
         raise SystemExit(f"--only: unknown part(s) {sorted(unknown)}; choose from {PARTS}")
     paths = prepare(work, quick)
-    results: dict = {"machine": machine_description(), "quick": quick,
+    previous = json.loads(Path(args.results_path).read_text()) if (
+        args.only and Path(args.results_path).is_file()) else {}
+    results: dict = {**previous, "machine": machine_description(), "quick": quick,
                      "started_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                      "bundle": {"path": str(paths["models"] / MACHINE),
                                 "members": _members(paths)}}
@@ -641,8 +618,9 @@ def run_suite(args: argparse.Namespace, save) -> dict:
         print(name, json.dumps(results[name])[:400], flush=True)
         save(results)
 
-    results["peak"] = peak_gflops(3 if quick else 7, 512 if quick else 2048)
-    print("peak", json.dumps(results["peak"]), flush=True)
+    if "peak" not in results or not args.only:
+        results["peak"] = peak_gflops(3 if quick else 7, 512 if quick else 2048)
+        print("peak", json.dumps(results["peak"]), flush=True)
     repeats = 5 if quick else 30
     if "streams" in parts:
         part("streams", lambda: streams_per_box(paths, quick, args.threads, work))
@@ -683,7 +661,8 @@ def main() -> None:
     parser.add_argument("--results", help="raw figures, JSON (default "
                                           "bench/results/daemon[-quick].json)")
     parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads")
-    parser.add_argument("--only", help=f"comma-separated parts of {','.join(PARTS)}")
+    parser.add_argument("--only", help=f"comma-separated parts of {','.join(PARTS)} (run "
+                                       "again into the results file, the others kept)")
     parser.add_argument("--render", help="only render the report from this results JSON")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--child-dir", help=argparse.SUPPRESS)
@@ -703,6 +682,7 @@ def main() -> None:
         out = Path(args.results) if args.results else RESULTS / (
             "daemon-quick.json" if args.quick else "daemon.json")
         out.parent.mkdir(parents=True, exist_ok=True)
+        args.results_path = out  # --only: the other parts' figures are kept from it
         results = run_suite(args, lambda r: out.write_text(json.dumps(r, indent=2) + "\n"))
         print(f"results -> {out}")
     report = Path(args.out) if args.out else (None if args.quick and not args.render

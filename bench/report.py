@@ -280,8 +280,9 @@ def _limit(results: dict) -> list[str]:
     return [
         "## Against the limit",
         "",
-        f"The network's multiply-adds per patch, counted from the ONNX graph (Conv, Gemm and "
-        f"MatMul nodes after shape inference): {lim['macs_per_patch'] / 1e6:.1f} M; "
+        f"The network's multiply-adds per patch (convolutions and linear layers, as training "
+        f"counts them: `training.model.multiply_adds_per_patch`, kept in the checkpoint): "
+        f"{lim['macs_per_patch'] / 1e6:.1f} M; "
         f"{lim['patches_per_audio_second']} patches per second of audio (one per hop), so "
         f"{lim['macs_per_audio_second'] / 1e6:.1f} M multiply-adds per stream-second. At the "
         f"{lim['streams']} streams held that is {lim['useful_gflops']} GFLOP/s of useful work "
