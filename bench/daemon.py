@@ -291,6 +291,37 @@ def streams_per_box(paths: dict[str, Path], quick: bool, threads: int, work: Pat
             "profile": profile}
 
 
+def processes_per_core(paths: dict[str, Path], start: int, threads: int, processes: int,
+                       quick: bool) -> dict:
+    """The layout that uses every core: ``processes`` daemons side by side, each with
+    1/processes of the streams (disjoint stream lists, as two ``asd-edge run --config`` with
+    their own node names would run), total N doubled from ``start`` until one falls behind."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    window, seconds = (2.0, 4.0) if quick else (10.0, 25.0)
+    rows = []
+    total = start
+    while total <= (2 * start if quick else 4096):
+        share = max(1, total // processes)
+        with ThreadPoolExecutor(processes) as pool:
+            each = list(pool.map(lambda n: run_daemon(paths, n, seconds, threads, window),
+                                 [share] * processes))
+        row = {"streams": share * processes, "processes": processes,
+               "keeps_up": all(keeps_up(r) for r in each),
+               "latency_ms_p99": max(r["latency_ms_p99"] for r in each),
+               "latency_ms_p50": float(np.median([r["latency_ms_p50"] for r in each])),
+               "cpu_cores": round(sum(r["cpu_cores"] for r in each), 2),
+               "rss_mib": round(sum(r["rss_mib"] for r in each), 1),
+               "load_average": each[0]["load_average"]}
+        rows.append(row)
+        print("processes", json.dumps(row), flush=True)
+        if not row["keeps_up"]:
+            break
+        total *= 2
+    return {"processes": processes, "rows": rows,
+            "streams_held": max((r["streams"] for r in rows if r["keeps_up"]), default=0)}
+
+
 def profile_top(paths: dict[str, Path], streams: int, seconds: float, threads: int,
                 work: Path, top: int = 12) -> list[dict]:
     """The main thread's functions by own time (cProfile) at ``streams`` streams."""
@@ -589,15 +620,15 @@ def fleet(paths: dict[str, Path], work: Path, nodes: int, seconds: float,
 
 # -- the suite ------------------------------------------------------------------------------------
 
-PARTS = ("streams", "onnx_vs_torch", "incremental", "knn", "limit", "footprint", "fleet",
-         "install")
+PARTS = ("streams", "processes", "onnx_vs_torch", "incremental", "knn", "limit", "footprint",
+         "fleet", "install")
 
 
 def run_suite(args: argparse.Namespace, save) -> dict:
     quick = args.quick
     work = Path(args.work)
     parts = set(args.only.split(",")) if args.only else set(PARTS) - (
-        {"onnx_vs_torch", "limit", "fleet", "install"} if quick else set())
+        {"processes", "onnx_vs_torch", "limit", "fleet", "install"} if quick else set())
     if unknown := parts - set(PARTS):
         raise SystemExit(f"--only: unknown part(s) {sorted(unknown)}; choose from {PARTS}")
     paths = prepare(work, quick)
@@ -624,6 +655,10 @@ def run_suite(args: argparse.Namespace, save) -> dict:
     repeats = 5 if quick else 30
     if "streams" in parts:
         part("streams", lambda: streams_per_box(paths, quick, args.threads, work))
+    if "processes" in parts:
+        held = (results.get("streams") or {}).get("streams_held") or 1
+        part("processes", lambda: processes_per_core(paths, held, args.threads,
+                                                     len(os.sched_getaffinity(0)), quick))
     if "onnx_vs_torch" in parts:
         part("onnx_vs_torch", lambda: onnx_vs_torch(paths, repeats))
     if "incremental" in parts:

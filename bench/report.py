@@ -153,6 +153,25 @@ def _streams(results: dict) -> list[str]:
         "default ensemble on this 2-core machine is **not** reached by one process.",
         "",
     ]
+    proc = results.get("processes")
+    if proc and "error" not in proc:
+        out += [
+            f"**A process per core.** {proc['processes']} daemons side by side, each with "
+            f"1/{proc['processes']} of the streams (disjoint stream lists in two configs, "
+            "distinct node names: no code change), total N doubled from the streams one "
+            "process held until one of them falls behind:",
+            "",
+            "| streams (total) | keeps up | p50 / worst p99 latency (ms) | CPU cores (sum) | "
+            "RSS MiB (sum) | load avg |",
+            "|---|---|---|---|---|---|",
+        ]
+        out += [f"| {r['streams']} | {'yes' if r['keeps_up'] else '**no**'} | "
+                f"{r['latency_ms_p50']:.0f} / {r['latency_ms_p99']:.0f} | {r['cpu_cores']} | "
+                f"{r['rss_mib']:.0f} | {r['load_average']} |" for r in proc["rows"]]
+        out += ["", f"**Streams held with {proc['processes']} processes: "
+                f"{proc['streams_held']}.**", ""]
+    elif proc:
+        out += [f"A process per core: {_error(proc)}", ""]
     if s.get("profile"):
         out += [
             f"Where the main thread goes (cProfile of the daemon at {s['profile'][0]['streams']} "
