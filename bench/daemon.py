@@ -17,6 +17,7 @@ well it was trained. It is built once under --work and reused.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -28,6 +29,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from edge.daemon import blas_single_threaded
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -380,7 +383,8 @@ def onnx_vs_torch(paths: dict[str, Path], repeats: int) -> dict:
     return {"threads": 1, "torch": torch.__version__, **out}
 
 
-def incremental_vs_rescoring(paths: dict[str, Path], repeats: int, window: float) -> dict:
+def incremental_vs_rescoring(paths: dict[str, Path], repeats: int, window: float,
+                             blas_one_thread: bool = True) -> dict:
     """(b) One stream's hop: the daemon's incremental path (front end of the new audio, the new
     patch through ORT, the window scored) vs re-scoring the whole window from its waveform every
     hop (``ScoringSystem.assess_clip``: the whole front end and every patch again)."""
@@ -412,8 +416,10 @@ def incremental_vs_rescoring(paths: dict[str, Path], repeats: int, window: float
         end = max(span, min(state["position"], audio.shape[0]))
         system.assess_clip(audio[end - span:end], 0)
 
-    times = interleaved({"rescoring": rescoring, "incremental": incremental}, repeats)
-    return {"window_s": window, **ratio(times, "rescoring", "incremental")}
+    with blas_single_threaded() if blas_one_thread else contextlib.nullcontext():
+        times = interleaved({"rescoring": rescoring, "incremental": incremental}, repeats)
+    return {"window_s": window, "blas_threads": 1 if blas_one_thread else "all",
+            **ratio(times, "rescoring", "incremental")}
 
 
 def hnsw_vs_exact(sizes: list[int], queries: int, dim: int = 128) -> dict:
@@ -435,9 +441,10 @@ def hnsw_vs_exact(sizes: list[int], queries: int, dim: int = 128) -> dict:
         indexed = KnnBackend(KnnConfig(exact_below=0), refs)
         build_s = time.perf_counter() - started
         exact = KnnBackend(KnnConfig(exact_below=size + 1), refs)
-        times = interleaved({"exact": lambda q=probe[:1], e=exact: e.neighbours(q),
-                             "hnswlib": lambda q=probe[:1], i=indexed: i.neighbours(q)},
-                            repeats=20)
+        with blas_single_threaded():  # as the daemon searches
+            times = interleaved({"exact": lambda q=probe[:1], e=exact: e.neighbours(q),
+                                 "hnswlib": lambda q=probe[:1], i=indexed: i.neighbours(q)},
+                                repeats=20)
         truth = exact.neighbours(probe)[0][:, 0]
         found = indexed.neighbours(probe)[0][:, 0]
         row = {"references": size, "dim": dim, "build_s": round(build_s, 2),
@@ -670,6 +677,9 @@ def run_suite(args: argparse.Namespace, save) -> dict:
     if "incremental" in parts:
         part("incremental", lambda: incremental_vs_rescoring(paths, repeats,
                                                              2.0 if quick else 10.0))
+        # the same hop with numpy's BLAS on every core, as before the daemon limited it
+        part("incremental_blas_threads", lambda: incremental_vs_rescoring(
+            paths, repeats, 2.0 if quick else 10.0, blas_one_thread=False))
     if "knn" in parts:
         sizes = ([int(x) for x in args.knn_sizes.split(",")] if args.knn_sizes
                  else [1000] if quick else [1000, 10_000, 100_000])

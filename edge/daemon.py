@@ -26,10 +26,12 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager as ContextManager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from edge.alarms.rule import AlarmRule, AlarmRuleConfig, StreamKey, Transition
 from edge.audio import SAMPLE_RATE
@@ -140,6 +142,18 @@ class StreamRunner:
         """Seconds of the window's end: file offset for a file, stream time for a microphone."""
         base = self.origin_offset_s if self.origin_offset_s is not None else self.origin_stream_s
         return base + window.end_sample / SAMPLE_RATE
+
+
+def blas_single_threaded() -> ContextManager[object]:
+    """A context in which numpy's BLAS uses one thread (process-wide, restored on exit).
+
+    The daemon's matrix products are small (one window's query against at most
+    ``exact_below`` references, a window's statistics): OpenBLAS splits them over every core
+    all the same, and on a box whose cores are busy with capture threads, ONNX Runtime and
+    other processes its threads wait for each other: one query against 5 000 references took
+    5.8 ms instead of 0.09 ms, a whole hop of a stream 7.7 ms instead of 1.7 ms
+    (docs/BENCHMARKS.md)."""
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def alarm_rule_for(config: StreamConfig, key: StreamKey, bundle: Bundle) -> AlarmRule:
@@ -389,7 +403,12 @@ class Daemon:
     def run(self, outputs: Output) -> int:
         """Start, score until the sources end or ``stop`` is set, shut down. Returns 0.
 
-        ``outputs`` get every state, score and event; closing them is the caller's."""
+        ``outputs`` get every state, score and event; closing them is the caller's. numpy's
+        BLAS runs on one thread meanwhile (``blas_single_threaded``)."""
+        with blas_single_threaded():
+            return self._run(outputs)
+
+    def _run(self, outputs: Output) -> int:
         self.start(outputs)
         live = set(range(len(self.runners)))
         try:
