@@ -16,9 +16,10 @@ a broker cluster it already runs (EMQX, VerneMQ or HiveMQ), with no code of ours
   reconnects within a second of a node accepting it (docs/RELIABILITY.md) and its durable
   outbox re-sends every event not yet acknowledged (QoS 1, `outbox.max_events` bounds what
   it keeps during a long outage).
-- **Unique client ids**: the daemon's client id is derived from `node`; give every box its own
-  `node` (the default is the host name), or the cluster disconnects the older of two
-  sessions with the same id over and over.
+- **Unique client ids**: the daemon's client id is `asd-edge-<node>` unless `mqtt.client_id`
+  says otherwise; give every box (and every process of a box run as a process per core) its
+  own `node`, or the cluster disconnects the older of two sessions with the same id over and
+  over.
 - **Consumers use shared subscriptions**, so that a pool of plant-side services shares the
   alarms instead of each getting every one: `$share/alarms/asd-edge/+/+/+/alarm` (MQTT 5
   syntax, supported by EMQX, VerneMQ and HiveMQ; EMQX also takes `$queue/...`). Each event
@@ -189,30 +190,44 @@ def _streams(results: dict) -> list[str]:
 
 _BOTTLENECK = """\
 **The bottleneck, and what was removed.** Profiled at 256 streams (cProfile of the main
-thread, and the process's CPU against wall time), the time per hop is spread over per-stream
-Python and numpy calls, not one hot spot: the streaming front end per 0.1 s block per stream
-(`StreamingWindows.push` -> `spectrogram` -> `frame_magnitudes` and a 1024-point FFT of 3
-frames: ~45 % of the main thread), ONNX Runtime (~15 %), the scoring of windows (~15 %),
-and, before this change, a walk over **every** stream after every batch twice: the health
-metrics (`_update_health`, 257 000 calls in 25 s, 7 %) and the search for pending patches in
-`_score_pending`. Both now visit only what changed (the streams of the batch; the metrics at
-most every 0.5 s): main-thread CPU per stream-second went from 5.2 ms (5.0-5.4, n=3) to
-4.0 ms (3.7-4.3, n=3) at 128 streams, measured side by side (old and new tree alternating,
-15 s of audio each), i.e. 23 % more streams per process before the main thread saturates.
-At 256 streams the process used under one core (0.8-0.9) while falling behind: the one
-interpreter lock, shared by the main thread and one capture thread per stream, is the limit,
-not the cores.
+thread, py-spy being too slow with hundreds of threads; and the process's CPU against wall
+time), the main thread is the limit: it runs the front end, ONNX Runtime, the scoring and
+the alarm rule of every stream, and at 256 streams it was busy all the time (main-thread CPU x
+streams = 0.95-1 s per s) while the process used under one core of two. Its time is spread
+over per-stream Python and numpy calls, no single hot spot: the streaming front end per
+0.1 s block per stream (`StreamingWindows.push` -> `spectrogram` -> `frame_magnitudes`, a
+1024-point FFT of 3 frames: about 45 %), ONNX Runtime (about 15 %), the scoring of windows
+(about 15 %). Two things were removed, each measured side by side (the tree before and after
+the change alternating, the same daemon benchmark, 25 s of audio per run; figures of that
+comparison, not of the table above):
+
+1. **A walk over every stream after every batch, twice**: the health metrics
+   (`_update_health`: 257 000 calls in 25 s, 7 % of the main thread) and the search for
+   pending patches in `_score_pending`. Both now visit only what changed (the streams of the
+   batch; the metrics at most every 0.5 s). Main-thread CPU per stream-second at 128
+   streams: 5.2 ms (5.0-5.4, n=3) before, 4.0 ms (3.7-4.3, n=3) after: 23 % more streams
+   before the main thread saturates.
+2. **numpy's BLAS on every core for tiny products.** OpenBLAS splits even one window's query
+   against the references over both cores; with the cores busy its threads wait for each
+   other: an exact search of one query against 5 000 references took 5.8 ms instead of
+   0.09 ms, 10 000 references 9.7 ms instead of 0.16 ms, and one stream's whole hop (part (b)
+   below) 7.7 ms instead of 1.7 ms. The daemon now runs with BLAS on one thread
+   (`edge.daemon.blas_single_threaded`, threadpoolctl). With this benchmark's bundle (a few
+   dozen references) the end-to-end gain is small: process CPU per stream-second at 256
+   streams 4.8 -> 4.4 ms, p50 latency in the overloaded run 3.3 s -> 1.5 s, main-thread CPU
+   unchanged within the noise; with an enrolled bundle of thousands of references (12 minutes
+   of a unit's sound is 1 400) the exact search of every window is where it counts.
 
 Tried and **reverted**: holding each stream's blocks until they complete the next window (one
 front-end call per hop instead of five): fewer calls, but the main thread then idled between
-single-block batches and the latency got worse in side-by-side runs; not kept.
+single-block batches and the latency got worse in side-by-side runs.
 
-What would reach 500 streams on two cores (not done here): (1) **a process per core**, each
-with half of the streams (two `asd-edge run --config` with disjoint stream lists and distinct
-`node` names: no code change, and it doubles the bound above); (2) **one capture thread for
-all file/microphone sources of a process** instead of one per stream (fewer lock hand-offs);
-(3) **the front end batched across streams** (one FFT call for the frames of all streams of
-a batch, as ONNX Runtime already is)."""
+What is left between this and 500 streams on two cores (not done here): (1) **the front end
+batched across streams** (one FFT and one filterbank product for the frames of all streams of
+a batch, as ONNX Runtime already is: the largest share of the main thread); (2) **one capture
+thread for all sources of a process** instead of one per stream (hundreds of threads hand the
+interpreter lock to each other ten times a second each); (3) **a process per core**, each with
+its share of the streams (below)."""
 
 _NOT_MEASURED = """\
 ## Not measured here (yet)
@@ -263,11 +278,17 @@ def _alternatives(results: dict) -> list[str]:
         else:
             out.append(f"re-scoring {_spread(b['rescoring_ms'], 2, ' ms')}, incremental "
                        f"{_spread(b['incremental_ms'], 2, ' ms')}: **{_spread(b['ratio'], 1)}x**"
-                       " per hop.")
+                       " per hop (numpy's BLAS on one thread, as in the daemon).")
+            t = results.get("incremental_blas_threads")
+            if t and "error" not in t:
+                out.append(f"\nThe same with numpy's BLAS on every core (before the daemon "
+                           f"limited it): re-scoring {_spread(t['rescoring_ms'], 2, ' ms')}, "
+                           f"incremental {_spread(t['incremental_ms'], 2, ' ms')}.")
         out.append("")
     c = results.get("knn")
     if c:
-        out.append("**(c) hnswlib vs exact search** (`KnnBackend` both ways: hnswlib as "
+        out.append("**(c) hnswlib vs exact search** (`KnnBackend` both ways, numpy's BLAS on "
+                   "one thread as in the daemon: hnswlib as "
                    "bundles build it, M 16, ef_construction 200, ef 200 set after the build; "
                    "exact = numpy cosine over all references), 128-d unit-normalised clustered "
                    "embeddings, one query at a time (a hop), alternating; recall@1 against "
