@@ -662,8 +662,9 @@ def run_suite(args: argparse.Namespace, save) -> dict:
     paths = prepare(work, quick)
     previous = json.loads(Path(args.results_path).read_text()) if (
         args.only and Path(args.results_path).is_file()) else {}
-    results: dict = {**previous, "machine": machine_description(), "quick": quick,
-                     "started_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    now = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    results: dict = {**previous, "machine": previous.get("machine") or machine_description(),
+                     "quick": quick, "started_utc": previous.get("started_utc", now),
                      "bundle": {"path": str(paths["models"] / MACHINE),
                                 "members": _members(paths)}}
     def part(name: str, compute) -> None:
@@ -708,7 +709,11 @@ def run_suite(args: argparse.Namespace, save) -> dict:
         part("fleet", lambda: fleet(paths, work, 20, 60.0, (15.0, 40.0)))
     if "install" in parts:
         part("install", lambda: install_size(work))
-    results["finished_utc"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    finished = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    if previous:  # --only: say which parts are of a later run
+        results.setdefault("reruns", []).append(f"{','.join(sorted(parts))} at {now}")
+    else:
+        results["finished_utc"] = finished
     return results
 
 

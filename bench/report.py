@@ -67,7 +67,9 @@ def render(results: dict) -> str:
         "",
         f"Run {results.get('started_utc', '?')} - {results.get('finished_utc', '?')}"
         + (" (**--quick**: smallest sizes, not figures to quote)" if results.get("quick")
-           else "") + ".",
+           else "") + "."
+        + (f" Parts run again later with `--only`: {'; '.join(results['reruns'])}."
+           if results.get("reruns") else ""),
         "",
         "## The machine",
         "",
@@ -183,7 +185,9 @@ def _streams(results: dict) -> list[str]:
         ]
         out += [f"| `{p['function']}` | {p['calls']} | {p['own_s']} | {p['own_share']:.0%} |"
                 for p in s["profile"]]
-        out.append("")
+        out += ["", "(cProfile counts wall time: a lock's `acquire` is mostly the main thread "
+                "waiting for the next block, i.e. idle at this N; under cProfile's own overhead "
+                "the run is slower than without it.)", ""]
     out += [_BOTTLENECK, ""]
     return out
 
