@@ -157,7 +157,8 @@ def child(args: argparse.Namespace) -> None:
     work = Path(args.child_dir)
     streams = [{"name": f"s{i:04d}", "machine": MACHINE, "section": 0,
                 "window_seconds": args.window,
-                "source": {"type": "file", "path": str(args.stream), "speed": "realtime"}}
+                "source": {"type": "file", "path": str(args.stream), "speed": "realtime",
+                           "block_seconds": args.block_seconds}}
                for i in range(args.streams)]
     config_file = work / "edge.yaml"
     config_file.write_text(yaml.safe_dump({
@@ -228,7 +229,8 @@ def child(args: argparse.Namespace) -> None:
 
 
 def run_daemon(paths: dict[str, Path], streams: int, seconds: float, threads: int,
-               window: float = 10.0, profile: Path | None = None) -> dict:
+               window: float = 10.0, profile: Path | None = None,
+               block_seconds: float = 0.1) -> dict:
     """One ``child`` in a fresh interpreter (its memory is its own)."""
     with tempfile.TemporaryDirectory(prefix="asd-bench-") as folder:
         argv = [sys.executable]
@@ -237,7 +239,8 @@ def run_daemon(paths: dict[str, Path], streams: int, seconds: float, threads: in
         argv += [str(Path(__file__).resolve()), "--child", "--child-dir", folder,
                  "--streams", str(streams), "--seconds", str(seconds),
                  "--threads", str(threads), "--models", str(paths["models"]),
-                 "--stream", str(paths["stream"]), "--window", str(window)]
+                 "--stream", str(paths["stream"]), "--window", str(window),
+                 "--block-seconds", str(block_seconds)]
         done = subprocess.run(argv, capture_output=True, text=True,
                               env={**os.environ, "PYTHONPATH": str(ROOT)},
                               timeout=seconds * 6 + 120)
@@ -328,6 +331,25 @@ def processes_per_core(paths: dict[str, Path], start: int, threads: int, process
             break
         total *= 2
     return {"processes": processes, "rows": rows,
+            "streams_held": max((r["streams"] for r in rows if r["keeps_up"]), default=0)}
+
+
+def larger_blocks(paths: dict[str, Path], start: int, threads: int,
+                  block_seconds: float = 0.25) -> dict:
+    """One process with ``block_seconds`` capture blocks (``source.block_seconds``, a config
+    setting; 0.1 s by default): a quarter of the blocks, front-end calls and thread wake-ups
+    per stream, for up to that much more hop latency. N doubled from ``start``."""
+    rows = []
+    n = start
+    while n <= 4096:
+        row = run_daemon(paths, n, 25.0, threads, block_seconds=block_seconds)
+        row["keeps_up"] = keeps_up(row)
+        rows.append(row)
+        print("blocks", json.dumps(row), flush=True)
+        if not row["keeps_up"]:
+            break
+        n *= 2
+    return {"block_seconds": block_seconds, "rows": rows,
             "streams_held": max((r["streams"] for r in rows if r["keeps_up"]), default=0)}
 
 
@@ -648,15 +670,16 @@ def fleet(paths: dict[str, Path], work: Path, nodes: int, seconds: float,
 
 # -- the suite ------------------------------------------------------------------------------------
 
-PARTS = ("streams", "processes", "onnx_vs_torch", "incremental", "knn", "limit", "footprint",
-         "fleet", "install")
+PARTS = ("streams", "processes", "blocks", "onnx_vs_torch", "incremental", "knn", "limit",
+         "footprint", "fleet", "install")
 
 
 def run_suite(args: argparse.Namespace, save) -> dict:
     quick = args.quick
     work = Path(args.work)
     parts = set(args.only.split(",")) if args.only else set(PARTS) - (
-        {"processes", "onnx_vs_torch", "limit", "fleet", "install"} if quick else set())
+        {"processes", "blocks", "onnx_vs_torch", "limit", "fleet", "install"} if quick
+        else set())
     if unknown := parts - set(PARTS):
         raise SystemExit(f"--only: unknown part(s) {sorted(unknown)}; choose from {PARTS}")
     paths = prepare(work, quick)
@@ -688,6 +711,9 @@ def run_suite(args: argparse.Namespace, save) -> dict:
         held = (results.get("streams") or {}).get("streams_held") or 1
         part("processes", lambda: processes_per_core(paths, held, args.threads,
                                                      len(os.sched_getaffinity(0)), quick))
+    if "blocks" in parts:
+        held = (results.get("streams") or {}).get("streams_held") or 1
+        part("blocks", lambda: larger_blocks(paths, held, args.threads))
     if "onnx_vs_torch" in parts:
         part("onnx_vs_torch", lambda: onnx_vs_torch(paths, repeats))
     if "incremental" in parts:
@@ -746,6 +772,7 @@ def main() -> None:
     parser.add_argument("--stream", help=argparse.SUPPRESS)
     parser.add_argument("--mqtt", help=argparse.SUPPRESS)
     parser.add_argument("--window", type=float, default=10.0, help=argparse.SUPPRESS)
+    parser.add_argument("--block-seconds", type=float, default=0.1, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args)
