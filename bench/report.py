@@ -175,6 +175,26 @@ def _streams(results: dict) -> list[str]:
                 f"{proc['streams_held']}.**", ""]
     elif proc:
         out += [f"A process per core: {_error(proc)}", ""]
+    blocks = results.get("blocks")
+    if blocks and "error" not in blocks:
+        out += [
+            f"**Larger capture blocks.** The same single process with `source.block_seconds: "
+            f"{blocks['block_seconds']:g}` (a config setting; 0.1 s by default): "
+            f"{blocks['block_seconds'] / 0.1:g}x fewer blocks, front-end calls and capture-thread "
+            "wake-ups per stream, for up to that much more waiting for the block that holds a "
+            "hop's last sample:",
+            "",
+            "| streams | keeps up | p50 / p99 / max latency (ms) | CPU cores | RSS (MiB) | "
+            "main-thread CPU ms per stream-s | load avg |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        out += [f"| {r['streams']} | {'yes' if r['keeps_up'] else '**no**'} | "
+                f"{r['latency_ms_p50']:.0f} / {r['latency_ms_p99']:.0f} / "
+                f"{r['latency_ms_max']:.0f} | {r['cpu_cores']} | {r['rss_mib']:.0f} | "
+                f"{r['main_thread_cpu_ms_per_stream_s']} | {r.get('load_average', '-')} |"
+                for r in blocks["rows"]]
+        out += ["", f"**Streams held with {blocks['block_seconds']:g} s blocks: "
+                f"{blocks['streams_held']}.**", ""]
     if s.get("profile"):
         out += [
             f"Where the main thread goes (cProfile of the daemon at {s['profile'][0]['streams']} "
