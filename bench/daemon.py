@@ -38,9 +38,15 @@ MACHINE = "gearbox"
 HOP_SECONDS = 0.512  # 0.5 s asked of the default config = 2 patches of 0.256 s
 
 
-def _cli(*argv: str) -> None:
+def _cli(*argv: str, in_process: bool = False) -> None:
     """One ``asd-edge`` command in a fresh interpreter (training imports torch; this one
-    stays light)."""
+    stays light), or here when ``in_process`` (the edge's own commands, no torch)."""
+    if in_process:
+        from edge.cli import main as asd_edge
+
+        if asd_edge(list(argv)):
+            raise SystemExit(f"asd-edge {' '.join(argv)} failed")
+        return
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run([sys.executable, "-m", "edge.cli", *argv], env=env,
                           capture_output=True, text=True)
@@ -60,11 +66,11 @@ def prepare(work: Path, quick: bool = False) -> dict[str, Path]:
     if not (paths["models"] / MACHINE / "bundle.json").is_file():
         _cli("synth", str(paths["data"]), "--machines", MACHINE, "--sections", "1",
              "--train", "4" if quick else "8", "--target-train", "2", "--test", "2",
-             "--seed", "0")
+             "--seed", "0", in_process=True)
         if quick:
             _cli("enroll", "--dir", str(paths["data"] / MACHINE / "train"), "--machine",
                  MACHINE, "--section", "0", "--models", str(paths["models"]), "--domain",
-                 "source", "--clip-quantile-thresholds")
+                 "source", "--clip-quantile-thresholds", in_process=True)
         else:
             _cli("train", "--data", str(paths["data"]), "--machines", MACHINE, "--out",
                  str(paths["run"]), "--epochs", "1", "--seed", "0")
@@ -75,7 +81,7 @@ def prepare(work: Path, quick: bool = False) -> dict[str, Path]:
         _cli("synth", str(paths["stream"]), "--stream", "--machine", MACHINE, "--section", "0",
              "--seconds", "6" if quick else "60", "--fault-start", "2" if quick else "25",
              "--fault-seconds", "2" if quick else "15", "--fault-severity", "1.5",
-             "--seed", "0")
+             "--seed", "0", in_process=True)
     return paths
 
 
@@ -260,7 +266,7 @@ def keeps_up(row: dict) -> bool:
 def streams_per_box(paths: dict[str, Path], quick: bool, threads: int, work: Path) -> dict:
     """N = 1, 2, 4, ... until a run falls behind; the largest N that keeps up is run again
     (repeats) for its spread, and once more under cProfile for where the main thread goes."""
-    window, seconds = (2.0, 4.0) if quick else (10.0, 25.0)
+    window, seconds = (2.0, 3.5) if quick else (10.0, 25.0)
     limit = 2 if quick else 2048
     rows = []
     n = 1
