@@ -746,6 +746,7 @@ def run_suite(args: argparse.Namespace, save) -> dict:
         results.setdefault("reruns", []).append(f"{','.join(sorted(parts))} at {now}")
     else:
         results["finished_utc"] = finished
+    save(results)
     return results
 
 
