@@ -193,8 +193,16 @@ def _streams(results: dict) -> list[str]:
                 f"{r['latency_ms_max']:.0f} | {r['cpu_cores']} | {r['rss_mib']:.0f} | "
                 f"{r['main_thread_cpu_ms_per_stream_s']} | {r.get('load_average', '-')} |"
                 for r in blocks["rows"]]
-        out += ["", f"**Streams held with {blocks['block_seconds']:g} s blocks: "
-                f"{blocks['streams_held']}.**", ""]
+        first = blocks["rows"][0]
+        held_text = (f"{blocks['streams_held']}" if blocks["streams_held"] else
+                     f"none from {first['streams']} up: the p99 latency rule (512 ms) fails on "
+                     "the longer wait for a block")
+        out += ["", f"**Streams held with {blocks['block_seconds']:g} s blocks: {held_text}.** "
+                f"The main thread's cost per stream-second was "
+                f"{first['main_thread_cpu_ms_per_stream_s']} ms against the 0.1 s blocks' "
+                f"{_spread(at.get('main_thread_cpu_ms_per_stream_s'), 2, ' ms')} at "
+                f"{held} streams: the per-block work is the main thread's largest cost, which "
+                "is why the front end batched across streams is the next step.", ""]
     if s.get("profile"):
         out += [
             f"Where the main thread goes (cProfile of the daemon at {s['profile'][0]['streams']} "
