@@ -29,10 +29,12 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager as ContextManager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from edge.alarms.rule import AlarmRule, AlarmRuleConfig, StreamKey, Transition
 from edge.audio import SAMPLE_RATE
@@ -72,6 +74,7 @@ from edge.streaming import StreamingWindows, Window, hop_patches_for, window_pat
 logger = logging.getLogger(__name__)
 
 QUEUE_BLOCKS = 64
+HEALTH_SECONDS = 0.5  # capture counters and output state copied to the metrics this often
 FEEDBACK_QUEUE = 8  # feedback requests waiting for the worker; more are answered "busy"
 
 FeedbackReply = Callable[[FeedbackAck], None]
@@ -159,6 +162,18 @@ class StreamRunner:
         """Seconds of the window's end: file offset for a file, stream time for a microphone."""
         base = self.origin_offset_s if self.origin_offset_s is not None else self.origin_stream_s
         return base + window.end_sample / SAMPLE_RATE
+
+
+def blas_single_threaded() -> ContextManager[object]:
+    """A context in which numpy's BLAS uses one thread (process-wide, restored on exit).
+
+    The daemon's matrix products are small (one window's query against at most
+    ``exact_below`` references, a window's statistics): OpenBLAS splits them over every core
+    all the same, and on a box whose cores are busy with capture threads, ONNX Runtime and
+    other processes its threads wait for each other: one query against 5 000 references took
+    5.8 ms instead of 0.09 ms, a whole hop of a stream 7.7 ms instead of 1.7 ms
+    (docs/BENCHMARKS.md)."""
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def alarm_rule_for(config: StreamConfig, key: StreamKey, bundle: Bundle) -> AlarmRule:
@@ -291,6 +306,7 @@ class Daemon:
         self._sources: list[AudioSource] = []
         self.events_sent = 0
         self.windows_scored = 0
+        self._health_due = 0.0
         # every hop's score, whether or not MQTT gets it (the web page's timeline)
         self.score_listener: Callable[[ScoreMessage], None] | None = None
         # the web page's URLs of an episode's clip and spectrogram, for the alarm event
@@ -412,7 +428,12 @@ class Daemon:
     def run(self, outputs: Output) -> int:
         """Start, score until the sources end or ``stop`` is set, shut down. Returns 0.
 
-        ``outputs`` get every state, score and event; closing them is the caller's."""
+        ``outputs`` get every state, score and event; closing them is the caller's. numpy's
+        BLAS runs on one thread meanwhile (``blas_single_threaded``)."""
+        with blas_single_threaded():
+            return self._run(outputs)
+
+    def _run(self, outputs: Output) -> int:
         self.start(outputs)
         live = set(range(len(self.runners)))
         try:
@@ -421,21 +442,24 @@ class Daemon:
                 try:
                     items = [self._queue.get(timeout=0.2)]
                 except queue.Empty:
-                    self._update_health()
+                    self._refresh_health()
                     continue
                 while len(items) < QUEUE_BLOCKS:  # take what is waiting: one batch
                     try:
                         items.append(self._queue.get_nowait())
                     except queue.Empty:
                         break
+                fed: dict[int, StreamRunner] = {}
                 for index, block in items:
                     if block is None:
                         live.discard(index)
                         self._ended(self.runners[index])
                     else:
                         self._take(self.runners[index], block)
-                self._score_pending()
-                self._update_health()
+                        fed[index] = self.runners[index]
+                self._score_pending(list(fed.values()))
+                self._refresh_health()
+            self._update_health()
         finally:
             self.shutdown()
         return 0
@@ -474,9 +498,13 @@ class Daemon:
                            runner.stream_samples / SAMPLE_RATE, runner.config.window_seconds,
                            runner.config.window_seconds)
 
-    def _score_pending(self) -> None:
+    def _score_pending(self, fed: list[StreamRunner] | None = None) -> None:
+        """Embed the new patches of the streams ``fed`` (default: all), one batch per bundle,
+        and score the windows they complete. Only the streams of this batch are visited: a
+        walk over every stream per batch cost as much as the scoring at hundreds of streams."""
+        candidates = self.runners if fed is None else fed
         for bundle in self.bundles.values():
-            runners = [r for r in self.runners if r.bundle is bundle]
+            runners = [r for r in candidates if r.bundle is bundle]
             pending = [(r, p) for r in runners
                        if (p := r.take_patches()) is not None and p.shape[0]]
             if not pending:
@@ -545,6 +573,14 @@ class Daemon:
             state="alarm" if transition.type == "raise" else "ok",
             id=transition.episode_id if transition.type == "raise" else None,
             time=transition.utc, score=transition.score, threshold=transition.threshold))
+
+    def _refresh_health(self) -> None:
+        """``_update_health`` at most every HEALTH_SECONDS: it walks every stream, and after
+        every batch it cost as much as the scoring of hundreds of streams."""
+        now = time.monotonic()
+        if now >= self._health_due:
+            self._health_due = now + HEALTH_SECONDS
+            self._update_health()
 
     def _update_health(self) -> None:
         for runner, source in zip(self.runners, self._sources, strict=False):

@@ -1,0 +1,39 @@
+"""The benchmark suite's smoke test: ``bench/daemon.py --quick`` runs every part it has at the
+smallest size and writes its results and report, well formed (no figure is checked: timings
+are not tests)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_quick_suite_writes_results_and_report(tmp_path: Path) -> None:
+    results, report = tmp_path / "results.json", tmp_path / "BENCHMARKS.md"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "daemon.py"), "--quick", "--work",
+         str(tmp_path / "work"), "--results", str(results), "--out", str(report)],
+        capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = json.loads(results.read_text())
+    assert figures["machine"]["cores"] >= 1 and figures["machine"]["onnxruntime"]
+    streams = figures["streams"]
+    assert [row["streams"] for row in streams["rows"]] == [1, 2]
+    for row in streams["rows"]:
+        assert row["hops_scored"] >= row["hops_expected_at_least"] > 0
+        assert row["dropped_blocks"] == 0 and row["rss_mib"] > 0
+    assert streams["streams_held"] in (0, 1, 2)
+    assert figures["incremental"]["ratio"]["n"] == 5
+    assert figures["knn"]["rows"][0]["recall_at_1"] > 0.9  # 1000 references, hnswlib
+    text = report.read_text()
+    for heading in ("## The machine", "## Streams per box, end to end",
+                    "## Against what a user would do instead", "## Footprint",
+                    "## A larger fleet: a clustered broker"):
+        assert heading in text
+    assert "error" not in json.dumps(figures)
