@@ -291,9 +291,9 @@ class Sampler:
                 fds = len(os.listdir(proc / "fd"))
             except (OSError, AttributeError):
                 return  # the process has ended
-            self.rows.append((time.monotonic() - start, rss_kb / 1024, fds, self._depth()))
+            self.rows.append((time.monotonic() - start, rss_kb / 1024, fds, self.depth()))
 
-    def _depth(self) -> int:
+    def depth(self) -> int:
         try:
             with sqlite3.connect(f"file:{self.outbox}?mode=ro", uri=True, timeout=0.2) as db:
                 return int(db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
@@ -340,6 +340,7 @@ def broker_restarts(recording: Recording, root: Path, restarts: int, down_s: flo
             done += 1
         code = finish(process, timeout_s=3600)
         soak = sampler.stop()
+        soak["outbox_depth_at_exit"] = sampler.depth()  # what the next start would send
         wanted = {event.event_id for event in journal(state)}
         wait_delivered(subscriber, wanted, timeout_s=30)
         return tally("broker restarted during a replay", journal(state),

@@ -36,7 +36,7 @@ def test_broker_restarted_ten_times_during_a_replay(recording, tmp_path):
     assert tally.notes["restarts"] >= 5  # the replay lasted through several restarts
     assert_nothing_lost(tally)
     assert tally.notes["exit_code"] == 0
-    assert tally.notes["outbox_depth_last"] == 0  # nothing left behind at exit
+    assert tally.notes["outbox_depth_at_exit"] == 0  # nothing left behind at exit
 
 
 def test_daemon_sigkilled_four_times_loses_nothing(recording, tmp_path):
