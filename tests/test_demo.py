@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import json
 import shutil
-import threading
-import urllib.request
 
 import pytest
 from _broker import free_port
+from _webpoll import polled_overview
 
 from edge.cli import main
 from edge.outputs.journal import read_journal
@@ -23,26 +22,8 @@ def test_demo_raises_inside_the_fault_and_clears_after(tmp_path, capsys) -> None
         pytest.fail("mosquitto is not installed: apt-get install -y mosquitto")
     out = tmp_path / "demo"
     port = free_port()
-    pages: list[dict] = []  # the page's overview, as a browser would poll it during the demo
-    done = threading.Event()
-
-    def watch() -> None:
-        while not done.is_set():
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/overview",
-                                            timeout=2) as response:
-                    pages.append(json.loads(response.read()))
-            except OSError:
-                pass
-            done.wait(0.1)
-
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    try:
+    with polled_overview(port) as pages:  # the page's overview, as a browser would see it
         assert main(["demo", "--out", str(out), "--web", str(port), "--keep-web", "2"]) == 0
-    finally:
-        done.set()
-        watcher.join()
     printed = capsys.readouterr().out
     assert "Mosquitto on 127.0.0.1" in printed and "MQTT asd-edge/demo/" in printed
     # the event-level result of its own recording, and what the bundle promises

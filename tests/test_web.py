@@ -105,37 +105,18 @@ def test_run_refuses_a_bad_web_flag(tmp_path, capsys, flag, message) -> None:
 def test_keep_web_serves_the_replays_alarm_after_it_ended(tmp_path, capsys) -> None:
     """``run --file ... --web PORT --keep-web S``: the page (and the episode on it) stays up
     after a replay at full speed ends, which took too little time to look at it."""
-    import threading
-
     from _broker import free_port
     from _pipeline import MACHINE, stats_setup
+    from _webpoll import polled_overview
 
     from edge.cli import main
 
     setup = stats_setup(tmp_path)
     port = free_port()
-    seen: list[dict] = []
-    done = threading.Event()
-
-    def watch() -> None:
-        while not done.is_set():
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/overview",
-                                            timeout=2) as response:
-                    seen.append(json.loads(response.read()))
-            except OSError:
-                pass
-            done.wait(0.1)
-
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    try:
+    with polled_overview(port) as seen:
         assert main(["run", "--file", str(setup.stream), "--machine", MACHINE, "--models",
                      str(setup.models), "--speed", "max", "--state-dir", str(tmp_path / "st"),
                      "--no-metrics", "--web", f"127.0.0.1:{port}", "--keep-web", "2"]) == 0
-    finally:
-        done.set()
-        watcher.join()
     printed = capsys.readouterr().out
     assert f"web page: http://127.0.0.1:{port}/" in printed
     assert f"the web page stays at http://127.0.0.1:{port}/ for 2 s" in printed
