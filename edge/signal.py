@@ -72,11 +72,20 @@ def audio_problem(samples: np.ndarray, silence_dbfs: float = DEFAULT_SILENCE_DBF
     any NaN or infinite sample is ``"nan"``; one whose variation (standard deviation) is below
     the floor is ``"silence"`` when its level is too, else ``"stuck"`` (a constant non-zero
     value or DC only). An empty block is None (nothing to judge)."""
-    if samples.shape[0] == 0:
+    count = samples.shape[0]
+    if count == 0:
+        return None
+    floor = 10.0 ** (silence_dbfs / 20.0)
+    # The common case, sound, in two passes without copies: a block whose range is r has a
+    # standard deviation of at least r * sqrt(N - 1) / N (one sample at one end of the range,
+    # the rest at the other), so a range that makes that reach the floor is sound (NaN and
+    # infinities make the range non-finite and take the full check).
+    low, high = float(samples.min()), float(samples.max())
+    if count > 1 and math.isfinite(high - low) \
+            and (high - low) * math.sqrt(count - 1) / count >= floor:
         return None
     if not np.isfinite(samples).all():
         return "nan"
-    floor = 10.0 ** (silence_dbfs / 20.0)
     values = samples.astype(np.float64, copy=False)
     if float(values.std()) >= floor:
         return None
@@ -94,22 +103,28 @@ def repeat_period(history: np.ndarray, samples: np.ndarray) -> int | None:
     it). Cost: one substring search of the block's first ``FROZEN_KEY_SAMPLES`` samples in the
     history's bytes, and a full comparison at each of at most ``FROZEN_MAX_CANDIDATES`` places
     it matched; real audio matches nowhere."""
-    count = samples.shape[0]
-    if count == 0 or history.shape[0] == 0:
+    if samples.shape[0] == 0 or history.shape[0] == 0:
         return None
+    return _repeat_period(np.asarray(history, np.float32).tobytes()
+                          + np.asarray(samples, np.float32).tobytes(), samples.shape[0])
+
+
+def _repeat_period(data: bytes | bytearray, count: int, first: int = 0) -> int | None:
+    """``repeat_period`` of the last ``count`` float32 samples of ``data[first:]`` (the
+    history's bytes followed by the block's)."""
     item = np.dtype(np.float32).itemsize
-    data = np.concatenate([np.asarray(history, np.float32),
-                           np.asarray(samples, np.float32)]).tobytes()
     start = len(data) - count * item  # where the block begins, in bytes
-    block = data[start:]
+    if count == 0 or start <= first:
+        return None
+    block = bytes(data[start:])
     key = block[:min(count, FROZEN_KEY_SAMPLES) * item]
     limit = start - item + len(key)  # matches of the key that begin before the block
     for _ in range(FROZEN_MAX_CANDIDATES):
-        found = data.rfind(key, 0, limit)
+        found = data.rfind(key, first, limit)
         if found < 0:
             return None
         limit = found + len(key) - 1
-        if found % item:
+        if (found - first) % item:
             continue  # straddles two samples
         period = start - found
         if data[found:found + len(block)] == block:
@@ -123,19 +138,33 @@ class RepeatCheck:
 
     def __init__(self, max_samples: int) -> None:
         self.max_samples = max_samples
-        self.history = np.zeros(0, np.float32)
+        self._bytes = max_samples * np.dtype(np.float32).itemsize
+        # the stream's float32 bytes from _first on; the front is dropped only once it is as
+        # long as the history itself (one move per max_samples of audio, not a copy a block)
+        self._buffer = bytearray()
+        self._first = 0
+
+    @property
+    def history(self) -> np.ndarray:
+        """(H,) float32: the stream's last samples (at most ``max_samples``)."""
+        return np.frombuffer(bytes(self._buffer[self._first:]), np.float32)
 
     def repeats(self, samples: np.ndarray) -> bool:
         """Whether ``samples`` (N,) repeats the stream so far; then remembers them."""
-        found = repeat_period(self.history, samples) is not None
-        joined = np.concatenate([self.history, np.asarray(samples, np.float32)])
-        self.history = joined[-self.max_samples:].copy() \
-            if joined.shape[0] > self.max_samples else joined
+        had_history = len(self._buffer) > self._first
+        self._buffer += np.asarray(samples, np.float32).tobytes()
+        found = had_history and _repeat_period(self._buffer, samples.shape[0],
+                                               self._first) is not None
+        self._first = max(self._first, len(self._buffer) - self._bytes)
+        if self._first >= self._bytes:
+            del self._buffer[:self._first]
+            self._first = 0
         return found
 
     def clear(self) -> None:
         """Forget the stream (a device gone: what it delivers when back is new)."""
-        self.history = np.zeros(0, np.float32)
+        self._buffer = bytearray()
+        self._first = 0
 
 
 @dataclass(frozen=True)
