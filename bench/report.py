@@ -274,7 +274,9 @@ _AFTER = """## Tried on the main thread after this run (hand-measured, not regen
   thread at 128 streams in that profile. Sound is now recognised from the block's range
   without copies, and the 2 s history is a byte buffer trimmed once per 2 s instead of
   concatenated and copied every block: 60 -> 22 us per block (`SignalCheck.block`, 2000
-  blocks of noise, median of 3 runs each; same answers, tests/test_signal.py)."""
+  blocks of noise, median of 3 runs each; same answers, tests/test_signal.py). The streams
+  part run again afterwards (07:05 UTC): still 128 held (main thread 4.75 ms per
+  stream-second at 128, inside the spread of the runs above; 192 fell behind, p99 4.9 s)."""
 
 
 _NOT_MEASURED = """\
