@@ -14,6 +14,7 @@ import pytest
 from pydantic import ValidationError
 
 from edge.alarms import AlarmRule, StreamKey
+from edge.alarms.rule import Transition
 from edge.outputs.events import (
     OPTIONAL_EVENT_KEYS,
     SCHEMA_VERSION,
@@ -116,7 +117,8 @@ def test_the_web_pages_links_are_optional_keys_beside_the_frozen_ones() -> None:
         AlarmEvent.model_validate_json(payload.replace('"clip_url"', '"clip_link"'))
 
 
-def test_make_event_links_only_an_episode_with_a_clip() -> None:
+def _a_raise() -> tuple[StreamKey, Transition, EventWindow]:
+    """The raise of an alarm rule after three hops over its threshold, and a mic's window."""
     stream = StreamKey("box-1", "fan", "02")
     rule = AlarmRule(stream, 0.5)
     start = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
@@ -124,7 +126,12 @@ def test_make_event_links_only_an_episode_with_a_clip() -> None:
     for hop in range(3):
         transition = rule.update(0.5 * hop, 0.8, start + timedelta(seconds=0.5 * hop))
     assert transition is not None
-    window = EventWindow(start_utc=start, end_utc=start, start_s=None, end_s=None)
+    return stream, transition, EventWindow(start_utc=start, end_utc=start, start_s=None,
+                                           end_s=None)
+
+
+def test_make_event_links_only_an_episode_with_a_clip() -> None:
+    stream, transition, window = _a_raise()
 
     def links(episode: str) -> tuple[str, str]:
         return f"http://h:1/clips/{episode}.wav", f"http://h:1/clips/{episode}.png"
@@ -147,14 +154,7 @@ def test_times_are_utc_and_a_naive_time_is_refused() -> None:
 
 
 def test_make_event_from_an_alarm_rule_transition() -> None:
-    stream = StreamKey("box-1", "fan", "02")
-    rule = AlarmRule(stream, 0.5)
-    start = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
-    transition = None
-    for hop in range(3):
-        transition = rule.update(0.5 * hop, 0.8, start + timedelta(seconds=0.5 * hop))
-    assert transition is not None
-    window = EventWindow(start_utc=start, end_utc=start, start_s=None, end_s=None)  # a mic
+    stream, transition, window = _a_raise()
     first = make_event(stream, transition, window, "CPUExecutionProvider")
     second = make_event(stream, transition, window, "CPUExecutionProvider")
     assert first.id == second.id == transition.episode_id
