@@ -107,11 +107,18 @@ def plain_at_tls(config: MqttConfig) -> str:
             f"mqtts://{where}, with --mqtt-ca FILE or mqtt.tls.ca for a private CA")
 
 
-def speaks_tls(host: str, port: int, timeout_s: float = 2.0) -> bool:
-    """Whether ``host:port`` completes a TLS handshake (its certificate is not checked)."""
+def _unverified_context() -> ssl.SSLContext:
+    """A TLS client context for probes: the broker's certificate is not checked (the probe
+    asks what the broker does, not whether to trust it)."""
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def speaks_tls(host: str, port: int, timeout_s: float = 2.0) -> bool:
+    """Whether ``host:port`` completes a TLS handshake (its certificate is not checked)."""
+    context = _unverified_context()
     try:
         with socket.create_connection((host, port), timeout=timeout_s) as sock, \
                 context.wrap_socket(sock, server_hostname=host):
@@ -128,9 +135,7 @@ def client_certificate_refusal(config: MqttConfig, timeout_s: float = 2.0) -> st
     sees only a connection closed before any answer; a second handshake with the same
     certificate (or none) and one read tells."""
     tls = config.tls
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
+    context = _unverified_context()
     try:
         if tls is not None and tls.cert is not None:
             context.load_cert_chain(str(tls.cert), str(tls.key) if tls.key else None)
