@@ -111,7 +111,8 @@ def test_enrolling_a_new_unit_adds_a_section(setup, tmp_path, capsys) -> None:
     capsys.readouterr()
     assert main(["bundle", "verify", str(bundle)]) == 0
     # verify lists each section's pooled levels and those of every domain it calibrated: the
-    # first unit's source-domain clips, the new unit's (enrolled as target) clips
+    # first unit's source-domain clips, the new unit's clips in the domains their DCASE names
+    # carry (4 source clips; its 1 target clip is too little for levels of its own)
     printed = printed_thresholds(capsys.readouterr().out)
     assert printed == {
         section: {"threshold": entry["threshold"], "clear_threshold": entry["clear_threshold"],
@@ -120,7 +121,8 @@ def test_enrolling_a_new_unit_adds_a_section(setup, tmp_path, capsys) -> None:
                               for domain, levels in entry["domains"].items()}}
         for section, entry in manifest["sections"].items()}
     assert set(printed["00"]["domains"]) == {"source"}
-    assert set(printed["01"]["domains"]) == {"target"}
+    assert set(printed["01"]["domains"]) == {"source"}
+    assert manifest["provenance"]["enrollments"][-1]["domain"] == {"source": 4, "target": 1}
     # a unit never enrolled: a clear error naming the fix
     with pytest.raises(BadInput, match="section 05 has no normal references"):
         system.check_section(5)
@@ -129,6 +131,12 @@ def test_enrolling_a_new_unit_adds_a_section(setup, tmp_path, capsys) -> None:
     assert main(["enroll", "--dir", str(empty), "--machine", MACHINE, "--section", "0",
                  "--models", str(bundle.parent)]) == 2
     assert "no WAV or FLAC files" in capsys.readouterr().err
+    # a folder holding a test clip named as an anomaly: refused, nothing enrolled
+    shutil.copy(next((more / MACHINE / "test").glob("*_anomaly_*.wav")), unit1)
+    assert main(["enroll", "--dir", str(unit1), "--machine", MACHINE, "--section", "1",
+                 "--models", str(bundle.parent)]) == 2
+    assert "named as anomalies" in capsys.readouterr().err
+    assert json.loads((bundle / "bundle.json").read_text()) == manifest
 
 
 def test_real_sample_clips_pass_enrollment_scoring_and_streaming(sample_dir, tmp_path) -> None:

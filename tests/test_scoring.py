@@ -148,6 +148,18 @@ def test_enrolled_audio_is_held_out_in_stretches_of_time_not_clip_by_clip():
     assert np.any(np.diff(folds[:12]) < 0)  # the training clips still at random
 
 
+def test_a_folders_few_target_files_are_spread_over_the_folds_not_held_out_together():
+    # a DCASE train folder in name order: 16 source files then 4 target files; cut into
+    # contiguous folds as one recording, the 4 target files would form the last fold alone and
+    # be scored against no file of their condition (session 6: a threshold 4x too high)
+    sections = np.zeros(20, int)
+    domains = np.array(["source"] * 16 + ["target"] * 4)
+    folds = section_folds(sections, 5, 0, in_time_order=np.ones(20, bool), groups=domains)
+    assert folds[16:].tolist() == [0, 1, 2, 3]
+    assert np.all(np.diff(folds[:16]) >= 0)  # the source files still in stretches of time
+    assert set(folds[:16].tolist()) == set(range(5))
+
+
 def test_gamma_threshold_sits_at_the_90th_percentile_of_normal_scores():
     samples = stats.gamma(a=3.0, scale=2.0).rvs(size=2000, random_state=0)
     threshold = calibrate_threshold(samples, ThresholdConfig())

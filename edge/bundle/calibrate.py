@@ -75,7 +75,8 @@ class CalibrationTraces:
     hop's domain ("" when not known); ``streams`` (H,) the id of the joined recording a hop
     belongs to (hops of one recording are consecutive, in order); ``clips``: clips streamed;
     ``on_site`` (H,) bool: the hop is of enrolled audio (the unit's own sound, recorded where it
-    runs) rather than of a data set's clips.
+    runs) rather than of a data set's clips; ``recorded`` (H,): the domain its clips were
+    recorded in (their label; "" in traces stored before it was kept).
     """
 
     members: dict[str, np.ndarray] = field(default_factory=dict)
@@ -84,6 +85,7 @@ class CalibrationTraces:
     streams: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
     clips: int = 0
     on_site: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    recorded: np.ndarray = field(default_factory=lambda: np.zeros(0, "<U8"))
 
     def __post_init__(self) -> None:
         self.on_site = np.asarray(self.on_site, bool)
@@ -91,6 +93,11 @@ class CalibrationTraces:
             if self.on_site.size:
                 raise ValueError("on_site must have one flag per hop")
             self.on_site = np.zeros(self.sections.shape[0], bool)  # stored before enrollment
+        self.recorded = np.asarray(self.recorded, "<U8")
+        if self.recorded.shape[0] != self.sections.shape[0]:
+            if self.recorded.size:
+                raise ValueError("recorded must have one domain per hop")
+            self.recorded = np.full(self.sections.shape[0], "", "<U8")  # stored before it
 
     @property
     def hops(self) -> int:
@@ -114,20 +121,21 @@ class CalibrationTraces:
             np.concatenate([self.sections, other.sections]),
             np.concatenate([self.domains, other.domains]),
             np.concatenate([self.streams, other.streams + offset]), self.clips + other.clips,
-            np.concatenate([self.on_site, other.on_site]))
+            np.concatenate([self.on_site, other.on_site]),
+            np.concatenate([self.recorded, other.recorded]))
 
     def select(self, rows: np.ndarray) -> CalibrationTraces:
         """The hops ``rows`` (H,) bool (``clips`` kept: it describes the whole calibration)."""
         return CalibrationTraces({n: v[rows] for n, v in self.members.items()},
                                  self.sections[rows], self.domains[rows], self.streams[rows],
-                                 self.clips, self.on_site[rows])
+                                 self.clips, self.on_site[rows], self.recorded[rows])
 
     def save(self, folder: Path) -> Path:
         path = Path(folder) / CALIBRATION_FILE
         arrays: dict[str, Any] = {f"member_{n}": v for n, v in self.members.items()}
         arrays.update(sections=self.sections, domains=self.domains.astype("<U8"),
                       streams=self.streams, clips=np.array(self.clips),
-                      on_site=self.on_site)
+                      on_site=self.on_site, recorded=self.recorded.astype("<U8"))
         np.savez(path, **arrays)
         return path
 
@@ -141,7 +149,8 @@ class CalibrationTraces:
                        if k.startswith("member_")}
             return cls(members, data["sections"], data["domains"], data["streams"],
                        int(data["clips"]),
-                       data["on_site"] if "on_site" in data.files else np.zeros(0, bool))
+                       data["on_site"] if "on_site" in data.files else np.zeros(0, bool),
+                       data["recorded"] if "recorded" in data.files else np.zeros(0, "<U8"))
 
 
 AudioOf = Callable[[], np.ndarray]  # gives a clip's 16 kHz waveform (N,) when called
@@ -172,7 +181,7 @@ def stream_traces(system: ScoringSystem, parts: dict[str, list[np.ndarray]],
     domains_arr = np.asarray(domains)
     with_audio = np.zeros(sections.shape[0], bool)
     with_audio[list(audio)] = True
-    folds = section_folds(sections, n_folds, seed, with_audio, in_time_order)
+    folds = section_folds(sections, n_folds, seed, with_audio, in_time_order, domains_arr)
     enrolled = np.zeros(sections.shape[0], bool) if in_time_order is None \
         else np.asarray(in_time_order, bool)
     keys = None if conditions is None else list(conditions)
@@ -199,7 +208,7 @@ def stream_traces(system: ScoringSystem, parts: dict[str, list[np.ndarray]],
                 waveform = np.concatenate([audio[int(i)]() for i in rows])
                 traces = traces.extend(_score_recording(fold_system, waveform, int(section),
                                                         window_patches, hop_patches,
-                                                        len(rows), on_site))
+                                                        len(rows), on_site, domain))
     return traces
 
 
@@ -222,7 +231,7 @@ def _fold_system(system: ScoringSystem, parts: dict[str, list[np.ndarray]],
 
 def _score_recording(system: ScoringSystem, waveform: np.ndarray, section: int,
                      window_patches: int, hop_patches: int, clips: int,
-                     on_site: bool = False) -> CalibrationTraces:
+                     on_site: bool = False, recorded: str = "") -> CalibrationTraces:
     """Stream one recording through the daemon's windower; every hop's member scores."""
     windower = system.stream(window_patches, hop_patches)
     chunk = int(CHUNK_SECONDS * system.front_end.sample_rate)
@@ -242,7 +251,8 @@ def _score_recording(system: ScoringSystem, waveform: np.ndarray, section: int,
     n = len(hop_domains)
     return CalibrationTraces({k: np.asarray(v, np.float64) for k, v in scores.items()},
                              np.full(n, section), np.asarray(hop_domains, "<U8"),
-                             np.zeros(n, int), clips, np.full(n, on_site))
+                             np.zeros(n, int), clips, np.full(n, on_site),
+                             np.full(n, recorded, "<U8"))
 
 
 def combined_scores(system: ScoringSystem, traces: CalibrationTraces,
@@ -319,7 +329,9 @@ class StretchCheck:
 
     ``start_min``/``minutes``: where it lies in the enrolled audio of its section;
     ``peak_ratio``: its highest trip statistic over the threshold its hops would meet (under 1:
-    no alarm); ``alarms``: separate raises it would have made.
+    no alarm); ``alarms``: separate raises it would have made; ``domain``: the one it was
+    recorded in (traces stored before that was kept: its hops' nearest references'; "" when
+    not known); times count within it.
     """
 
     section: int
@@ -327,6 +339,7 @@ class StretchCheck:
     minutes: float
     peak_ratio: float
     alarms: int
+    domain: str = ""
 
 
 def cross_check(system: ScoringSystem, traces: CalibrationTraces, streams: Sequence[int],
@@ -343,16 +356,21 @@ def cross_check(system: ScoringSystem, traces: CalibrationTraces, streams: Seque
     """
     hop = budget.hop_seconds
     checks: list[StretchCheck] = []
-    offsets: dict[int, float] = {}
+    offsets: dict[tuple[int, str], float] = {}
     for stream in streams:
         held = traces.streams == stream
         if not held.any():
             continue
         section = int(traces.sections[held][0])
+        labels = traces.recorded[held] if traces.recorded[held].all() else traces.domains[held]
+        names, counts = np.unique(labels, return_counts=True)
+        domain = str(names[np.argmax(counts)])
         on_site = bool(traces.on_site[held].all())
-        start = offsets.get(section, 0.0)
+        start = offsets.get((section, domain), 0.0)
         minutes = ((float(held.sum()) - 1) * hop + budget.window_seconds) / 60.0
-        offsets[section] = start + minutes
+        offsets[(section, domain)] = start + minutes
+        if held.sum() < rule.trip_hops:
+            continue  # a stretch too short to trip the rule (one clip) tells nothing
         rest = traces.select(~held)
         levels = budget_thresholds(system, rest, rule, budget,
                                    on_site_minutes=0.0 if on_site else ON_SITE_MINUTES,
@@ -369,8 +387,8 @@ def cross_check(system: ScoringSystem, traces: CalibrationTraces, streams: Seque
         ratio = np.where(threshold > 0, combined / np.maximum(threshold, 1e-12), np.inf)
         peak = float(np.max(trip_statistic(ratio, rule.trip_hops, rule.window_hops))) \
             if combined.size else 0.0
-        checks.append(StretchCheck(section, start, minutes, peak, alarms))
-    return checks
+        checks.append(StretchCheck(section, start, minutes, peak, alarms, domain))
+    return sorted(checks, key=lambda c: (c.section, c.domain, c.start_min))
 
 
 def describe(threshold: SectionThreshold) -> dict[str, Any] | None:

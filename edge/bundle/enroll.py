@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -69,11 +70,12 @@ def stats_only_system() -> tuple[ScoringSystem, dict[str, ScorerConfig], dict[st
 
 
 def enroll(models: str | Path, machine: str, section: int, clips: list[np.ndarray],
-           source: str, domain: str = "target", device: str = "auto",
+           source: str, domain: str | Sequence[str] = "target", device: str = "auto",
            threshold: ThresholdConfig | None = None,
            budget: AlarmBudget | None = None, clip_quantile: bool = False) -> Enrolled:
     """Add ``clips`` (16 kHz (N,) arrays, consecutive parts of the recording(s) in time order)
-    of ``machine``'s unit ``section`` to its bundle.
+    of ``machine``'s unit ``section`` to its bundle. ``domain``: of every clip, or one per
+    clip (a folder in the DCASE layout names each file's).
 
     The alarm thresholds are calibrated for ``budget`` (default: the bundle's, else one false
     alarm a month); ``clip_quantile``: keep the DCASE clip-quantile thresholds instead (no
@@ -82,6 +84,9 @@ def enroll(models: str | Path, machine: str, section: int, clips: list[np.ndarra
     if not clips:
         raise BadInput(f"no audio to enroll from {source}: give at least "
                        f"{MIN_CLIP_SECONDS:.0f} s of normal sound (better a few minutes)")
+    domains = [domain] * len(clips) if isinstance(domain, str) else list(domain)
+    if len(domains) != len(clips):
+        raise ValueError(f"{len(domains)} domains for {len(clips)} clips")
     folder = Path(models) / machine
     existing = (folder / MANIFEST).is_file()
     extra: dict[str, Any]
@@ -111,7 +116,7 @@ def enroll(models: str | Path, machine: str, section: int, clips: list[np.ndarra
         if references.traces is not None and references.traces.hops else 0
     for index, clip in enumerate(track(clips, f"enroll {machine} section_{section:02d}")):
         references.add(system, clip, {"file": f"{Path(source).name}#{index:04d}",
-                                      "section": section, "domain": domain,
+                                      "section": section, "domain": domains[index],
                                       "attributes": {}, "enrolled": True})
     if int(np.sum(references.sections == section)) < 2:
         raise BadInput(f"section {section:02d} would have only one normal clip: enroll at least "
@@ -127,7 +132,8 @@ def enroll(models: str | Path, machine: str, section: int, clips: list[np.ndarra
         checks = cross_check(system, traces, [int(s) for s in new_streams], rule, budget)
     history = list(extra.get("provenance", {}).get("enrollments", []))
     history.append({"section": section, "clips": len(clips), "source": str(source),
-                    "domain": domain})
+                    "domain": domains[0] if len(set(domains)) == 1 else
+                    {d: domains.count(d) for d in sorted(set(domains))}})
     extra["provenance"] = {**extra.get("provenance", {}), "enrollments": history}
     with tempfile.TemporaryDirectory(prefix="asd-enroll-") as tmp:
         model_file = None
@@ -145,17 +151,24 @@ def enrollment_advice(enrolled: Enrolled, seconds: float) -> list[str]:
     long) was stable, what it promises, and how much more to record when it is not enough."""
     minutes = seconds / 60.0
     lines = []
+    named = len({c.domain for c in enrolled.checks}) > 1  # times count within each domain
+
+    def label(check: StretchCheck, digits: int) -> str:
+        width = 0 if named else 5
+        span = (f"{check.start_min:{width}.{digits}f}-"
+                f"{check.start_min + check.minutes:{width}.{digits}f} min")
+        return f"{check.domain or 'unknown'} {span}" if named else span
+
     if enrolled.checks:
         lines.append("cross-check, each stretch of the new audio against thresholds set "
                      "without it:")
         for check in enrolled.checks:
             verdict = (f"would raise {check.alarms} alarm(s)" if check.alarms else "no alarm")
-            lines.append(f"  {check.start_min:5.1f}-{check.start_min + check.minutes:5.1f} min: "
-                         f"peak {check.peak_ratio:.2f} of the threshold, {verdict}")
+            lines.append(f"  {label(check, 1)}: peak {check.peak_ratio:.2f} of the threshold, "
+                         f"{verdict}")
     tripped = [c for c in enrolled.checks if c.alarms]
     if tripped:
-        where = ", ".join(f"{c.start_min:.0f}-{c.start_min + c.minutes:.0f} min"
-                          for c in tripped)
+        where = ", ".join(label(c, 0).strip() for c in tripped)
         lines.append(f"NOT STABLE: {len(tripped)} of {len(enrolled.checks)} stretches ({where}) "
                      "hold sound the rest did not (an operating condition or a plant event "
                      f"heard once). Record at least {max(minutes, ENOUGH_MINUTES):.0f} more "

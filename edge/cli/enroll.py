@@ -22,8 +22,28 @@ import numpy as np
 from edge.audio import SAMPLE_RATE, read_audio
 from edge.bundle.calibrate import AlarmBudget
 from edge.bundle.enroll import cut_clips, enroll, enrollment_advice
-from edge.dataset import AUDIO_SUFFIXES
+from edge.dataset import AUDIO_SUFFIXES, parse_clip_name
 from edge.errors import BadInput
+
+
+def _named_domains(files: list[Path], given: str | None) -> list[str]:
+    """Each file's domain: ``given`` (--domain), else the one its DCASE name carries
+    (section_00_source_train_normal_0000...), else target (a site's own unit). Files whose
+    names say they are anomalies are refused: enrollment teaches what normal sounds like."""
+    domains, anomalies = [], []
+    for path in files:
+        try:
+            clip = parse_clip_name(path)
+        except BadInput:
+            clip = None
+        if clip is not None and clip.label == "anomaly":
+            anomalies.append(path.name)
+        domains.append(given or (clip.domain if clip is not None and clip.domain else "target"))
+    if anomalies:
+        raise BadInput(f"--dir: {len(anomalies)} file(s) are named as anomalies (e.g. "
+                       f"{anomalies[0]}); enroll normal sound only: point --dir at the train "
+                       "folder or move those files out")
+    return domains
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -117,7 +137,12 @@ def run(args: argparse.Namespace) -> int:
         files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
         if not files:
             raise BadInput(f"--dir {folder}: no WAV or FLAC files there")
-        clips = [clip for path in files for clip in cut_clips(read_audio(path), SAMPLE_RATE)]
+        named = _named_domains(files, args.domain)
+        clips, domains = [], []
+        for path, domain in zip(files, named, strict=True):
+            cut = cut_clips(read_audio(path), SAMPLE_RATE)
+            clips += cut
+            domains += [domain] * len(cut)
         where = str(folder)
     else:
         clips, where = cut_clips(_record(args.mic, args.seconds), SAMPLE_RATE), f"mic:{args.mic}"
@@ -127,7 +152,12 @@ def run(args: argparse.Namespace) -> int:
             raise BadInput(f"--false-alarms-per-day {args.false_alarms_per_day}: give a rate "
                            "above 0 and at most 1000 (e.g. 0.0333 for one a month)")
         budget = AlarmBudget(false_alarms_per_day=args.false_alarms_per_day)
-    enrolled = enroll(args.models, args.machine, section, clips, where, args.domain or "target",
+    if not args.dir:
+        domains = [args.domain or "target"] * len(clips)
+    elif len(set(domains)) > 1:
+        print("domains from the DCASE file names: " + ", ".join(
+            f"{domains.count(d)} {d} clip(s)" for d in sorted(set(domains))))
+    enrolled = enroll(args.models, args.machine, section, clips, where, domains,
                       args.device, budget=budget, clip_quantile=args.clip_quantile_thresholds)
     seconds = sum(c.shape[0] for c in clips) / SAMPLE_RATE
     print(f"enrolled {enrolled.added} clip(s) ({seconds / 60:.1f} min) of {args.machine} "

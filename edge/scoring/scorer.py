@@ -307,14 +307,18 @@ class SectionScorer:
 
 def section_folds(sections: np.ndarray, n_folds: int = 5, seed: int = 0,
                   eligible: np.ndarray | None = None,
-                  in_time_order: np.ndarray | None = None) -> np.ndarray:
+                  in_time_order: np.ndarray | None = None,
+                  groups: np.ndarray | None = None) -> np.ndarray:
     """(N,) fold of each clip: the ``eligible`` clips (default all) of each section dealt into
     ``n_folds`` folds (fewer when the section has fewer clips); -1 for the others.
 
     Clips marked ``in_time_order`` (N,) (consecutive parts of recordings, in index order: an
     enrollment) go into contiguous folds, earlier parts apart from later ones: a clip's
     neighbours in time sound like it, so a fold dealt at random would score each part against
-    its own neighbours and promise too much. The others are dealt at random.
+    its own neighbours and promise too much. The others are dealt at random. ``groups`` (N,)
+    (the clips' domains): the contiguous folds are cut within each group, so a group enrolled
+    after the others (a folder's few target-domain files) is spread over the folds and scored
+    against its own kind rather than held out whole.
     """
     sections = np.asarray(sections)
     eligible = np.ones(sections.shape[0], bool) if eligible is None else np.asarray(eligible)
@@ -326,10 +330,13 @@ def section_folds(sections: np.ndarray, n_folds: int = 5, seed: int = 0,
         rows = np.flatnonzero((sections == section) & eligible & ~ordered)
         if rows.size:
             folds[rows] = rng.permutation(np.arange(rows.size) % min(n_folds, rows.size))
-        rows = np.flatnonzero((sections == section) & eligible & ordered)
-        if rows.size:
-            count = min(n_folds, rows.size)
-            folds[rows] = np.arange(rows.size) * count // rows.size
+        in_order = (sections == section) & eligible & ordered
+        for group in ([None] if groups is None else np.unique(np.asarray(groups)[in_order])):
+            rows = np.flatnonzero(in_order if group is None
+                                  else in_order & (np.asarray(groups) == group))
+            if rows.size:
+                count = min(n_folds, rows.size)
+                folds[rows] = np.arange(rows.size) * count // rows.size
     return folds
 
 
