@@ -59,7 +59,7 @@ def prepare(work: Path, quick: bool = False) -> dict[str, Path]:
 
     Full: the default ensemble (a model trained for one epoch + the statistics detector) and
     60 s with a fault at 25-40 s. Quick: a statistics-only bundle enrolled from a few clips (no
-    training, no torch) and 6 s of audio."""
+    training, no torch) and 6 s of audio (the PyTorch part trains its own: ``prepare_torch``)."""
     work = work / ("quick" if quick else "full")
     paths = {"data": work / "data", "run": work / "run", "models": work / "models",
              "stream": work / "stream" / f"{MACHINE}.wav"}
@@ -83,6 +83,23 @@ def prepare(work: Path, quick: bool = False) -> dict[str, Path]:
              "--fault-seconds", "2" if quick else "15", "--fault-severity", "1.5",
              "--seed", "0", in_process=True)
     return paths
+
+
+def prepare_torch(paths: dict[str, Path], quick: bool) -> dict[str, Path]:
+    """A bundle with the network and the trained run it was exported from (part (d) runs the
+    PyTorch model of one beside the ONNX model of the other). Full: ``prepare``'s own. Quick: a
+    model trained for one epoch on the quick clips and exported with the statistics detector
+    as the full bundle is, built once under --work (the quick suite's only training)."""
+    if not quick:
+        return {"models": paths["models"], "run": paths["run"]}
+    folder = paths["data"].parent / "torch"
+    out = {"models": folder / "models", "run": folder / "run"}
+    if not (out["models"] / MACHINE / "bundle.json").is_file():
+        _cli("train", "--data", str(paths["data"]), "--machines", MACHINE, "--out",
+             str(out["run"]), "--epochs", "1", "--seed", "0")
+        _cli("export", "--run", str(out["run"]), "--machine", MACHINE, "--data",
+             str(paths["data"]), "--out", str(out["models"]), "--system", "embedding+stats")
+    return out
 
 
 # -- the machine --------------------------------------------------------------------------------
@@ -489,6 +506,108 @@ def hnsw_vs_exact(sizes: list[int], queries: int, dim: int = 128) -> dict:
     return {"rows": rows}
 
 
+def daemon_vs_dcase_loop(bundle: dict[str, Path], recording: Path, clips_dir: Path,
+                         repeats: int, clip_seconds: float, block_seconds: float = 0.1) -> dict:
+    """(d) The daemon against the DCASE reference code's loop, on the same bundle and the same
+    audio: ``recording`` cut into WAV clips of ``clip_seconds`` written to ``clips_dir``.
+
+    - The DCASE loop, as the reference code scores a test set: for each clip file, read it,
+      compute its front end (log-mel), run the trained PyTorch model (eager) on all its
+      patches, score the clip: one score per clip. The scoring is the bundle's own (its
+      members, references and ensemble: ``ScoringSystem.assess_clip`` with the PyTorch model
+      as the embedder), so only the network's runtime and the cadence differ.
+    - The daemon's path: the same files read and fed to one continuous stream in
+      ``block_seconds`` blocks (the daemon's capture blocks), the new patches through ONNX
+      Runtime, every ``clip_seconds`` window scored as it completes: one score per hop.
+
+    One call of each passes over every clip; the calls alternate (``interleaved``). PyTorch,
+    ONNX Runtime and numpy's BLAS on one thread each. Costs per second of audio and per
+    score, and the pairs' ratios."""
+    import dataclasses
+
+    import torch
+
+    from edge.audio import SAMPLE_RATE, read_audio, write_audio
+    from edge.bundle.load import load_bundle
+    from edge.streaming import hop_patches_for, window_patches_for
+    from training.infer import load_run
+
+    torch.set_num_threads(1)
+    load_before = os.getloadavg()[0]
+    system = load_bundle(bundle["models"], MACHINE, device="cpu", threads=1).system
+    run = load_run(bundle["run"])
+    if (run.front_end, run.patching) != (system.front_end, system.patching):
+        raise RuntimeError(f"{bundle['run']} and {bundle['models']} cut patches differently")
+    reference_loop = dataclasses.replace(system, embedder=run)  # same members, PyTorch network
+    audio = read_audio(recording)
+    span = int(round(clip_seconds * SAMPLE_RATE))
+    clips = []
+    for i in range(audio.shape[0] // span):
+        clips.append(clips_dir / f"{MACHINE}_clip_{i:02d}.wav")
+        write_audio(clips[-1], audio[i * span:(i + 1) * span])
+    audio_seconds = len(clips) * clip_seconds
+    window_patches = window_patches_for(clip_seconds, system.front_end, system.patching)
+    hop_patches = hop_patches_for(0.5, system.front_end, system.patching)
+    hop_seconds = (hop_patches * system.patching.patch_hop * system.front_end.hop_length
+                   / system.front_end.sample_rate)
+    stream = system.stream(window_patches, hop_patches)
+    block = int(round(block_seconds * SAMPLE_RATE))
+    scored: dict[str, list[int]] = {"daemon": [], "dcase_loop": []}  # scores of each pass
+
+    def daemon() -> None:
+        count = 0
+        for path in clips:
+            samples = read_audio(path)
+            for at in range(0, samples.shape[0], block):
+                patches = stream.push(samples[at:at + block])
+                if patches.shape[0]:
+                    ran = system.run_patch_models(patches).rows(slice(0, len(patches)))
+                    for window in stream.accept(*ran):
+                        system.assess_window(window, 0)
+                        count += 1
+        scored["daemon"].append(count)
+
+    def dcase_loop() -> None:
+        for path in clips:
+            reference_loop.assess_clip(read_audio(path), 0)
+        scored["dcase_loop"].append(len(clips))
+
+    with blas_single_threaded():
+        # the warm-up call of each (interleaved's) fills the stream's first window, so every
+        # timed pass of the daemon is in the steady state: a score per hop
+        times = interleaved({"dcase_loop": dcase_loop, "daemon": daemon}, repeats)
+    scored = {name: counts[1:] for name, counts in scored.items()}  # without the warm-up
+    per_score = {name: [t / n for t, n in zip(times[name], scored[name], strict=True)]
+                 for name in times}
+    score_ms = {name: spread(per_score[name]) for name in times}
+    latency = {  # from a moment of audio to the first score of a window that holds it
+        "dcase_loop_worst_s": round(clip_seconds + score_ms["dcase_loop"]["median"] / 1e3, 3),
+        "daemon_worst_s": round(hop_seconds + block_seconds
+                                + score_ms["daemon"]["median"] / 1e3, 3)}
+    return {
+        "clip_seconds": clip_seconds, "clips": len(clips), "audio_seconds": audio_seconds,
+        "window_patches": window_patches, "hop_seconds": round(hop_seconds, 4),
+        "block_seconds": block_seconds, "threads": 1, "torch": torch.__version__,
+        "front_end": f"{system.front_end.n_bins}-bin "
+        + ("log-mel" if system.front_end.n_mels else "log-linear"),
+        "members": [m.name for m in system.members],
+        "scores_per_pass": {name: spread(counts, 1) for name, counts in scored.items()},
+        "scores_per_10_s": {name: round(float(np.mean(counts)) / audio_seconds * 10, 2)
+                            for name, counts in scored.items()},
+        "dcase_loop_ms_per_audio_s": spread([t / audio_seconds for t in times["dcase_loop"]]),
+        "daemon_ms_per_audio_s": spread([t / audio_seconds for t in times["daemon"]]),
+        "dcase_loop_ms_per_score": score_ms["dcase_loop"],
+        "daemon_ms_per_score": score_ms["daemon"],
+        # pairs timed back to back: the same audio, so the time ratio is the ratio per second
+        "ratio_per_audio_second": spread(
+            [a / b for a, b in zip(times["dcase_loop"], times["daemon"], strict=True)], 2),
+        "ratio_per_score": spread(
+            [a / b for a, b in zip(per_score["dcase_loop"], per_score["daemon"],
+                                   strict=True)], 2),
+        "latency": latency,
+        "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)]}
+
+
 # -- against the limit --------------------------------------------------------------------------
 
 def against_limit(paths: dict[str, Path], peak: dict, held: int) -> dict:
@@ -676,8 +795,8 @@ def fleet(paths: dict[str, Path], work: Path, nodes: int, seconds: float,
 
 # -- the suite ------------------------------------------------------------------------------------
 
-PARTS = ("streams", "processes", "blocks", "onnx_vs_torch", "incremental", "knn", "limit",
-         "footprint", "fleet", "install")
+PARTS = ("streams", "processes", "blocks", "onnx_vs_torch", "incremental", "knn", "dcase_loop",
+         "limit", "footprint", "fleet", "install")
 
 
 def run_suite(args: argparse.Namespace, save) -> dict:
@@ -732,6 +851,10 @@ def run_suite(args: argparse.Namespace, save) -> dict:
         sizes = ([int(x) for x in args.knn_sizes.split(",")] if args.knn_sizes
                  else [1000] if quick else [1000, 10_000, 100_000])
         part("knn", lambda: hnsw_vs_exact(sizes, 100 if quick else 1000))
+    if "dcase_loop" in parts:
+        part("dcase_loop", lambda: daemon_vs_dcase_loop(
+            prepare_torch(paths, quick), paths["stream"], paths["data"].parent / "clips",
+            repeats, 3.0 if quick else 10.0))
     if "limit" in parts:
         held = results.get("streams", {}).get("streams_held") or 1
         part("limit", lambda: against_limit(paths, results["peak"], held))
