@@ -45,3 +45,34 @@ def test_quick_suite_writes_results_and_report(tmp_path: Path) -> None:
                     "**(d) The daemon vs the DCASE reference loop.**"):
         assert heading in text
     assert "error" not in json.dumps(figures)
+
+
+def test_ensemble_rules_replays_what_the_daemon_does(tmp_path: Path) -> None:
+    """bench/ensemble_rules.py scores each stream through the bundle's path and replays the
+    alarm rule itself: for the bundle's own combination it must find what `asd-edge evaluate
+    --streams` (the daemon) found, and a one-member bundle's member alone is the same system."""
+    from edge.cli import main
+    from edge.synth import synthesize_stream
+
+    enrolled, streams = tmp_path / "enroll.wav", tmp_path / "streams"
+    synthesize_stream(enrolled, "fan", 0, seconds=240.0, seed=2, faults=[], take=1)
+    synthesize_stream(streams / "fault.wav", "fan", 0, seconds=150.0, fault_start=60.0,
+                      fault_seconds=60.0, seed=2, fault_kind="imbalance", severity=1.5)
+    models = tmp_path / "models"
+    assert main(["enroll", "--file", str(enrolled), "--machine", "fan", "--section", "0",
+                 "--models", str(models)]) == 0
+    assert main(["evaluate", "--streams", str(streams), "--models", str(models),
+                 "--out", str(tmp_path / "report")]) == 0
+    daemon = json.loads((tmp_path / "report" / "results.json").read_text())["summary"]["total"]
+    out = tmp_path / "combinations.json"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "ensemble_rules.py"), "--models", str(models),
+         "--streams", str(streams), "--combinations", "sum,stats", "--out", str(out)],
+        capture_output=True, text=True, timeout=240, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = json.loads(out.read_text())["combinations"]
+    for how in ("sum", "stats"):
+        total = rows[how]["summary"]["total"]
+        assert (total["false_alarms"], total["detected"]) == \
+            (daemon["false_alarms"], daemon["detected"]), how
+    assert daemon["detected"] == 1  # a fault the replay could have missed too

@@ -52,8 +52,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "and the edge take it from the run")
     parser.add_argument("--allow-no-target", action="store_true",
                         help="train even where a section has no target-domain clips")
+    parser.add_argument("--mix", type=float, default=0.0, metavar="P",
+                        help="mix another training clip into this share of the training "
+                             "patches, as plant sounds mix into a unit's (training/augment.py); "
+                             "default 0 (docs/RESULTS.md: what it did)")
+    parser.add_argument("--mix-snr", default="0,20", metavar="LO,HI",
+                        help="with --mix: signal-to-interference range in dB (default 0,20)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _snr_range(text: str) -> tuple[float, float]:
+    try:
+        low, high = (float(x) for x in text.split(","))
+    except ValueError:
+        raise BadInput(f"--mix-snr {text!r}: give two numbers in dB, low,high (e.g. 0,20)") \
+            from None
+    if not low <= high:
+        raise BadInput(f"--mix-snr {text!r}: the low end must not be above the high end")
+    return low, high
 
 
 def run(args: argparse.Namespace) -> int:
@@ -82,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
             attribute_dim=args.attribute_dim, arcface_scale=args.arcface_scale,
             arcface_margin=args.arcface_margin, front_end=args.front_end,
             patch_frames=args.patch_frames,
-            allow_no_target=args.allow_no_target, progress=not args.no_progress)
+            allow_no_target=args.allow_no_target, progress=not args.no_progress,
+            mix_probability=args.mix, mix_snr_db=_snr_range(args.mix_snr))
     except ValidationError as err:
         first = err.errors()[0]
         raise BadInput(f"--{str(first['loc'][0]).replace('_', '-')} "

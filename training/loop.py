@@ -97,6 +97,11 @@ class TrainConfig(BaseModel):
     allow_no_target: bool = False
     val_patches_per_clip: int = Field(4, ge=1)
     bn_clips: int = Field(2048, ge=2, description="clips for batch-norm recalibration")
+    mix_probability: float = Field(
+        0.0, ge=0, le=1, description="share of training patches with another training clip "
+                                     "mixed in (training/augment.py); 0: none")
+    mix_snr_db: tuple[float, float] = Field(
+        (0.0, 20.0), description="range of the signal-to-interference ratio of the mix (dB)")
     progress: bool = True
 
 

@@ -22,6 +22,7 @@ import torch
 from edge.errors import BadInput
 from training import data as tdata
 from training.anp import AnpObjective
+from training.augment import mix_interference
 from training.loop import (
     Objective,
     RunData,
@@ -235,8 +236,13 @@ class SurrogateObjective(Objective[SurrogateTaskModel]):
     def step(self, module: torch.nn.Module, batch: np.ndarray,
              rng: np.random.Generator) -> dict[str, torch.Tensor]:
         run, config = self.run, self.run.config
-        x = torch.from_numpy(run.cache.random_patches(batch, run.patching.patch_frames, rng))
-        x = x.to(run.device, non_blocking=True)                              # (B, F, T)
+        patches = run.cache.random_patches(batch, run.patching.patch_frames, rng)
+        if config.mix_probability > 0:  # other training sounds mixed in (training/augment.py)
+            others = rng.choice(np.asarray(run.train_idx), size=len(batch))
+            patches = mix_interference(
+                patches, run.cache.random_patches(others, run.patching.patch_frames, rng), rng,
+                config.mix_probability, config.mix_snr_db)
+        x = torch.from_numpy(patches).to(run.device, non_blocking=True)     # (B, F, T)
         sec = self.sections[batch].to(run.device)
         att = self.attributes[batch].to(run.device)
         with torch.autocast(run.device.type, dtype=torch.float16, enabled=run.amp):

@@ -153,8 +153,8 @@ def enrollment_advice(enrolled: Enrolled, seconds: float) -> list[str]:
     lines = []
     named = len({c.domain for c in enrolled.checks}) > 1  # times count within each domain
 
-    def label(check: StretchCheck, digits: int) -> str:
-        width = 0 if named else 5
+    def label(check: StretchCheck, digits: int, width: int = 0) -> str:
+        width = 0 if named else width
         span = (f"{check.start_min:{width}.{digits}f}-"
                 f"{check.start_min + check.minutes:{width}.{digits}f} min")
         return f"{check.domain or 'unknown'} {span}" if named else span
@@ -164,11 +164,11 @@ def enrollment_advice(enrolled: Enrolled, seconds: float) -> list[str]:
                      "without it:")
         for check in enrolled.checks:
             verdict = (f"would raise {check.alarms} alarm(s)" if check.alarms else "no alarm")
-            lines.append(f"  {label(check, 1)}: peak {check.peak_ratio:.2f} of the threshold, "
+            lines.append(f"  {label(check, 1, 5)}: peak {check.peak_ratio:.2f} of the threshold, "
                          f"{verdict}")
     tripped = [c for c in enrolled.checks if c.alarms]
     if tripped:
-        where = ", ".join(label(c, 0).strip() for c in tripped)
+        where = ", ".join(label(c, 0) for c in tripped)
         lines.append(f"NOT STABLE: {len(tripped)} of {len(enrolled.checks)} stretches ({where}) "
                      "hold sound the rest did not (an operating condition or a plant event "
                      f"heard once). Record at least {max(minutes, ENOUGH_MINUTES):.0f} more "

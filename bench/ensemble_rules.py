@@ -1,0 +1,135 @@
+"""Ways of combining an ensemble's members, side by side on labelled streams: false alarms per
+day against faults caught, each way calibrated to the bundle's own false-alarm budget.
+
+Every recording under ``--streams`` is streamed once through the bundle's scoring path (the
+daemon's windower, patch models and member scorers: ``edge.bundle.calibrate``'s
+``_score_recording``), keeping each member's raw hop score. Each combination then gets the
+thresholds an export would give it (``budget_thresholds`` on the bundle's stored
+out-of-sample calibration traces, which also hold every member's raw score) and is replayed
+through the daemon's alarm rule (``bench/alarm_rules.replay_rule``) and scored by
+``edge.evaluation.streams.stream_metrics``, as ``asd-edge evaluate --streams`` does.
+
+    .venv/bin/python bench/ensemble_rules.py --models MODELS --streams DIR \
+        [--combinations sum,min,embedding,stats] [--out bench/results/ensemble_rules.json]
+
+Combinations: ``sum`` (the bundle's own: weighted sum of standardised member scores), ``min``
+(the smallest standardised member score: every member must find the window unusual), a
+member's name (that member alone, raw).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from alarm_rules import replay_rule  # noqa: E402
+
+from edge.alarms.rule import AlarmRule, AlarmRuleConfig, StreamKey  # noqa: E402
+from edge.audio import read_audio  # noqa: E402
+from edge.bundle.calibrate import _score_recording, budget_thresholds  # noqa: E402
+from edge.bundle.load import load_bundle  # noqa: E402
+from edge.evaluation.streams import (  # noqa: E402
+    StreamTrace,
+    find_streams,
+    read_labels,
+    stream_metrics,
+    summarise,
+)
+from edge.streaming import hop_patches_for, window_patches_for  # noqa: E402
+
+
+class Combination:
+    """Duck-types ``ScoringSystem.combine`` for ``budget_thresholds``."""
+
+    def __init__(self, system, how: str) -> None:
+        self.system, self.how = system, how
+
+    def combine(self, member_scores: Mapping[str, np.ndarray], section: int) -> np.ndarray:
+        if self.how == "sum":
+            return self.system.combine(member_scores, section)
+        if self.how == "min":
+            return np.min([m.standardise(np.asarray(member_scores[m.name]), section)
+                           for m in self.system.members], axis=0)
+        return np.asarray(member_scores[self.how])
+
+
+def member_traces(bundle, wav: Path, section: int) -> tuple[np.ndarray, dict, list]:
+    """Hop times (window ends, s), raw member scores and hop domains of one recording."""
+    system, budget = bundle.system, bundle.alarm_calibration[0]
+    windows = window_patches_for(budget.window_seconds, system.front_end, system.patching)
+    hops = hop_patches_for(budget.hop_seconds, system.front_end, system.patching)
+    waveform = read_audio(wav)
+    traces = _score_recording(system, waveform, section, windows, hops, 1)
+    n = traces.hops
+    seconds = waveform.shape[0] / system.front_end.sample_rate
+    hop_s = (seconds - budget.window_seconds) / max(n - 1, 1)
+    times = budget.window_seconds + hop_s * np.arange(n)
+    return times, traces.members, [str(d) or None for d in traces.domains]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", required=True)
+    parser.add_argument("--streams", required=True)
+    parser.add_argument("--combinations", default="sum,min")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    files = find_streams(args.streams)
+    labels = {wav: read_labels(wav) for wav in files}
+    bundles = {m: load_bundle(args.models, m) for m in {lab.machine for lab in labels.values()}}
+    scored = {wav: member_traces(bundles[labels[wav].machine], wav, labels[wav].section)
+              for wav in files}
+    config = AlarmRuleConfig()
+    rows = {}
+    for how in args.combinations.split(","):
+        results = []
+        for wav in files:
+            lab = labels[wav]
+            bundle = bundles[lab.machine]
+            combination = Combination(bundle.system, how)
+            levels = budget_thresholds(combination, bundle.traces, config,
+                                       bundle.alarm_calibration[0])[lab.section]
+            times, members, domains = scored[wav]
+            scores = combination.combine(members, lab.section)
+            rule = AlarmRule(StreamKey("bench", lab.machine, f"{lab.section:02d}"),
+                             levels.threshold,
+                             config.model_copy(update={"clear_threshold":
+                                                       levels.clear_threshold}),
+                             {d: (v.threshold, v.clear_threshold)
+                              for d, v in levels.domains.items()})
+            trace: StreamTrace = replay_rule(times, scores, domains, rule, wav.stem)
+            result = stream_metrics(trace, lab, 10.0, config.hold_seconds)
+            normal = np.ones(times.size, bool)
+            for fault in lab.faults:
+                normal &= ~((times > fault.start_s) & (times < fault.end_s + 10.0))
+            result["threshold"] = levels.threshold
+            result["normal_p99"] = float(np.quantile(scores[normal], 0.99)) if normal.any() \
+                else None
+            result["fault_median"] = float(np.median(scores[~normal])) if (~normal).any() \
+                else None
+            results.append(result)
+        summary = summarise(results)
+        rows[how] = {"summary": summary, "recordings": results}
+        total = summary["total"]
+        print(f"{how:>10}: false alarms/day {total['false_alarms_per_day']:.1f}, normal time in "
+              f"alarm {total['normal_time_in_alarm']:.1%}, faults {total['detected']}/"
+              f"{total['faults']}, delay median {total['delay_median_s'] or float('nan'):.1f} s"
+              f"; thresholds {sorted({round(r['threshold'], 3) for r in results})}")
+        for r in results:
+            if r["fault_median"] is not None:
+                print(f"{'':>12}{r['stream']}: normal p99 {r['normal_p99']:.3g}, fault "
+                      f"median {r['fault_median']:.3g}, threshold {r['threshold']:.3g}")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps({"models": args.models, "streams": args.streams,
+                                              "combinations": rows}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
