@@ -93,26 +93,36 @@ def main() -> None:
             domains = [by_level.get(round(float(t), 9)) for t in saved["thresholds"]]
             if recalibrated[lab.machine] is not None:
                 levels = recalibrated[lab.machine][lab.section]
-            rule = AlarmRule(StreamKey("bench", lab.machine, f"{lab.section:02d}"),
-                             levels.threshold,
-                             config.model_copy(update={"clear_threshold":
-                                                       levels.clear_threshold}),
-                             {d: (v.threshold, v.clear_threshold)
-                              for d, v in levels.domains.items()})
+            rule = rule_for(lab, levels, config)
             trace = replay_rule(saved["times"], saved["scores"], domains, rule, wav.stem)
             results.append(stream_metrics(trace, lab, 10.0, config.hold_seconds))
         summary = summarise(results)
         rows[text] = summary
-        total = summary["total"]
-        print(f"rule {text:>6}: false alarms/day {total['false_alarms_per_day']:.1f}, normal "
-              f"time in alarm {total['normal_time_in_alarm']:.1%}, faults "
-              f"{total['detected']}/{total['faults']}, delay median "
-              f"{total['delay_median_s'] or float('nan'):.1f} s worst "
-              f"{total['delay_worst_s'] or float('nan'):.1f} s")
+        print(f"rule {text:>6}: {summary_line(summary['total'])}")
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps({"report": args.report, "models": args.models,
-                                              "rules": rows}, indent=2) + "\n")
+        write_json(args.out, {"report": args.report, "models": args.models, "rules": rows})
+
+
+def rule_for(labels, levels, config: AlarmRuleConfig) -> AlarmRule:
+    """The daemon's rule for a recording of ``labels``' unit with the section's calibrated
+    ``levels`` (``SectionThreshold``: pooled and per domain, with their clear levels)."""
+    return AlarmRule(StreamKey("bench", labels.machine, f"{labels.section:02d}"),
+                     levels.threshold,
+                     config.model_copy(update={"clear_threshold": levels.clear_threshold}),
+                     {d: (v.threshold, v.clear_threshold) for d, v in levels.domains.items()})
+
+
+def summary_line(total: dict) -> str:
+    """One line of ``summarise``'s totals: false alarms, time in alarm, faults, delays."""
+    return (f"false alarms/day {total['false_alarms_per_day']:.1f}, normal time in alarm "
+            f"{total['normal_time_in_alarm']:.1%}, faults {total['detected']}/"
+            f"{total['faults']}, delay median {total['delay_median_s'] or float('nan'):.1f} s "
+            f"worst {total['delay_worst_s'] or float('nan'):.1f} s")
+
+
+def write_json(path: str | Path, payload: dict) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(payload, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ through the daemon's alarm rule (``bench/alarm_rules.replay_rule``) and scored b
 ``edge.evaluation.streams.stream_metrics``, as ``asd-edge evaluate --streams`` does.
 
     .venv/bin/python bench/ensemble_rules.py --models MODELS --streams DIR \
-        [--combinations sum,min,embedding,stats] [--out bench/results/ensemble_rules.json]
+        [--combinations sum,min,embedding,stats] [--false-alarms-per-day 0.0333,1]
+        [--out bench/results/ensemble_rules.json]
 
 Combinations: ``sum`` (the bundle's own: weighted sum of standardised member scores), ``min``
 (the smallest standardised member score: every member must find the window unusual), a
@@ -20,7 +21,6 @@ member's name (that member alone, raw).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from alarm_rules import replay_rule  # noqa: E402
+from alarm_rules import replay_rule, rule_for, summary_line, write_json  # noqa: E402
 
-from edge.alarms.rule import AlarmRule, AlarmRuleConfig, StreamKey  # noqa: E402
+from edge.alarms.rule import AlarmRuleConfig  # noqa: E402
 from edge.audio import read_audio  # noqa: E402
 from edge.bundle.calibrate import _score_recording, budget_thresholds  # noqa: E402
 from edge.bundle.load import load_bundle  # noqa: E402
@@ -78,6 +78,8 @@ def main() -> None:
     parser.add_argument("--models", required=True)
     parser.add_argument("--streams", required=True)
     parser.add_argument("--combinations", default="sum,min")
+    parser.add_argument("--false-alarms-per-day", default=None, metavar="R1,R2",
+                        help="recalibrate for these budgets (default: the bundle's own)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     files = find_streams(args.streams)
@@ -87,22 +89,21 @@ def main() -> None:
               for wav in files}
     config = AlarmRuleConfig()
     rows = {}
-    for how in args.combinations.split(","):
+    rates = [None] if args.false_alarms_per_day is None else \
+        [float(r) for r in args.false_alarms_per_day.split(",")]
+    for how, rate in ((h, r) for h in args.combinations.split(",") for r in rates):
         results = []
         for wav in files:
             lab = labels[wav]
             bundle = bundles[lab.machine]
             combination = Combination(bundle.system, how)
-            levels = budget_thresholds(combination, bundle.traces, config,
-                                       bundle.alarm_calibration[0])[lab.section]
+            budget = bundle.alarm_calibration[0]
+            if rate is not None:
+                budget = budget.model_copy(update={"false_alarms_per_day": rate})
+            levels = budget_thresholds(combination, bundle.traces, config, budget)[lab.section]
             times, members, domains = scored[wav]
             scores = combination.combine(members, lab.section)
-            rule = AlarmRule(StreamKey("bench", lab.machine, f"{lab.section:02d}"),
-                             levels.threshold,
-                             config.model_copy(update={"clear_threshold":
-                                                       levels.clear_threshold}),
-                             {d: (v.threshold, v.clear_threshold)
-                              for d, v in levels.domains.items()})
+            rule = rule_for(lab, levels, config)
             trace: StreamTrace = replay_rule(times, scores, domains, rule, wav.stem)
             result = stream_metrics(trace, lab, 10.0, config.hold_seconds)
             normal = np.ones(times.size, bool)
@@ -115,21 +116,17 @@ def main() -> None:
                 else None
             results.append(result)
         summary = summarise(results)
-        rows[how] = {"summary": summary, "recordings": results}
-        total = summary["total"]
-        print(f"{how:>10}: false alarms/day {total['false_alarms_per_day']:.1f}, normal time in "
-              f"alarm {total['normal_time_in_alarm']:.1%}, faults {total['detected']}/"
-              f"{total['faults']}, delay median {total['delay_median_s'] or float('nan'):.1f} s"
-              f"; thresholds {sorted({round(r['threshold'], 3) for r in results})}")
+        name = how if rate is None else f"{how} at {rate:g}/day"
+        rows[name] = {"summary": summary, "recordings": results}
+        print(f"{name:>10}: {summary_line(summary['total'])}; thresholds "
+              f"{sorted({round(r['threshold'], 3) for r in results})}")
         for r in results:
             if r["fault_median"] is not None:
                 print(f"{'':>12}{r['stream']}: normal p99 {r['normal_p99']:.3g}, fault "
                       f"median {r['fault_median']:.3g}, threshold {r['threshold']:.3g}")
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps({"models": args.models, "streams": args.streams,
-                                              "combinations": rows}, indent=2) + "\n")
-
+        write_json(args.out, {"models": args.models, "streams": args.streams,
+                              "combinations": rows})
 
 if __name__ == "__main__":
     main()
