@@ -62,6 +62,11 @@ class Enrolled(NamedTuple):
     promise: dict[str, Any] | None
 
 
+def domain_counts(domains: Sequence[str]) -> dict[str, int]:
+    """Clips per domain, by name: {"source": 60, "target": 6}."""
+    return {d: list(domains).count(d) for d in sorted(set(domains))}
+
+
 def stats_only_system() -> tuple[ScoringSystem, dict[str, ScorerConfig], dict[str, list[float]]]:
     """A fresh system of the spectral-statistics detector alone (no network)."""
     member = placeholder_member("stats", "spectral", features=SPECTRAL_SYSTEMS["stats"])
@@ -133,7 +138,7 @@ def enroll(models: str | Path, machine: str, section: int, clips: list[np.ndarra
     history = list(extra.get("provenance", {}).get("enrollments", []))
     history.append({"section": section, "clips": len(clips), "source": str(source),
                     "domain": domains[0] if len(set(domains)) == 1 else
-                    {d: domains.count(d) for d in sorted(set(domains))}})
+                    domain_counts(domains)})
     extra["provenance"] = {**extra.get("provenance", {}), "enrollments": history}
     with tempfile.TemporaryDirectory(prefix="asd-enroll-") as tmp:
         model_file = None

@@ -21,7 +21,7 @@ import numpy as np
 
 from edge.audio import SAMPLE_RATE, read_audio
 from edge.bundle.calibrate import AlarmBudget
-from edge.bundle.enroll import cut_clips, enroll, enrollment_advice
+from edge.bundle.enroll import cut_clips, domain_counts, enroll, enrollment_advice
 from edge.dataset import AUDIO_SUFFIXES, parse_clip_name
 from edge.errors import BadInput
 
@@ -130,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
         raise BadInput("--machine and --section are required with --mic, --file or --dir "
                        "(e.g. --machine gearbox --section 0)")
     section = _section(args.section)
+    domains: list[str] | str = args.domain or "target"
     if args.file:
         clips, where = cut_clips(read_audio(args.file), SAMPLE_RATE), args.file
     elif args.dir:
@@ -144,6 +145,9 @@ def run(args: argparse.Namespace) -> int:
             clips += cut
             domains += [domain] * len(cut)
         where = str(folder)
+        if len(set(domains)) > 1:
+            print("domains from the DCASE file names: " + ", ".join(
+                f"{n} {d} clip(s)" for d, n in domain_counts(domains).items()))
     else:
         clips, where = cut_clips(_record(args.mic, args.seconds), SAMPLE_RATE), f"mic:{args.mic}"
     budget = None
@@ -152,11 +156,6 @@ def run(args: argparse.Namespace) -> int:
             raise BadInput(f"--false-alarms-per-day {args.false_alarms_per_day}: give a rate "
                            "above 0 and at most 1000 (e.g. 0.0333 for one a month)")
         budget = AlarmBudget(false_alarms_per_day=args.false_alarms_per_day)
-    if not args.dir:
-        domains = [args.domain or "target"] * len(clips)
-    elif len(set(domains)) > 1:
-        print("domains from the DCASE file names: " + ", ".join(
-            f"{domains.count(d)} {d} clip(s)" for d in sorted(set(domains))))
     enrolled = enroll(args.models, args.machine, section, clips, where, domains,
                       args.device, budget=budget, clip_quantile=args.clip_quantile_thresholds)
     seconds = sum(c.shape[0] for c in clips) / SAMPLE_RATE
