@@ -123,3 +123,32 @@ def test_cuda_is_refused_and_auto_runs_on_cpu(exported, capsys) -> None:
     section, attribute = bundle.system.embedder.embed(
         np.zeros((3, bundle.system.front_end.n_bins, 64), np.float32))
     assert section.shape[0] == attribute.shape[0] == 3
+
+
+def test_a_spectrum_branch_run_exports_with_parity_and_scores_like_its_checkpoint(
+        exported, tmp_path) -> None:
+    """``train --spectrum-branch``: its two-branch network goes through ONNX with parity, and
+    the deployed path (the edge front end's 513 bins, ORT) scores as the checkpoint does."""
+    from training.infer import load_run
+
+    data, _, _ = exported
+    run, models = tmp_path / "run", tmp_path / "models"
+    assert main(["train", "--data", str(data), "--machines", "fan", "--out", str(run),
+                 "--epochs", "2", "--batch-size", "16", "--threads", "2",
+                 "--spectrum-branch"]) == 0
+    assert main(["export", "--run", str(run), "--machine", "fan", "--data", str(data),
+                 "--out", str(models)]) == 0
+    bundle = load_bundle(models, "fan", device="cpu")
+    assert bundle.manifest.model.parity["max_abs_diff"] <= 1e-4
+    assert bundle.system.front_end.n_bins == 513
+    torch_run = load_run(run)
+    system = bundle.system
+    for clip in scan(data).select(machine="fan", split="test")[:6]:
+        wave = read_audio(clip.path)
+        deployed = system.score_clip(wave, clip.section)[0]
+        system.embedder, onnx_embedder = torch_run, system.embedder
+        try:
+            reference = system.score_clip(wave, clip.section)[0]
+        finally:
+            system.embedder = onnx_embedder
+        assert deployed == pytest.approx(reference, abs=1e-4)

@@ -212,6 +212,12 @@ def test_bad_input_exits_2_with_one_line(pretrained, data_dir, cache_dir, tmp_pa
                              "--out", str(pretrained)], ["--resume"])
     _refused(capsys, base + ["--data", str(data_dir), "--machines", "all",
                              "--out", str(tmp_path / "fresh"), "--resume"], ["no checkpoint"])
+    _refused(capsys, base + ["--data", str(data_dir), "--machines", "fan", "--out",
+                             str(tmp_path / "a"), "--spectrum-branch", "--front-end",
+                             "log-linear"], ["--spectrum-branch", "--front-end"])
+    _refused(capsys, base + ["--data", str(data_dir), "--machines", "fan", "--out",
+                             str(tmp_path / "a"), "--spectrum-branch", "--objective", "anp"],
+             ["--spectrum-branch", "ANP"])
     with pytest.raises(BadInput, match="not a readable checkpoint"):
         load_run(broken)
     assert not (tmp_path / "a").exists()
@@ -231,3 +237,44 @@ def test_patch_length_is_a_training_choice_the_run_carries(data_dir, cache_dir, 
                   "--patch-frames", "8") == 2
     err = capsys.readouterr().err.strip()
     assert "--patch-frames 8" in err and "32" in err and len(err.splitlines()) == 1
+
+
+def test_spectrum_branch_reads_the_log_mel_of_the_same_fft_and_a_fine_spectrum(
+        data_dir, cache_dir, tmp_path):
+    """--spectrum-branch: the model takes the FFT's 513 linear bins; its 2-D branch sees the
+    log-mel front end's bands (computed inside the model), its second branch the patch's
+    high-resolution spectrum, and both change the embedding."""
+    from edge.features import LOG_MEL_FRONT_END, spectrogram
+    from training.loop import SPECTRUM_FRONT_END
+
+    out = tmp_path / "spectrum"
+    assert main(["train", "--data", str(data_dir), "--out", str(out), "--cache-dir",
+                 str(cache_dir), "--machines", "fan", "--epochs", "2", "--batch-size", "16",
+                 "--threads", "1", "--no-progress", "--spectrum-branch"]) == 0
+    run = load_run(out)
+    assert run.front_end == SPECTRUM_FRONT_END and run.front_end.n_bins == 513
+    assert run.model.args.mel_bands == LOG_MEL_FRONT_END.n_mels
+    wave = read_audio(next((data_dir / "fan" / "test").glob("*.wav")))
+    linear = torch.from_numpy(spectrogram(wave, SPECTRUM_FRONT_END))[None]   # (1, 513, T)
+    expected = spectrogram(wave, LOG_MEL_FRONT_END)                          # (128, T)
+    with torch.no_grad():
+        got = run.model.log_mel(linear)[0].numpy()
+    audible = expected > np.log(LOG_MEL_FRONT_END.log_floor) + 1.0  # bands above the floor
+    assert audible.mean() > 0.5
+    # (bins under the floor add at most 1e-5 each: 0.4 % of a band 4 above the floor)
+    np.testing.assert_allclose(got[audible], expected[audible], atol=1e-2)
+    # the second branch is live: a tone added in one 15.6 Hz bin's neighbourhood, too narrow
+    # for its mel band to change much, moves the embedding
+    patch = linear[..., :64].clone()
+    louder = patch.clone()
+    louder[0, 300] += 1.0                                   # one bin (4.7 kHz) up by e
+    with torch.no_grad():
+        model = run.model.eval()
+        base_s, base_a = model.embed(patch)
+        moved_s, moved_a = model.embed(louder)
+        branch = model.spectrum_branch(
+            ((louder - model.input_mean[:, None]) / model.input_std[:, None]).mean(2))
+        plain = model.spectrum_branch(
+            ((patch - model.input_mean[:, None]) / model.input_std[:, None]).mean(2))
+    assert not torch.allclose(branch, plain)
+    assert not torch.allclose(torch.cat([base_s, base_a], 1), torch.cat([moved_s, moved_a], 1))

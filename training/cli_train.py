@@ -58,6 +58,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "default 0 (docs/RESULTS.md: what it did)")
     parser.add_argument("--mix-snr", default="0,20", metavar="LO,HI",
                         help="with --mix: signal-to-interference range in dB (default 0,20)")
+    parser.add_argument("--spectrum-branch", action="store_true",
+                        help="a second branch on each patch's high-resolution spectrum (513 "
+                             "linear bins beside the 128 mel bands; training/model.py); "
+                             "docs/RESULTS.md: what it did")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -100,7 +104,8 @@ def run(args: argparse.Namespace) -> int:
             arcface_margin=args.arcface_margin, front_end=args.front_end,
             patch_frames=args.patch_frames,
             allow_no_target=args.allow_no_target, progress=not args.no_progress,
-            mix_probability=args.mix, mix_snr_db=_snr_range(args.mix_snr))
+            mix_probability=args.mix, mix_snr_db=_snr_range(args.mix_snr),
+            spectrum_branch=args.spectrum_branch)
     except ValidationError as err:
         first = err.errors()[0]
         raise BadInput(f"--{str(first['loc'][0]).replace('_', '-')} "

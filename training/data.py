@@ -27,6 +27,7 @@ import logging
 import os
 from collections import Counter, defaultdict
 from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -167,12 +168,16 @@ class SpectrogramCache:
             cut = cut[np.linspace(0, len(cut) - 1, max_patches).round().astype(int)]
         return np.ascontiguousarray(cut, dtype=np.float32)
 
-    def frequency_statistics(self, indices: list[int]) -> tuple[np.ndarray, np.ndarray]:
-        """Per-frequency mean and standard deviation (F,) over every frame of those clips."""
-        n_bins = self.frames.shape[1]
+    def frequency_statistics(self, indices: list[int],
+                             transform: Callable[[np.ndarray], np.ndarray] | None = None
+                             ) -> tuple[np.ndarray, np.ndarray]:
+        """Per-frequency mean and standard deviation (F,) over every frame of those clips;
+        of ``transform`` (T, F) -> (T, F') of each clip's frames when given."""
+        transform = transform or (lambda block: block)
+        n_bins = transform(np.zeros((1, self.frames.shape[1]))).shape[1]
         total, total_sq, count = np.zeros(n_bins), np.zeros(n_bins), 0
         for i in indices:
-            block = np.asarray(self.clip(i), dtype=np.float64)
+            block = transform(np.asarray(self.clip(i), dtype=np.float64))
             total += block.sum(axis=0)
             total_sq += (block ** 2).sum(axis=0)
             count += block.shape[0]

@@ -45,6 +45,7 @@ from edge.features import (
     LOG_MEL_FRONT_END,
     FrontEnd,
     Patching,
+    mel_filterbank,
 )
 from training import data as tdata
 from training.checkpoint import (
@@ -63,6 +64,18 @@ logger = logging.getLogger(__name__)
 ModelT = TypeVar("ModelT", bound=torch.nn.Module)
 
 FRONT_ENDS = {"log-linear": DEFAULT_FRONT_END, "log-mel": LOG_MEL_FRONT_END}
+# the spectrum-branch model's input: every linear bin of the log-mel front end's FFT (513 at
+# 0-8 kHz); the model computes the log-mel bands itself (training/model.py)
+SPECTRUM_FRONT_END = FrontEnd(**{**LOG_MEL_FRONT_END.model_dump(), "n_mels": None})
+
+
+def spectrum_mel_filters(front_end: FrontEnd) -> np.ndarray:
+    """(M, F) float32: the log-mel front end's filters over ``front_end``'s bins (all of them)."""
+    filters = mel_filterbank(LOG_MEL_FRONT_END)
+    if front_end != SPECTRUM_FRONT_END:
+        raise BadInput("the spectrum branch reads every linear bin of the log-mel front end's "
+                       f"FFT; this run's front end is {front_end.model_dump()}")
+    return filters
 
 
 class TrainConfig(BaseModel):
@@ -102,7 +115,22 @@ class TrainConfig(BaseModel):
                                      "mixed in (training/augment.py); 0: none")
     mix_snr_db: tuple[float, float] = Field(
         (0.0, 20.0), description="range of the signal-to-interference ratio of the mix (dB)")
+    spectrum_branch: bool = Field(
+        False, description="a second branch on each patch's high-resolution spectrum "
+                           "(training/model.py); needs the log-mel front end")
     progress: bool = True
+
+
+def front_end_for(config: TrainConfig) -> FrontEnd:
+    """The spectrogram the run's model reads: the named one, or the spectrum branch's bins."""
+    if config.front_end not in FRONT_ENDS:
+        raise BadInput(f"--front-end {config.front_end!r}: choose one of {', '.join(FRONT_ENDS)}")
+    if config.spectrum_branch:
+        if config.front_end != "log-mel":
+            raise BadInput(f"--spectrum-branch with --front-end {config.front_end}: the branch's "
+                           "model computes log-mel bands itself; drop --front-end")
+        return SPECTRUM_FRONT_END
+    return FRONT_ENDS[config.front_end]
 
 
 # --- the parts of a run every objective shares ---------------------------------------------
@@ -399,14 +427,12 @@ def train_run(config: TrainConfig, objective: Objective[Any]) -> Path:
     if config.init and not objective.fine_tuning:
         raise BadInput(f"--init {config.init}: fine-tuning is not available for --objective "
                        f"{objective.name}; train it from scratch (drop --init)")
-    if config.front_end not in FRONT_ENDS:
-        raise BadInput(f"--front-end {config.front_end!r}: choose one of {', '.join(FRONT_ENDS)}")
     objective.check(config)
     device = select_device(config.device)
     if world > 1 and device.type == "cuda":
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
-    front_end, patching = FRONT_ENDS[config.front_end], objective.patching(config)
+    front_end, patching = front_end_for(config), objective.patching(config)
     out = Path(config.out)
     ckpt_file = out / CHECKPOINT_NAME
 

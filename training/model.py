@@ -10,6 +10,21 @@
       -> section head   -> z_S (B, D_S)  -> section classifier   (B, n_sections)
       -> attribute head -> z_A (B, D_A)  -> one classifier per attribute key (B, n_values_k)
 
+The spectrum branch (``ModelArgs.mel_bands`` > 0, ``asd-edge train --spectrum-branch``): the
+input is then the log-magnitude of the linear FFT bins (B, F, T), F = 513 at 0-8 kHz, and the
+model reads it twice (the second branch of the strongest DCASE 2022-2023 systems, Wilkinghoff's
+"spectrogram + spectrum" design, docs/RESULTS.md):
+
+      -> log(mel_filters @ exp(x)), standardised per band (B, M, T): the log-mel patch of the
+         front end, computed inside the model, into the 2-D backbone above
+      -> the patch's time-mean of the standardised bins (B, F) -> n x [1-D conv 7, BN, ReLU,
+         max-pool 2] -> linear, BN, ReLU (B, spectrum_dim): narrow tonal lines that 128 mel
+         bands blur (15.6 Hz bins against mel bands 100-250 Hz wide above 2 kHz)
+      -> both concatenated before the heads (B, C * F' + spectrum_dim)
+
+A patch is the unit, so the branch streams as the patch does: the edge runs the same ONNX model
+on the same patches, nothing is kept between hops.
+
 Objectives (``ModelArgs.objective``) change only the heads, never the backbone:
 
 - ``disentangled``: z_S feeds the section classifier, z_A the attribute classifiers.
@@ -24,6 +39,7 @@ attribute embedding, so every run exposes the same two outputs.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -31,6 +47,7 @@ import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
 OBJECTIVES = ("disentangled", "mtl", "arcface", "sections")
+MEL_FLOOR = 1e-5  # the front end's magnitude floor (edge.features.FrontEnd.log_floor)
 ONE_EMBEDDING_OBJECTIVES = ("mtl", "arcface", "sections")
 
 
@@ -49,6 +66,9 @@ class ModelArgs:
     attribute_sizes: list[int] = field(default_factory=list)  # values per attribute key
     objective: str = "disentangled"
     arcface_scale: float = 16.0
+    mel_bands: int = 0                     # M > 0: the spectrum branch; the input is linear bins
+    spectrum_channels: list[int] = field(default_factory=lambda: [16, 32, 32, 32, 32])
+    spectrum_dim: int = 128                # width of the spectrum branch's output
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -69,6 +89,27 @@ class ConvBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.pool(F.relu(self.norm(self.conv(x))))
+
+
+class SpectrumBranch(nn.Module):
+    """(B, F) time-mean of a patch's standardised log bins -> (B, spectrum_dim) features."""
+
+    def __init__(self, n_bins: int, channels: list[int], dim: int) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        in_channels, length = 1, n_bins
+        for out_channels in channels:
+            layers += [nn.Conv1d(in_channels, out_channels, 7, padding=3, bias=False),
+                       nn.BatchNorm1d(out_channels), nn.ReLU(), nn.MaxPool1d(2)]
+            in_channels, length = out_channels, length // 2
+        if length < 1:
+            raise ValueError(f"{n_bins} bins are too few for {len(channels)} spectrum blocks")
+        self.convs = nn.Sequential(*layers)
+        self.out = nn.Sequential(nn.Linear(in_channels * length, dim, bias=False),
+                                 nn.BatchNorm1d(dim), nn.ReLU())
+
+    def forward(self, spectrum: torch.Tensor) -> torch.Tensor:
+        return self.out(self.convs(spectrum.unsqueeze(1)).flatten(1))
 
 
 class EmbeddingHead(nn.Module):
@@ -106,7 +147,15 @@ class SurrogateTaskModel(nn.Module):
         self.args = args
         self.register_buffer("input_mean", torch.zeros(args.n_bins))  # (F,)
         self.register_buffer("input_std", torch.ones(args.n_bins))    # (F,)
-        blocks, in_channels, rows = [], 1, args.n_bins
+        self.spectrum_branch: SpectrumBranch | None = None
+        if args.mel_bands:
+            # the log-mel filters over the input's bins, and each band's standardisation
+            self.register_buffer("mel_filters", torch.zeros(args.mel_bands, args.n_bins))
+            self.register_buffer("mel_mean", torch.zeros(args.mel_bands))  # (M,)
+            self.register_buffer("mel_std", torch.ones(args.mel_bands))    # (M,)
+            self.spectrum_branch = SpectrumBranch(args.n_bins, args.spectrum_channels,
+                                                  args.spectrum_dim)
+        blocks, in_channels, rows = [], 1, args.mel_bands or args.n_bins
         for i, out_channels in enumerate(args.channels):
             pool = tuple(args.first_pool) if i == 0 else (2, 2)
             blocks.append(ConvBlock(in_channels, out_channels, pool))  # type: ignore[arg-type]
@@ -115,7 +164,7 @@ class SurrogateTaskModel(nn.Module):
             raise ValueError(f"{args.n_bins} frequency rows are too few for "
                              f"{len(args.channels)} pooling blocks")
         self.backbone = nn.Sequential(*blocks)
-        pooled = in_channels * rows  # C * F'
+        pooled = in_channels * rows + (args.spectrum_dim if args.mel_bands else 0)
         self.section_head = EmbeddingHead(pooled, args.head_hidden, args.section_dim)
         one_embedding = args.objective in ONE_EMBEDDING_OBJECTIVES
         if one_embedding and args.attribute_dim:
@@ -146,11 +195,27 @@ class SurrogateTaskModel(nn.Module):
         self.input_mean.copy_(mean)
         self.input_std.copy_(std.clamp_min(1e-3))
 
+    def set_mel(self, filters: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """The spectrum-branch model's log-mel: ``filters`` (M, F), band ``mean``/``std`` (M,)."""
+        self.mel_filters.copy_(filters)
+        self.mel_mean.copy_(mean)
+        self.mel_std.copy_(std.clamp_min(1e-3))
+
+    def log_mel(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, F, T) log linear bins -> (B, M, T) log-mel bands, as the log-mel front end
+        computes them from the same FFT (spectrum-branch models only)."""
+        return torch.log(torch.clamp(self.mel_filters @ torch.exp(x), min=MEL_FLOOR))
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, F, T) log-magnitude patches -> (B, C * F') pooled backbone features."""
-        x = (x - self.input_mean[:, None]) / self.input_std[:, None]  # (B, F, T)
-        x = self.backbone(x.unsqueeze(1))                                # (B, C, F', T')
-        return x.mean(dim=3).flatten(1)                                  # (B, C * F')
+        """(B, F, T) log-magnitude patches -> (B, C * F' [+ spectrum_dim]) pooled features."""
+        standard = (x - self.input_mean[:, None]) / self.input_std[:, None]  # (B, F, T)
+        if self.spectrum_branch is None:
+            pooled = self.backbone(standard.unsqueeze(1))                     # (B, C, F', T')
+            return pooled.mean(dim=3).flatten(1)                              # (B, C * F')
+        mel = (self.log_mel(x) - self.mel_mean[:, None]) / self.mel_std[:, None]  # (B, M, T)
+        pooled = self.backbone(mel.unsqueeze(1)).mean(dim=3).flatten(1)       # (B, C * F')
+        spectrum = self.spectrum_branch(standard.mean(dim=2))                 # (B, spectrum_dim)
+        return torch.cat([pooled, spectrum], dim=1)
 
     def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, F, T) -> section embedding (B, D_S), attribute embedding (B, D_A; D_A may be 0)."""
@@ -209,10 +274,9 @@ def multiply_adds_per_patch(model: SurrogateTaskModel, patch_frames: int | None 
     """Multiply-adds of ``embed`` on one (1, F, patch_frames) patch (convolutions and linears)."""
     total = 0
 
-    def conv_hook(module: nn.Conv2d, _inputs, output: torch.Tensor) -> None:
+    def conv_hook(module: nn.Conv2d | nn.Conv1d, _inputs, output: torch.Tensor) -> None:
         nonlocal total
-        kernel = module.in_channels // module.groups * module.kernel_size[0] \
-            * module.kernel_size[1]
+        kernel = module.in_channels // module.groups * math.prod(module.kernel_size)
         total += output.numel() * kernel
 
     def linear_hook(module: nn.Linear, _inputs, output: torch.Tensor) -> None:
@@ -220,14 +284,17 @@ def multiply_adds_per_patch(model: SurrogateTaskModel, patch_frames: int | None 
         total += output.numel() * module.in_features
 
     handles = [m.register_forward_hook(conv_hook) for m in model.modules()
-               if isinstance(m, nn.Conv2d)]
+               if isinstance(m, nn.Conv2d | nn.Conv1d)]
     handles += [m.register_forward_hook(linear_hook) for m in model.modules()
                 if isinstance(m, nn.Linear)]
+    frames = patch_frames or model.args.patch_frames
+    if model.args.mel_bands:  # the in-model log-mel: (M, F) @ (F, T)
+        total += model.args.mel_bands * model.args.n_bins * frames
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            model.embed(torch.zeros(1, model.args.n_bins, patch_frames or model.args.patch_frames))
+            model.embed(torch.zeros(1, model.args.n_bins, frames))
     finally:
         for handle in handles:
             handle.remove()

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from edge.errors import BadInput
+from edge.features import LOG_MEL_FRONT_END
 from training import data as tdata
 from training.anp import AnpObjective
 from training.augment import mix_interference
@@ -29,11 +30,13 @@ from training.loop import (
     TrainConfig,
     average_states,
     patching_for,
+    spectrum_mel_filters,
     state_copy,
     train_run,
 )
 from training.losses import surrogate_loss
 from training.model import (
+    MEL_FLOOR,
     OBJECTIVES,
     ONE_EMBEDDING_OBJECTIVES,
     ModelArgs,
@@ -192,7 +195,8 @@ class SurrogateObjective(Objective[SurrogateTaskModel]):
         else:
             one_embedding = config.objective in ONE_EMBEDDING_OBJECTIVES
             base = ModelArgs(section_dim=config.section_dim,
-                             attribute_dim=0 if one_embedding else config.attribute_dim)
+                             attribute_dim=0 if one_embedding else config.attribute_dim,
+                             mel_bands=LOG_MEL_FRONT_END.n_mels if config.spectrum_branch else 0)
         self.args = ModelArgs(**{
             **base.to_dict(), "n_bins": run.front_end.n_bins,
             "patch_frames": run.patching.patch_frames, "n_sections": len(maps.section_labels),
@@ -208,6 +212,13 @@ class SurrogateObjective(Objective[SurrogateTaskModel]):
         else:
             mean, std = run.cache.frequency_statistics(run.train_idx)
             model.set_input_statistics(torch.from_numpy(mean), torch.from_numpy(std))
+            if self.args.mel_bands:
+                filters = spectrum_mel_filters(run.front_end)
+                mel_mean, mel_std = run.cache.frequency_statistics(
+                    run.train_idx, lambda block: np.log(np.maximum(
+                        np.exp(block) @ filters.T.astype(np.float64), MEL_FLOOR)))
+                model.set_mel(torch.from_numpy(filters), torch.from_numpy(mel_mean),
+                              torch.from_numpy(mel_std))
         return model
 
     def model_args(self) -> dict:
