@@ -218,6 +218,9 @@ def test_bad_input_exits_2_with_one_line(pretrained, data_dir, cache_dir, tmp_pa
     _refused(capsys, base + ["--data", str(data_dir), "--machines", "fan", "--out",
                              str(tmp_path / "a"), "--spectrum-branch", "--objective", "anp"],
              ["--spectrum-branch", "ANP"])
+    _refused(capsys, base + ["--data", str(data_dir), "--machines", "fan", "--out",
+                             str(tmp_path / "a"), "--subclusters", "4", "--objective",
+                             "arcface"], ["--subclusters 4", "arcface"])
     with pytest.raises(BadInput, match="not a readable checkpoint"):
         load_run(broken)
     assert not (tmp_path / "a").exists()
@@ -278,3 +281,30 @@ def test_spectrum_branch_reads_the_log_mel_of_the_same_fft_and_a_fine_spectrum(
             ((patch - model.input_mean[:, None]) / model.input_std[:, None]).mean(2))
     assert not torch.allclose(branch, plain)
     assert not torch.allclose(torch.cat([base_s, base_a], 1), torch.cat([moved_s, moved_a], 1))
+
+
+def test_subcluster_adacos_learns_with_fixed_centres_and_keeps_the_embeddings(
+        data_dir, cache_dir, tmp_path):
+    """--subclusters K: the classifiers give class log-probabilities over K fixed centres per
+    class; training learns the sections through them and never moves the centres; the
+    exported embeddings have the usual shapes."""
+    from training.model import ModelArgs, SubclusterAdaCos, SurrogateTaskModel
+
+    out = tmp_path / "adacos"
+    assert _train(data_dir, cache_dir, out, "--machines", "all", "--epochs", "4",
+                  "--subclusters", "4", "--seed", "3") == 0
+    metrics = _metrics(out)
+    assert metrics[-1]["train_loss"] < 0.7 * metrics[0]["train_loss"]
+    assert metrics[-1]["val_section_accuracy"] >= 0.8      # 4 sections: chance 0.25
+    run = load_run(out)
+    classifier = run.model.section_classifier
+    assert isinstance(classifier, SubclusterAdaCos) and classifier.subclusters == 4
+    torch.manual_seed(3)  # the fresh model the run started from (the loop seeds before build)
+    fresh = SurrogateTaskModel(ModelArgs.from_dict(run.model.args.to_dict()))
+    assert torch.equal(fresh.section_classifier.centres, classifier.centres)
+    with torch.no_grad():
+        log_probs = classifier(torch.randn(5, run.section_dim))
+    np.testing.assert_allclose(log_probs.exp().sum(1).numpy(), 1.0, rtol=1e-5)
+    clip = next((data_dir / "fan" / "test").glob("*.wav"))
+    section_embedding, attribute_embedding = run.embed_clip(read_audio(clip))
+    assert section_embedding.shape == (2, 64) and attribute_embedding.shape == (2, 64)

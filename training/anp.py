@@ -372,6 +372,9 @@ class AnpObjective(Objective[AttentiveNeuralProcess]):
         if config.patch_frames != DEFAULT_PATCHING.patch_frames:
             raise BadInput(f"--patch-frames {config.patch_frames}: the ANP is built for "
                            f"{DEFAULT_PATCHING.patch_frames}-frame patches; drop --patch-frames")
+        if config.subclusters:
+            raise BadInput(f"--subclusters {config.subclusters}: the ANP has no classifier; "
+                           "drop --subclusters or choose another --objective")
         if config.spectrum_branch:
             raise BadInput("--spectrum-branch is a branch of the surrogate-task CNN; the ANP "
                            "has none: drop --spectrum-branch or choose another --objective")

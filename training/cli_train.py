@@ -62,6 +62,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a second branch on each patch's high-resolution spectrum (513 "
                              "linear bins beside the 128 mel bands; training/model.py); "
                              "docs/RESULTS.md: what it did")
+    parser.add_argument("--subclusters", type=int, default=0, metavar="K",
+                        help="sub-cluster AdaCos classifiers, K fixed centres per section and "
+                             "attribute value (training/model.py); default 0: softmax "
+                             "(docs/RESULTS.md: what it did)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -105,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
             patch_frames=args.patch_frames,
             allow_no_target=args.allow_no_target, progress=not args.no_progress,
             mix_probability=args.mix, mix_snr_db=_snr_range(args.mix_snr),
-            spectrum_branch=args.spectrum_branch)
+            spectrum_branch=args.spectrum_branch, subclusters=args.subclusters)
     except ValidationError as err:
         first = err.errors()[0]
         raise BadInput(f"--{str(first['loc'][0]).replace('_', '-')} "

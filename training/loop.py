@@ -118,6 +118,8 @@ class TrainConfig(BaseModel):
     spectrum_branch: bool = Field(
         False, description="a second branch on each patch's high-resolution spectrum "
                            "(training/model.py); needs the log-mel front end")
+    subclusters: int = Field(0, ge=0, le=64, description="sub-cluster AdaCos classifiers with "
+                             "this many centres per class (training/model.py); 0: softmax")
     progress: bool = True
 
 

@@ -25,6 +25,13 @@ model reads it twice (the second branch of the strongest DCASE 2022-2023 systems
 A patch is the unit, so the branch streams as the patch does: the edge runs the same ONNX model
 on the same patches, nothing is kept between hops.
 
+Sub-cluster AdaCos (``ModelArgs.subclusters`` = K > 0, ``asd-edge train --subclusters K``)
+replaces the plain softmax classifiers of sections and attributes: each class owns K fixed random
+unit centres, a clip's class probability is the softmax mass of its class's centres at the fixed
+AdaCos scale sqrt(2) ln(C K - 1) on the cosines (Wilkinghoff, "Sub-cluster AdaCos", IJCNN 2021;
+the centres stay untrained, as in his later systems, so the loss cannot be met by moving them).
+A class may then spread over several clusters (the operating conditions of one section).
+
 Objectives (``ModelArgs.objective``) change only the heads, never the backbone:
 
 - ``disentangled``: z_S feeds the section classifier, z_A the attribute classifiers.
@@ -69,6 +76,7 @@ class ModelArgs:
     mel_bands: int = 0                     # M > 0: the spectrum branch; the input is linear bins
     spectrum_channels: list[int] = field(default_factory=lambda: [16, 32, 32, 32, 32])
     spectrum_dim: int = 128                # width of the spectrum branch's output
+    subclusters: int = 0                   # K > 0: sub-cluster AdaCos classifiers
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -137,6 +145,27 @@ class CosineClassifier(nn.Module):
         return self.scale * F.normalize(z, dim=1) @ F.normalize(self.weight, dim=1).T
 
 
+class SubclusterAdaCos(nn.Module):
+    """(B, D) -> (B, C) class log-probabilities: K fixed unit centres per class, the softmax at
+    the fixed AdaCos scale over all C K cosines, each class's mass summed (log-sum-exp).
+
+    Log-probabilities are valid logits (softmax leaves them unchanged), so the losses,
+    accuracies and masks of the plain classifiers apply as they are.
+    """
+
+    def __init__(self, dim: int, n_classes: int, subclusters: int) -> None:
+        super().__init__()
+        self.n_classes, self.subclusters = n_classes, subclusters
+        self.register_buffer("centres", F.normalize(
+            torch.randn(n_classes * subclusters, dim), dim=1))       # (C K, D)
+        self.scale = math.sqrt(2.0) * math.log(max(n_classes * subclusters - 1, 2))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        logits = self.scale * F.normalize(z.float(), dim=1) @ self.centres.T   # (B, C K)
+        per_class = torch.logsumexp(logits.view(-1, self.n_classes, self.subclusters), dim=2)
+        return per_class - torch.logsumexp(logits, dim=1, keepdim=True)     # (B, C)
+
+
 class SurrogateTaskModel(nn.Module):
     """The CNN with its heads and classifiers. ``forward`` for training, ``embed`` for export."""
 
@@ -172,14 +201,22 @@ class SurrogateTaskModel(nn.Module):
                              "must be 0")
         self.attribute_head = EmbeddingHead(pooled, args.head_hidden, args.attribute_dim) \
             if not one_embedding else None
+        if args.subclusters and args.objective == "arcface":
+            raise ValueError("objective 'arcface' has its own cosine classifier: subclusters "
+                             "must be 0")
+
+        def classifier(dim: int, n_classes: int) -> nn.Module:
+            return SubclusterAdaCos(dim, n_classes, args.subclusters) if args.subclusters \
+                else nn.Linear(dim, n_classes)
+
         if args.objective == "arcface":
             self.section_classifier: nn.Module = CosineClassifier(
                 args.section_dim, args.n_sections, args.arcface_scale)
         else:
-            self.section_classifier = nn.Linear(args.section_dim, args.n_sections)
+            self.section_classifier = classifier(args.section_dim, args.n_sections)
         attribute_input = {"disentangled": args.attribute_dim, "mtl": args.section_dim}
         self.attribute_classifiers = nn.ModuleList(
-            [nn.Linear(attribute_input[args.objective], size) for size in args.attribute_sizes]
+            [classifier(attribute_input[args.objective], size) for size in args.attribute_sizes]
             if args.objective in attribute_input else [])
 
     @property

@@ -183,6 +183,11 @@ class SurrogateObjective(Objective[SurrogateTaskModel]):
                            f"{', '.join(OBJECTIVES)}, anp")
         self.name = objective
 
+    def check(self, config: TrainConfig) -> None:
+        if config.subclusters and config.objective == "arcface":
+            raise BadInput(f"--subclusters {config.subclusters} with --objective arcface: "
+                           "ArcFace has its own cosine classifier; drop one of them")
+
     def build(self, run: RunData, resume: dict | None, init: dict | None
               ) -> SurrogateTaskModel:
         config, maps = run.config, run.maps
@@ -196,12 +201,14 @@ class SurrogateObjective(Objective[SurrogateTaskModel]):
             one_embedding = config.objective in ONE_EMBEDDING_OBJECTIVES
             base = ModelArgs(section_dim=config.section_dim,
                              attribute_dim=0 if one_embedding else config.attribute_dim,
-                             mel_bands=LOG_MEL_FRONT_END.n_mels if config.spectrum_branch else 0)
+                             mel_bands=LOG_MEL_FRONT_END.n_mels if config.spectrum_branch else 0,
+                             subclusters=config.subclusters)
         self.args = ModelArgs(**{
             **base.to_dict(), "n_bins": run.front_end.n_bins,
             "patch_frames": run.patching.patch_frames, "n_sections": len(maps.section_labels),
             "attribute_sizes": [len(v) for v in maps.attribute_labels.values()],
-            "objective": config.objective, "arcface_scale": config.arcface_scale})
+            "objective": config.objective, "arcface_scale": config.arcface_scale,
+            "subclusters": base.subclusters if resume else config.subclusters})
         model = SurrogateTaskModel(self.args)
         if resume:
             pass  # the loop loads the resumed weights
