@@ -26,8 +26,8 @@ import json
 import logging
 import os
 from collections import Counter, defaultdict
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
