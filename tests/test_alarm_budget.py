@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from edge.alarms.budget import block_maxima, budget_threshold, trip_statistic
 from edge.alarms.rule import AlarmRule, AlarmRuleConfig, StreamKey
@@ -199,3 +200,35 @@ def test_enough_enrolled_audio_sets_the_unit_threshold_without_the_data_set_tail
     assert enough.threshold < few.threshold / 2
     assert enough.calibration["budget"]["highest_seen"] < 6 < few.calibration["budget"][
         "highest_seen"]
+
+
+def test_the_cross_check_says_when_the_unheard_sound_was_heard_and_for_how_long() -> None:
+    """Enrolled audio in five stretches; the third holds one minute of a sound the others never
+    do (another machine running): the cross-check flags that stretch alone, places the peak in
+    that minute on the enrollment's clock, and the advice tells the operator when it was."""
+    from edge.bundle.calibrate import CalibrationTraces, cross_check
+    from edge.bundle.enroll import Enrolled, enrollment_advice, stats_only_system
+
+    system = stats_only_system()[0]
+    rng = np.random.default_rng(1)
+    per_stretch, hop = 270, 0.5                       # hops of 0.5 s: 2.4 min per stretch
+    own = [rng.normal(0.0, 1.0, per_stretch) for _ in range(5)]
+    own[2][100:220] += 30.0                           # hops 100-219 of the third: one minute
+    scores = np.concatenate(own)
+    streams = np.repeat(np.arange(5), per_stretch)
+    traces = CalibrationTraces({"stats": scores}, np.zeros(scores.size, int),
+                               np.full(scores.size, "target"), streams, 0,
+                               np.ones(scores.size, bool))
+    budget, rule = AlarmBudget(), AlarmRuleConfig()
+    checks = cross_check(system, traces, range(5), rule, budget)
+    assert [c.alarms > 0 for c in checks] == [False, False, True, False, False]
+    flagged = checks[2]
+    stretch_min = ((per_stretch - 1) * hop + budget.window_seconds) / 60.0
+    assert flagged.start_min == pytest.approx(2 * stretch_min)
+    event = (flagged.start_min + (100 * hop) / 60.0, flagged.start_min + (220 * hop) / 60.0)
+    assert event[0] <= flagged.peak_min <= event[1] + budget.window_seconds / 60.0
+    assert 0.8 <= flagged.over_min <= 1.2              # about the minute it lasted
+    advice = enrollment_advice(Enrolled(Path("x"), 5, checks, None), 5 * stretch_min * 60)
+    text = "\n".join(advice)
+    assert "NOT STABLE: 1 of 5" in text
+    assert f"around minute {flagged.peak_min:.1f}" in text

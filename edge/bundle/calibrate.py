@@ -331,7 +331,9 @@ class StretchCheck:
     ``peak_ratio``: its highest trip statistic over the threshold its hops would meet (under 1:
     no alarm); ``alarms``: separate raises it would have made; ``domain``: the one it was
     recorded in (traces stored before that was kept: its hops' nearest references'; "" when
-    not known); times count within it.
+    not known); times count within it. ``peak_min``: the middle of the window of the peak (on
+    the same clock as ``start_min``), ``over_min``: how long the rule's statistic stayed over
+    the threshold: when the sound the rest did not hold was heard, and for how long.
     """
 
     section: int
@@ -340,6 +342,8 @@ class StretchCheck:
     peak_ratio: float
     alarms: int
     domain: str = ""
+    peak_min: float = 0.0
+    over_min: float = 0.0
 
 
 def cross_check(system: ScoringSystem, traces: CalibrationTraces, streams: Sequence[int],
@@ -385,9 +389,12 @@ def cross_check(system: ScoringSystem, traces: CalibrationTraces, streams: Seque
         over = statistic > 0
         alarms = int(np.sum(over[1:] & ~over[:-1]) + over[0]) if over.size else 0
         ratio = np.where(threshold > 0, combined / np.maximum(threshold, 1e-12), np.inf)
-        peak = float(np.max(trip_statistic(ratio, rule.trip_hops, rule.window_hops))) \
-            if combined.size else 0.0
-        checks.append(StretchCheck(section, start, minutes, peak, alarms, domain))
+        ratios = trip_statistic(ratio, rule.trip_hops, rule.window_hops)
+        at = int(np.argmax(ratios)) if ratios.size else 0
+        peak = float(ratios[at]) if ratios.size else 0.0
+        peak_min = start + (at * hop + budget.window_seconds / 2) / 60.0
+        checks.append(StretchCheck(section, start, minutes, peak, alarms, domain, peak_min,
+                                   float(over.sum()) * hop / 60.0))
     return sorted(checks, key=lambda c: (c.section, c.domain, c.start_min))
 
 

@@ -178,6 +178,11 @@ def enrollment_advice(enrolled: Enrolled, seconds: float) -> list[str]:
                      "hold sound the rest did not (an operating condition or a plant event "
                      f"heard once). Record at least {max(minutes, ENOUGH_MINUTES):.0f} more "
                      "minutes in which those conditions recur, and enroll them too.")
+        for check in tripped:
+            domain = f"{check.domain} " if named else ""
+            lines.append(f"  heard around minute {check.peak_min:.1f} of the {domain}audio, over "
+                         f"the threshold for {check.over_min * 60:.0f} s: what ran then (a speed, "
+                         "a load, a machine nearby) needs more recording")
     elif enrolled.checks:
         lines.append("stable: no stretch would have raised an alarm against the rest")
     if minutes < ENOUGH_MINUTES:
