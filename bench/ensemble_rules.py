@@ -3,7 +3,7 @@ day against faults caught, each way calibrated to the bundle's own false-alarm b
 
 Every recording under ``--streams`` is streamed once through the bundle's scoring path (the
 daemon's windower, patch models and member scorers: ``edge.bundle.calibrate``'s
-``_score_recording``), keeping each member's raw hop score. Each combination then gets the
+``score_recording``), keeping each member's raw hop score. Each combination then gets the
 thresholds an export would give it (``budget_thresholds`` on the bundle's stored
 out-of-sample calibration traces, which also hold every member's raw score) and is replayed
 through the daemon's alarm rule (``bench/alarm_rules.replay_rule``) and scored by
@@ -32,7 +32,7 @@ from alarm_rules import replay_rule, rule_for, summary_line, write_json  # noqa:
 
 from edge.alarms.rule import AlarmRuleConfig  # noqa: E402
 from edge.audio import read_audio  # noqa: E402
-from edge.bundle.calibrate import _score_recording, budget_thresholds  # noqa: E402
+from edge.bundle.calibrate import score_recording, budget_thresholds  # noqa: E402
 from edge.bundle.load import load_bundle  # noqa: E402
 from edge.evaluation.streams import (  # noqa: E402
     StreamTrace,
@@ -65,7 +65,7 @@ def member_traces(bundle, wav: Path, section: int) -> tuple[np.ndarray, dict, li
     windows = window_patches_for(budget.window_seconds, system.front_end, system.patching)
     hops = hop_patches_for(budget.hop_seconds, system.front_end, system.patching)
     waveform = read_audio(wav)
-    traces = _score_recording(system, waveform, section, windows, hops, 1)
+    traces = score_recording(system, waveform, section, windows, hops, 1)
     n = traces.hops
     seconds = waveform.shape[0] / system.front_end.sample_rate
     hop_s = (seconds - budget.window_seconds) / max(n - 1, 1)

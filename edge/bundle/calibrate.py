@@ -206,7 +206,7 @@ def stream_traces(system: ScoringSystem, parts: dict[str, list[np.ndarray]],
                 if keys is not None and not on_site:  # a state lasts several clips
                     rows = np.array(sorted(rows, key=lambda i: (keys[int(i)], int(i))))
                 waveform = np.concatenate([audio[int(i)]() for i in rows])
-                traces = traces.extend(_score_recording(fold_system, waveform, int(section),
+                traces = traces.extend(score_recording(fold_system, waveform, int(section),
                                                         window_patches, hop_patches,
                                                         len(rows), on_site, domain))
     return traces
@@ -229,7 +229,7 @@ def _fold_system(system: ScoringSystem, parts: dict[str, list[np.ndarray]],
     return replace(system, members=members)
 
 
-def _score_recording(system: ScoringSystem, waveform: np.ndarray, section: int,
+def score_recording(system: ScoringSystem, waveform: np.ndarray, section: int,
                      window_patches: int, hop_patches: int, clips: int,
                      on_site: bool = False, recorded: str = "") -> CalibrationTraces:
     """Stream one recording through the daemon's windower; every hop's member scores."""
