@@ -32,7 +32,7 @@ from alarm_rules import replay_rule, rule_for, summary_line, write_json  # noqa:
 
 from edge.alarms.rule import AlarmRuleConfig  # noqa: E402
 from edge.audio import read_audio  # noqa: E402
-from edge.bundle.calibrate import score_recording, budget_thresholds  # noqa: E402
+from edge.bundle.calibrate import budget_thresholds, score_recording  # noqa: E402
 from edge.bundle.load import load_bundle  # noqa: E402
 from edge.evaluation.streams import (  # noqa: E402
     StreamTrace,
