@@ -55,4 +55,4 @@ for condition in $CONDITIONS; do
         done
     done
 done
-"$PY" bench/ablation_table.py --work "$WORK" --name "$NAME" --flags "$FLAGS"
+"$PY" bench/ablation_table.py --work "$WORK" --name "$NAME" --flags="$FLAGS"
