@@ -67,6 +67,11 @@ def test_bundle_scores_equal_the_checkpoint_scores(exported) -> None:
     torch_run = load_run(run)
     clips = scan(data).select(machine="fan", split="test")
     assert clips
+    _assert_scores_like_the_checkpoint(system, torch_run, clips)
+
+
+def _assert_scores_like_the_checkpoint(system, torch_run, clips) -> None:
+    """Each clip scored by the bundle (ORT) and with the run's PyTorch model in its place."""
     for clip in clips:
         wave = read_audio(clip.path)
         deployed = system.score_clip(wave, clip.section)[0]
@@ -141,14 +146,5 @@ def test_a_spectrum_branch_run_exports_with_parity_and_scores_like_its_checkpoin
     bundle = load_bundle(models, "fan", device="cpu")
     assert bundle.manifest.model.parity["max_abs_diff"] <= 1e-4
     assert bundle.system.front_end.n_bins == 513
-    torch_run = load_run(run)
-    system = bundle.system
-    for clip in scan(data).select(machine="fan", split="test")[:6]:
-        wave = read_audio(clip.path)
-        deployed = system.score_clip(wave, clip.section)[0]
-        system.embedder, onnx_embedder = torch_run, system.embedder
-        try:
-            reference = system.score_clip(wave, clip.section)[0]
-        finally:
-            system.embedder = onnx_embedder
-        assert deployed == pytest.approx(reference, abs=1e-4)
+    _assert_scores_like_the_checkpoint(bundle.system, load_run(run),
+                                       scan(data).select(machine="fan", split="test")[:6])
