@@ -15,7 +15,8 @@ through the daemon's alarm rule (``bench/alarm_rules.replay_rule``) and scored b
 
 Combinations: ``sum`` (the bundle's own: weighted sum of standardised member scores), ``min``
 (the smallest standardised member score: every member must find the window unusual), a
-member's name (that member alone, raw).
+member's name (that member alone, raw), members joined by ``+`` (their weighted sum of
+standardised scores, as a bundle of only those members would combine them).
 """
 
 from __future__ import annotations
@@ -56,6 +57,10 @@ class Combination:
         if self.how == "min":
             return np.min([m.standardise(np.asarray(member_scores[m.name]), section)
                            for m in self.system.members], axis=0)
+        if "+" in self.how:  # a sub-ensemble: the weighted sum of these members' standardised
+            names = self.how.split("+")
+            return sum(m.weight * m.standardise(np.asarray(member_scores[m.name]), section)
+                       for m in self.system.members if m.name in names)
         return np.asarray(member_scores[self.how])
 
 

@@ -77,9 +77,12 @@ class StreamingWindows:
                  patch_models: Sequence[str] = ()) -> None:
         extra_front_ends = dict(extra_front_ends or {})
         for name, extra in extra_front_ends.items():
-            if (extra.n_fft, extra.hop_length) != (front_end.n_fft, front_end.hop_length):
-                raise ValueError(f"front end {name!r} must share n_fft and hop_length with the "
-                                 "model front end (one frame grid)")
+            if front_end.hop_length % extra.hop_length or extra.sample_rate != \
+                    front_end.sample_rate:
+                raise ValueError(f"front end {name!r}: its hop_length {extra.hop_length} must "
+                                 f"divide the model front end's {front_end.hop_length} (and "
+                                 "the sample rates agree), so every window starts on a frame "
+                                 "of both")
         self.front_end = front_end
         self.patching = patching
         self.window_patches = window_patches
@@ -90,10 +93,13 @@ class StreamingWindows:
         # an extra front end equal to the model's reuses its frames instead of computing them
         self._extra = {name: StreamingSpectrogram(fe) for name, fe in extra_front_ends.items()
                        if fe != front_end}
-        # frames kept from absolute frame index _first_frame on (one grid for all front ends)
+        # frames kept from absolute frame index _first_frame on; an extra front end's from
+        # _extra_first[name] on its own grid (frame t covers samples [t * hop, t * hop + n_fft))
         self._frames = np.zeros((front_end.n_bins, 0), np.float32)
+        self._extra_front_ends = extra_front_ends
         self._extra_frames = {name: np.zeros((fe.n_bins, 0), np.float32)
                               for name, fe in extra_front_ends.items()}
+        self._extra_first = dict.fromkeys(extra_front_ends, 0)
         self._first_frame = 0
         self._next_patch = 0  # index of the next patch to cut
         self._pending_ids: list[int] = []
@@ -156,9 +162,13 @@ class StreamingWindows:
         drop = keep_from - self._first_frame
         if drop > 0:
             self._frames = self._frames[:, drop:]
-            self._extra_frames = {name: frames[:, drop:]
-                                  for name, frames in self._extra_frames.items()}
             self._first_frame = keep_from
+        for name, frames in self._extra_frames.items():
+            first = keep_from * self.front_end.hop_length // \
+                self._extra_front_ends[name].hop_length
+            if first > self._extra_first[name]:
+                self._extra_frames[name] = frames[:, first - self._extra_first[name]:]
+                self._extra_first[name] = first
         return windows
 
     def _window(self, last_patch: int) -> Window:
@@ -167,15 +177,25 @@ class StreamingWindows:
         hop = self.front_end.hop_length
         offset = first_frame - self._first_frame
         span = slice(offset, offset + self.window_frames)
+        start = first_frame * hop
+        end = (first_frame + self.window_frames - 1) * hop + self.front_end.n_fft
         window = Window(
             index=self.windows_emitted,
-            start_sample=first_frame * hop,
-            end_sample=(first_frame + self.window_frames - 1) * hop + self.front_end.n_fft,
+            start_sample=start,
+            end_sample=end,
             section_embeddings=np.stack(self._section) if self.embeds else None,
             attribute_embeddings=np.stack(self._attribute) if self.embeds else None,
             spectrogram=self._frames[:, span].copy(),
-            extra_frames={name: frames[:, span].copy()
-                          for name, frames in self._extra_frames.items()},
+            extra_frames={name: self._extra_span(name, start, end)
+                          for name in self._extra_frames},
             patch_outputs={name: np.stack(kept) for name, kept in self._outputs.items()})
         self.windows_emitted += 1
         return window
+
+    def _extra_span(self, name: str, start: int, end: int) -> np.ndarray:
+        """The frames of extra front end ``name`` that lie within samples [start, end): those
+        an offline spectrogram of exactly that audio has."""
+        extra = self._extra_front_ends[name]
+        first = start // extra.hop_length - self._extra_first[name]
+        count = extra.n_frames(end - start)
+        return self._extra_frames[name][:, first:first + count].copy()

@@ -5,15 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from edge.audio import read_audio
 from edge.features import (
     DEFAULT_FRONT_END,
     DEFAULT_PATCHING,
     LOG_MEL_FRONT_END,
+    FrontEnd,
     patches,
     spectrogram,
 )
+from edge.scoring.spectral import MODULATION_FRONT_END
 from edge.streaming import StreamingWindows, window_patches_for, window_span_samples
 
 
@@ -22,7 +25,8 @@ def test_window_of_a_real_clip_stream_equals_offline(sample_dir: Path) -> None:
     n_window = window_patches_for(10.0, DEFAULT_FRONT_END, DEFAULT_PATCHING)
     assert n_window == 16
     stream = StreamingWindows(DEFAULT_FRONT_END, DEFAULT_PATCHING, n_window, hop_patches=1,
-                              extra_front_ends={"mel": LOG_MEL_FRONT_END})
+                              extra_front_ends={"mel": LOG_MEL_FRONT_END,
+                                                "modulation": MODULATION_FRONT_END})
     windows = []
     rng = np.random.default_rng(1)
     position = 0
@@ -45,6 +49,15 @@ def test_window_of_a_real_clip_stream_equals_offline(sample_dir: Path) -> None:
         np.testing.assert_allclose(window.spectrogram, spectrogram(clip), atol=1e-5)
         np.testing.assert_allclose(window.extra_frames["mel"], spectrogram(clip, LOG_MEL_FRONT_END),
                                    atol=1e-5)
+        # a front end on a finer frame grid (1 ms hops) gets the offline clip's frames too
+        np.testing.assert_allclose(window.extra_frames["modulation"],
+                                   spectrogram(clip, MODULATION_FRONT_END), atol=1e-5)
+
+
+def test_an_extra_front_end_whose_hop_does_not_divide_the_model_hop_is_refused() -> None:
+    odd = FrontEnd(n_fft=64, hop_length=24, f_min=250.0, f_max=8000.0)
+    with pytest.raises(ValueError, match="hop_length 24 must divide"):
+        StreamingWindows(DEFAULT_FRONT_END, DEFAULT_PATCHING, 16, extra_front_ends={"x": odd})
 
 
 def test_hop_sets_how_often_windows_come() -> None:

@@ -54,7 +54,7 @@ from edge.scoring.scorer import (
     pool,
     variant_parts,
 )
-from edge.scoring.spectral import SpectralFeatures, clip_statistics
+from edge.scoring.spectral import SpectralFeatures
 from edge.streaming import StreamingWindows, Window
 
 logger = logging.getLogger(__name__)
@@ -200,7 +200,7 @@ class SpectralMember(Member):
 
     def parts(self, window: Window) -> list[np.ndarray]:
         frames = window.extra_frames[self.name]
-        return [clip_statistics(frames, self.features.statistics)[None]]
+        return [self.features.of(frames)[None]]
 
     def manifest_fields(self) -> dict[str, Any]:
         return {"features": self.features.model_dump()}

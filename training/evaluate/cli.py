@@ -19,10 +19,11 @@ import argparse
 import logging
 
 from edge.errors import BadInput
+from edge.scoring.spectral import SPECTRAL_SYSTEMS
 
 logger = logging.getLogger(__name__)
 
-SYSTEMS = ("stats", "bandenergy", "autoencoder")
+SYSTEMS = (*SPECTRAL_SYSTEMS, "autoencoder")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
