@@ -73,7 +73,8 @@ def spectral_scorer_config(backend: KnnConfig | GmmConfig | None = None) -> Scor
 
 
 def clip_statistics(spec: np.ndarray, statistics=("mean", "std"),
-                    frame_rate: float = 31.25) -> np.ndarray:
+                    frame_rate: float = LOG_MEL_FRONT_END.sample_rate
+                    / LOG_MEL_FRONT_END.hop_length) -> np.ndarray:
     """Log spectrogram (F, T) at ``frame_rate`` frames per second -> the statistics over time,
     concatenated, float64: (F,) each for mean, std and blockstd, (MODULATION_BANDS *
     len(MODULATION_EDGES_HZ) - 1,) for modulation."""
@@ -104,7 +105,7 @@ def modulation_spectrum(spec: np.ndarray, frame_rate: float) -> np.ndarray:
     groups = np.array_split(np.arange(spec.shape[0]), MODULATION_BANDS)
     power = np.exp(2.0 * np.asarray(spec, dtype=np.float64))
     envelope = np.stack([power[rows].sum(0) for rows in groups])  # (B, T)
-    block = int(round(frame_rate)) if spec.shape[1] >= int(round(frame_rate)) else spec.shape[1]
+    block = min(int(round(frame_rate)), spec.shape[1])  # one second, or the whole clip
     blocks = envelope[:, : (envelope.shape[1] // block) * block].reshape(
         MODULATION_BANDS, -1, block)  # (B, K, L)
     level = blocks.mean(2, keepdims=True)
