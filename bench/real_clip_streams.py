@@ -1,7 +1,8 @@
 """The real DCASE 2023 clips in the repository, spliced into streams, through evaluate-streams.
 
 For every machine type of ``tests/data/dcase2023_sample`` (3 normal clips and 1 anomalous
-clip each) and every normal clip ``h`` held out in turn: a statistics-only bundle is enrolled
+clip each) and every normal clip ``h`` held out in turn: a bundle of the no-training detectors
+``--system`` (default: what ``enroll`` makes for an unseen unit) is enrolled
 from the other normal clips (leave-clips-out: the streamed clip is never a reference), and a
 recording is spliced of ``h`` three times (two splices) followed by the anomalous clip,
 labelled as a fault (ToyCar has none in the sample: normal only). Every
@@ -9,7 +10,8 @@ recording goes through ``asd-edge evaluate-streams`` (the daemon's path). What i
 whether real normal sound of a unit raises a false alarm against a bundle that never heard it,
 and whether the real anomaly is caught. Few clips: a smoke check on real audio, not a rate.
 
-    .venv/bin/python bench/real_clip_streams.py [--out bench/results/real_clip_streams]
+    .venv/bin/python bench/real_clip_streams.py [--system stats+modulation]
+        [--out bench/results/real_clip_streams]
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.audio import SAMPLE_RATE, read_audio, write_audio
-from edge.bundle.enroll import enroll
+from edge.bundle.enroll import UNSEEN_SYSTEM, enroll
 from edge.dataset import scan
 from edge.evaluation.streams import evaluate_streams
 
@@ -32,6 +34,9 @@ SAMPLE = Path(__file__).resolve().parents[1] / "tests" / "data" / "dcase2023_sam
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--system", default=UNSEEN_SYSTEM,
+                        help="spectral detector(s) to enroll, e.g. stats, modulation, "
+                             "stats+modulation")
     parser.add_argument("--out", default="bench/results/real_clip_streams")
     args = parser.parse_args()
     clips = scan(SAMPLE).clips
@@ -48,7 +53,7 @@ def main() -> None:
                 held = normal[fold % len(normal)]
                 enroll(models, machine, held.section,
                        [read_audio(c.path) for c in normal if c is not held], "real clips",
-                       "source")
+                       "source", system_name=args.system)
                 head = np.tile(read_audio(held.path), LOOPS)  # spliced to itself: 30 s
                 tail = read_audio(anomaly.path) if anomaly else np.zeros(0, np.float32)
                 wav = streams / f"{machine}_holdout_{fold}.wav"
@@ -73,11 +78,11 @@ def main() -> None:
     false_alarms = sum(r["false_alarms"] for r in rows)
     with_anomaly = [r for r in rows if r["anomaly_detected"] is not None]
     detected = sum(r["anomaly_detected"] for r in with_anomaly)
-    summary = {"recordings": len(rows), "false_alarms": false_alarms,
+    summary = {"system": args.system, "recordings": len(rows), "false_alarms": false_alarms,
                "normal_seconds": sum(r["normal_seconds"] for r in rows),
                "anomalies_detected": detected, "rows": rows}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"{len(rows)} spliced real recordings (leave-clips-out statistics bundles): "
+    print(f"{len(rows)} spliced real recordings (leave-clips-out {args.system} bundles): "
           f"{false_alarms} false alarm(s) in {summary['normal_seconds']:.0f} s of held-out "
           f"normal audio; real anomalies detected {detected}/{len(with_anomaly)}")
     print("false alarms: none" if not false_alarms else

@@ -128,3 +128,18 @@ def test_bad_usage_exits_2(capsys) -> None:
         main(["bundle", "check", "x"])  # argparse: not a known action
     assert exit_.value.code == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_enroll_system_picks_the_detectors_of_a_new_bundle_only(sample_dir, tmp_path,
+                                                               capsys) -> None:
+    models, train = tmp_path / "models", str(sample_dir / "fan" / "train")
+    unit = ["--machine", "fan", "--section", "0", "--models", str(models), "--domain", "source"]
+    assert main(["enroll", "--dir", train, *unit, "--system", "stats+pitch"]) == 2
+    assert "stats+pitch" in _one_line_error(capsys, "enroll") and not models.exists()
+    assert main(["enroll", "--dir", train, *unit, "--system", "stats+modulation"]) == 0
+    capsys.readouterr()
+    assert main(["bundle", "verify", str(models / "fan"), "--device", "cpu", "--json"]) == 0
+    facts = json.loads(capsys.readouterr().out)
+    assert [m["name"] for m in facts["members"]] == ["stats", "modulation"]
+    assert main(["enroll", "--dir", train, *unit, "--system", "modulation"]) == 2
+    assert "keeps its system" in _one_line_error(capsys, "enroll")

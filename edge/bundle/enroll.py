@@ -41,6 +41,8 @@ logger = logging.getLogger(__name__)
 
 CLIP_SECONDS = 10.0  # enrolled audio is cut into clips of the DCASE length
 MIN_CLIP_SECONDS = 3.0  # a shorter tail is dropped
+# what a unit with no trained model is monitored by (docs/ALARMS.md)
+UNSEEN_SYSTEM = "stats"
 
 
 def cut_clips(waveform: np.ndarray, sample_rate: int, seconds: float = CLIP_SECONDS
@@ -67,24 +69,46 @@ def domain_counts(domains: Sequence[str]) -> dict[str, int]:
     return {d: list(domains).count(d) for d in sorted(set(domains))}
 
 
-def stats_only_system() -> tuple[ScoringSystem, dict[str, ScorerConfig], dict[str, list[float]]]:
-    """A fresh system of the spectral-statistics detector alone (no network)."""
-    member = placeholder_member("stats", "spectral", features=SPECTRAL_SYSTEMS["stats"])
-    system = ScoringSystem(DEFAULT_FRONT_END, DEFAULT_PATCHING, [member])
-    return system, {"stats": spectral_scorer_config()}, {"stats": [1.0]}
+def stats_only_system(system: str = UNSEEN_SYSTEM
+                      ) -> tuple[ScoringSystem, dict[str, ScorerConfig], dict[str, list[float]]]:
+    """A fresh system of no-training spectral detectors (no network): ``system`` names one of
+    ``SPECTRAL_SYSTEMS`` or a '+' ensemble of them ("stats+modulation")."""
+    names = system.split("+")
+    unknown = [n for n in names if n not in SPECTRAL_SYSTEMS]
+    if unknown or len(set(names)) != len(names):
+        raise BadInput(f"system {system!r}: unknown or repeated detector(s) "
+                       f"{', '.join(unknown) or system}; give one of "
+                       f"{', '.join(SPECTRAL_SYSTEMS)} or a '+' ensemble of different ones")
+    members = [placeholder_member(n, "spectral", features=SPECTRAL_SYSTEMS[n]) for n in names]
+    return (ScoringSystem(DEFAULT_FRONT_END, DEFAULT_PATCHING, members),
+            {n: spectral_scorer_config() for n in names}, {n: [1.0] for n in names})
+
+
+def check_new_system(models: str | Path, machine: str, system_name: str | None) -> None:
+    """Refuse ``system_name`` unless it names spectral detectors and ``<models>/<machine>`` is
+    new (an existing bundle keeps its system); None always passes."""
+    if system_name is None:
+        return
+    folder = Path(models) / machine
+    if (folder / MANIFEST).is_file():
+        raise BadInput(f"--system {system_name}: {folder} exists and keeps its system; enroll "
+                       "into it without --system, or start a bundle in another --models")
+    stats_only_system(system_name)
 
 
 def enroll(models: str | Path, machine: str, section: int, clips: list[np.ndarray],
            source: str, domain: str | Sequence[str] = "target", device: str = "auto",
            threshold: ThresholdConfig | None = None,
-           budget: AlarmBudget | None = None, clip_quantile: bool = False) -> Enrolled:
+           budget: AlarmBudget | None = None, clip_quantile: bool = False,
+           system_name: str | None = None) -> Enrolled:
     """Add ``clips`` (16 kHz (N,) arrays, consecutive parts of the recording(s) in time order)
     of ``machine``'s unit ``section`` to its bundle. ``domain``: of every clip, or one per
     clip (a folder in the DCASE layout names each file's).
 
     The alarm thresholds are calibrated for ``budget`` (default: the bundle's, else one false
     alarm a month); ``clip_quantile``: keep the DCASE clip-quantile thresholds instead (no
-    promise). Creates a statistics-only bundle when ``<models>/<machine>`` does not exist.
+    promise). Creates a bundle of no-training detectors when ``<models>/<machine>`` does not
+    exist: ``system_name`` (``stats_only_system``; default ``UNSEEN_SYSTEM``).
     """
     if not clips:
         raise BadInput(f"no audio to enroll from {source}: give at least "
@@ -95,6 +119,7 @@ def enroll(models: str | Path, machine: str, section: int, clips: list[np.ndarra
     folder = Path(models) / machine
     existing = (folder / MANIFEST).is_file()
     extra: dict[str, Any]
+    check_new_system(models, machine, system_name)
     if existing:
         bundle = load_bundle(models, machine, device=device)
         system = bundle.system
@@ -107,9 +132,10 @@ def enroll(models: str | Path, machine: str, section: int, clips: list[np.ndarra
         kept = bundle.alarm_calibration
         budget = budget or (kept[0] if kept else None)
     else:
-        system, configs, weights = stats_only_system()
+        system, configs, weights = stats_only_system(system_name or UNSEEN_SYSTEM)
         references = References()
-        extra = {"system": {"chosen_by": "enrollment (no trained model for this machine type)"},
+        extra = {"system": {"chosen_by": "enrollment (no trained model for this machine type)"
+                            if system_name is None else "enroll --system"},
                  "provenance": {"created_by": "asd-edge enroll"}}
         calibration = threshold or ThresholdConfig()
     if clip_quantile:

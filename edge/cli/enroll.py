@@ -2,6 +2,7 @@
 
     asd-edge enroll --file normal.wav --machine gearbox --section 0 [--models models]
     asd-edge enroll --dir recordings/ --machine pump --section 0     # no model yet: statistics
+    asd-edge enroll --dir recordings/ --machine pump --section 0 --system stats+modulation
     asd-edge enroll --mic 0 --seconds 120 --machine gearbox --section 1
     asd-edge enroll --episode ID [--state-dir state] [--models models]   # "not a fault"
 
@@ -21,7 +22,14 @@ import numpy as np
 
 from edge.audio import SAMPLE_RATE, read_audio
 from edge.bundle.calibrate import AlarmBudget
-from edge.bundle.enroll import cut_clips, domain_counts, enroll, enrollment_advice
+from edge.bundle.enroll import (
+    UNSEEN_SYSTEM,
+    check_new_system,
+    cut_clips,
+    domain_counts,
+    enroll,
+    enrollment_advice,
+)
 from edge.dataset import AUDIO_SUFFIXES, parse_clip_name
 from edge.errors import BadInput
 
@@ -69,6 +77,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--domain", default=None, choices=("source", "target"),
                         help="domain recorded in the references (default: a site's own unit, "
                              "target; with --episode the domain its hops were compared in)")
+    parser.add_argument("--system", default=None,
+                        help="a new bundle only (no trained model): its no-training detector(s), "
+                             "stats, modulation, bandenergy or a '+' ensemble (default "
+                             f"{UNSEEN_SYSTEM}; docs/ALARMS.md)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     thresholds = parser.add_mutually_exclusive_group()
     thresholds.add_argument("--false-alarms-per-day", type=float, default=None,
@@ -112,7 +124,8 @@ def run(args: argparse.Namespace) -> int:
     if args.episode is not None:
         given = [flag for flag, value in (("--machine", args.machine),
                                           ("--section", args.section),
-                                          ("--false-alarms-per-day", args.false_alarms_per_day))
+                                          ("--false-alarms-per-day", args.false_alarms_per_day),
+                                          ("--system", args.system))
                  if value is not None]
         if args.clip_quantile_thresholds:
             given.append("--clip-quantile-thresholds")
@@ -130,6 +143,7 @@ def run(args: argparse.Namespace) -> int:
         raise BadInput("--machine and --section are required with --mic, --file or --dir "
                        "(e.g. --machine gearbox --section 0)")
     section = _section(args.section)
+    check_new_system(args.models, args.machine, args.system)
     domains: list[str] | str = args.domain or "target"
     if args.file:
         clips, where = cut_clips(read_audio(args.file), SAMPLE_RATE), args.file
@@ -157,7 +171,8 @@ def run(args: argparse.Namespace) -> int:
                            "above 0 and at most 1000 (e.g. 0.0333 for one a month)")
         budget = AlarmBudget(false_alarms_per_day=args.false_alarms_per_day)
     enrolled = enroll(args.models, args.machine, section, clips, where, domains,
-                      args.device, budget=budget, clip_quantile=args.clip_quantile_thresholds)
+                      args.device, budget=budget, clip_quantile=args.clip_quantile_thresholds,
+                      system_name=args.system)
     seconds = sum(c.shape[0] for c in clips) / SAMPLE_RATE
     print(f"enrolled {enrolled.added} clip(s) ({seconds / 60:.1f} min) of {args.machine} "
           f"section_{section:02d} into {enrolled.folder}")
