@@ -216,8 +216,8 @@ def choice_from_selection(entry: dict[str, Any], path: Path, machine: str,
     if "autoencoder" in systems:
         raise BadInput(f"{where}: the chosen system {' + '.join(systems)} includes the "
                        "autoencoder, which a bundle cannot ship (the edge has no autoencoder); "
-                       "re-run the selection without it (--systems stats,bandenergy) or pass "
-                       "--system embedding|stats|bandenergy|a+b")
+                       "re-run the selection without it (--systems stats,bandenergy,modulation) "
+                       "or pass --system embedding|stats|modulation|bandenergy|a+b")
     labels = sorted({name.split(":", 1)[0] for name in systems if ":" in name
                      and name not in anp})
     if len(labels) > 1:

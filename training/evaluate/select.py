@@ -1,6 +1,6 @@
 """Machine-specific selection: the best single system or ensemble per machine type.
 
-    asd-edge select --data DIR --systems stats,bandenergy,autoencoder \
+    asd-edge select --data DIR --systems stats,bandenergy,modulation,autoencoder \
         [--run disentangled=RUNS/a --run mtl=RUNS/b] --out SELECTION [--steps 4] [--seed 0]
 
 1. Each system's scores are standardised per section with its out-of-sample scores of normal
@@ -218,8 +218,8 @@ def collect_systems(dataset: Dataset, machine: str, systems: list[str],
             out.append(score_autoencoder(dataset, machine,
                                          AutoencoderConfig(epochs=epochs, seed=seed)))
         else:
-            raise BadInput(f"system {name!r} unknown; use stats, bandenergy, autoencoder "
-                           "(and --run NAME=RUN for trained runs)")
+            raise BadInput(f"system {name!r} unknown; use {', '.join(SPECTRAL_NAMES)}, "
+                           "autoencoder (and --run NAME=RUN for trained runs)")
     for label, run_dir in runs.items():
         from training.anp import is_anp_checkpoint, load_anp_run
         from training.checkpoint import load_checkpoint
@@ -303,8 +303,9 @@ def _margin(text: str) -> float | None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="data set in the DCASE layout")
-    parser.add_argument("--systems", default="stats,bandenergy",
-                        help="comma list of stats, bandenergy, autoencoder")
+    parser.add_argument("--systems", default="stats,bandenergy,modulation",
+                        help="comma list of stats, bandenergy, modulation, autoencoder "
+                             "(default stats,bandenergy,modulation)")
     parser.add_argument("--run", action="append", default=[], metavar="NAME=RUN",
                         help="a trained run; its variants become candidates (repeatable)")
     parser.add_argument("--machines", default="all")
