@@ -156,7 +156,7 @@ def _section_thresholds(models: Path, machine: str, section: int) -> tuple[float
 
 def _domain_of(raised: AlarmEvent, models: Path, section: int) -> Literal["source", "target"]:
     """The domain the episode's clip joins: the one its hops were compared in (the raise's
-    nearest reference's); without one named (a statistics-only bundle), the section's only
+    nearest reference's); without one named (a bundle without a network), the section's only
     domain when its references have one (so no second domain too small to calibrate is
     started); else ``target`` (a site's own unit, as ``asd-edge enroll``)."""
     nearest = raised.explanation.get("nearest")

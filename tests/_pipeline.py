@@ -35,7 +35,7 @@ def stats_setup(root: Path, machine: str = MACHINE, n_train: int = 16,
     models = root / "models"
     assert main(["enroll", "--dir", str(data / machine / "train"), "--machine", machine,
                  "--section", "0", "--models", str(models), "--domain", "source",
-                 "--clip-quantile-thresholds"]) == 0
+                 "--clip-quantile-thresholds", "--system", "stats"]) == 0
     stream = root / "stream.wav"
     meta = synthesize_stream(stream, machine, 0, seconds=stream_seconds,
                              fault_start=fault_start, fault_seconds=fault_seconds, seed=3,

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import edge
+from edge.bundle.enroll import UNSEEN_SYSTEM
 from edge.cli import main
 from edge.errors import BadInput
 
@@ -100,7 +101,7 @@ def test_bundle_verify_json_parses_and_holds_the_facts(sample_dir, tmp_path, cap
     assert main(["bundle", "verify", str(models / "gearbox"), "--device", "cpu", "--json"]) == 0
     facts = json.loads(capsys.readouterr().out)
     assert facts["ok"] is True and facts["machine"] == "gearbox"
-    assert [m["name"] for m in facts["members"]] == ["stats"]
+    assert [m["name"] for m in facts["members"]] == [UNSEEN_SYSTEM]
     assert facts["references"] == 2 and facts["files"] >= 1 and facts["sha256_checked"]
     section = facts["sections"]["section_00"]
     assert section["threshold"] > 0 and section["clear_threshold"] <= section["threshold"]

@@ -40,9 +40,10 @@ def setup(tmp_path_factory):
         elif "_target_" in clip.name:
             shutil.copy(clip, target / clip.name)
     models = root / "models"
-    for folder, domain in ((source, "source"), (target, "target")):
+    for folder, domain, system in ((source, "source", ["--system", "stats"]),
+                                   (target, "target", [])):  # a bundle keeps its system
         assert main(["enroll", "--dir", str(folder), "--machine", MACHINE, "--section", "0",
-                     "--models", str(models), "--domain", domain]) == 0
+                     "--models", str(models), "--domain", domain, *system]) == 0
     stream = root / "fault.wav"
     synthesize_stream(stream, MACHINE, 0, seconds=30.0, fault_start=FAULT["start_s"],
                       fault_seconds=FAULT["end_s"] - FAULT["start_s"], seed=3,

@@ -4,8 +4,9 @@ A site records a few minutes of its own machine running normally (the target dom
 adds it to the section's references: the clips go through the bundle's own path (edge front
 end, ONNX Runtime, each member's features), the scorers and thresholds are refitted from the
 stored references plus the new clips (``edge.bundle.fit``), and the bundle is rewritten
-atomically. For a machine type with no bundle at all, enrollment makes one of the
-spectral-statistics detector alone, so monitoring starts before any model exists.
+atomically. For a machine type with no bundle at all, enrollment makes one of no-training
+spectral detectors (``UNSEEN_SYSTEM``, the modulation detector), so monitoring starts before
+any model exists.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ logger = logging.getLogger(__name__)
 CLIP_SECONDS = 10.0  # enrolled audio is cut into clips of the DCASE length
 MIN_CLIP_SECONDS = 3.0  # a shorter tail is dropped
 # what a unit with no trained model is monitored by (docs/ALARMS.md)
-UNSEEN_SYSTEM = "stats"
+UNSEEN_SYSTEM = "modulation"
 
 
 def cut_clips(waveform: np.ndarray, sample_rate: int, seconds: float = CLIP_SECONDS

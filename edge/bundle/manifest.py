@@ -57,7 +57,7 @@ FORMAT: Final = "asd-edge-bundle"
 FORMAT_VERSION: Final = 1
 MANIFEST = "bundle.json"
 REEXPORT = ("re-export it: 'asd-edge export --run RUN --machine M --data DIR --out MODELS' "
-            "(or 'asd-edge enroll' for a statistics-only bundle)")
+            "(or 'asd-edge enroll' for a bundle without a network)")
 
 
 class Strict(BaseModel):

@@ -1,7 +1,7 @@
 """``asd-edge enroll``: add normal sound of one unit to the bundle (or start a bundle).
 
     asd-edge enroll --file normal.wav --machine gearbox --section 0 [--models models]
-    asd-edge enroll --dir recordings/ --machine pump --section 0     # no model yet: statistics
+    asd-edge enroll --dir recordings/ --machine pump --section 0     # no model yet: modulation
     asd-edge enroll --dir recordings/ --machine pump --section 0 --system stats+modulation
     asd-edge enroll --mic 0 --seconds 120 --machine gearbox --section 1
     asd-edge enroll --episode ID [--state-dir state] [--models models]   # "not a fault"
