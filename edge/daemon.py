@@ -330,7 +330,9 @@ class Daemon:
                                         e.pre_roll_seconds, e.post_roll_seconds, e.max_clips,
                                         e.max_age_days, e.max_megabytes,
                                         on_written=lambda clip: self.outputs.publish_clip(key,
-                                                                                          clip))
+                                                                                          clip),
+                                        # feeding runs at most one queue ahead of scoring
+                                        lag_seconds=QUEUE_BLOCKS * stream.source.block_seconds)
         self.health.add_stream(stream.name or key.machine)
         return StreamRunner(stream, key, bundle, alarm_rule_for(stream, key, bundle), evidence)
 
@@ -562,7 +564,8 @@ class Daemon:
             logger.exception("%s: explanation failed", runner.name)
             explanation = {"members": members}
         if raised and runner.evidence is not None:
-            clip = str(runner.evidence.trigger(transition.episode_id, transition.utc))
+            clip = str(runner.evidence.trigger(transition.episode_id, transition.utc,
+                                               end_sample=window.end_sample))
         event = make_event(runner.key, transition, event_window, self.provider, explanation,
                            clip, self.clip_links)
         self.outputs.publish_event(event)

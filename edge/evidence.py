@@ -1,10 +1,13 @@
 """Evidence: the audio of each alarm saved as a WAV clip, with the sound that led up to it.
 
-Each stream keeps its last ``pre_roll_seconds`` of audio in a ``RingBuffer``. On an alarm,
-``EvidenceRecorder.trigger`` returns the clip's path at once (the event names it) and the clip
-is written, atomically (a temporary file renamed), when ``post_roll_seconds`` more audio has
-arrived, or with what there is when the stream stops. Clip names carry machine, section, UTC
-time and episode id::
+Each stream keeps its last ``pre_roll_seconds`` (plus ``lag_seconds``) of audio in a
+``RingBuffer``. On an alarm, ``EvidenceRecorder.trigger`` returns the clip's path at once (the
+event names it) and the clip is written, atomically (a temporary file renamed), when
+``post_roll_seconds`` more audio has arrived, or with what there is when the stream stops.
+The clip is anchored to the window that raised the alarm (``end_sample``): its pre-roll ends
+where that window ends, whatever audio has been fed since while scoring caught up (a replay at
+full speed, a box whose inference lags), so the same alarm always has the same clip. Clip
+names carry machine, section, UTC time and episode id::
 
     <machine>_section_<SS>_<YYYYmmddTHHMMSSZ>_<episode id>.wav     16 kHz mono, 16-bit PCM
 
@@ -37,6 +40,9 @@ CLIP_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*_section_\d{2}_\d{8}T\d{6
                           r"\.wav$")
 PARTIAL_PATTERN = re.compile(r"^\.[A-Za-z0-9][A-Za-z0-9_.-]*_section_\d{2}_\d{8}T\d{6}Z_"
                              r"[A-Za-z0-9-]+\.partial\.wav$")
+# audio the ring holds beyond the pre-roll by default: how far feeding may run ahead of scoring
+# and the clip still start where its window does (the daemon passes its own bound)
+LAG_SECONDS = 8.0
 PARTIAL_MAX_AGE_S = 60.0  # a temporary clip older than this is a leftover: no write takes so long
 
 
@@ -52,20 +58,33 @@ class RingBuffer:
         """Append (N,) samples, forgetting the oldest beyond the capacity."""
         if self.capacity == 0:
             return
-        samples = np.asarray(samples, dtype=np.float32)[-self.capacity:]
-        start = self._end % self.capacity
-        first = min(samples.shape[0], self.capacity - start)
-        self._data[start:start + first] = samples[:first]
-        self._data[:samples.shape[0] - first] = samples[first:]
-        self._end += samples.shape[0]
+        pushed = np.asarray(samples, dtype=np.float32)
+        kept = pushed[-self.capacity:]  # sample k sits at k % capacity
+        start = (self._end + pushed.shape[0] - kept.shape[0]) % self.capacity
+        first = min(kept.shape[0], self.capacity - start)
+        self._data[start:start + first] = kept[:first]
+        self._data[:kept.shape[0] - first] = kept[first:]
+        self._end += pushed.shape[0]
 
-    def latest(self) -> np.ndarray:
-        """(M,) the buffered samples, oldest first; M = min(capacity, samples pushed)."""
-        held = min(self._end, self.capacity)
-        if held == 0:
+    @property
+    def pushed(self) -> int:
+        """Samples pushed since the buffer was made or cleared."""
+        return self._end
+
+    def latest(self, count: int | None = None) -> np.ndarray:
+        """(M,) the latest ``count`` (default all) buffered samples, oldest first."""
+        return self.span(self._end - (self.capacity if count is None else count), self._end)
+
+    def span(self, start: int, end: int) -> np.ndarray:
+        """Samples ``start`` to ``end`` (counted as ``pushed`` counts) that are still held,
+        oldest first: the part of the range older than the buffer, or not pushed yet, is
+        left out."""
+        start, end = max(start, self._end - self.capacity, 0), min(end, self._end)
+        if end <= start:
             return np.zeros(0, dtype=np.float32)
-        start = (self._end - held) % self.capacity
-        return np.roll(self._data, -start)[:held].copy()
+        first = start % self.capacity
+        index = (first + np.arange(end - start)) % self.capacity
+        return self._data[index].copy()
 
     def clear(self) -> None:
         """Forget everything (after a gap, audio before it is no longer the clip's pre-roll)."""
@@ -93,14 +112,17 @@ class EvidenceRecorder:
                  pre_roll_seconds: float = 10.0, post_roll_seconds: float = 5.0,
                  max_clips: int = 500, max_age_days: float = 30.0,
                  max_megabytes: float = 1000.0,
-                 on_written: Callable[[Path], None] | None = None) -> None:
-        """``on_written``: called with each clip's path once it is written."""
+                 on_written: Callable[[Path], None] | None = None,
+                 lag_seconds: float = LAG_SECONDS) -> None:
+        """``on_written``: called with each clip's path once it is written; ``lag_seconds``:
+        how far the audio pushed may run ahead of the window a trigger names."""
         self.directory = Path(directory)
         self.on_written = on_written
         self.machine = machine
         self.section = section
         self.post_roll_samples = round(post_roll_seconds * SAMPLE_RATE)
-        self.ring = RingBuffer(round(pre_roll_seconds * SAMPLE_RATE))
+        self.pre_roll_samples = round(pre_roll_seconds * SAMPLE_RATE)
+        self.ring = RingBuffer(self.pre_roll_samples + round(lag_seconds * SAMPLE_RATE))
         self.max_clips = max_clips
         self.max_age_days = max_age_days
         self.max_megabytes = max_megabytes
@@ -123,13 +145,20 @@ class EvidenceRecorder:
             self._write(clip)
         return [clip.path for clip in done]
 
-    def trigger(self, episode_id: str, when: datetime | None = None) -> Path:
-        """Start a clip for an alarm at ``when`` (UTC; default now): the pre-roll held now,
-        then ``post_roll_seconds`` of what ``push`` brings next. Returns the clip's path,
-        which exists once the post-roll is in (or ``flush`` is called)."""
+    def trigger(self, episode_id: str, when: datetime | None = None,
+                end_sample: int | None = None) -> Path:
+        """Start a clip for an alarm at ``when`` (UTC; default now): ``pre_roll_seconds``
+        ending at ``end_sample`` (the raising window's end, counted from the start of the
+        stream or its last gap, as pushed; default: the latest sample), then
+        ``post_roll_seconds`` after it, from the buffer as far as it was pushed and from what
+        ``push`` brings next. Returns the clip's path, which exists once the post-roll is in
+        (or ``flush`` is called)."""
         when = when or datetime.now(UTC)
         path = self.directory / clip_name(self.machine, self.section, when, episode_id)
-        clip = _PendingClip(path, [self.ring.latest()], self.post_roll_samples)
+        end = self.ring.pushed if end_sample is None else min(int(end_sample), self.ring.pushed)
+        pre = self.ring.span(end - self.pre_roll_samples, end)
+        post = self.ring.span(end, end + self.post_roll_samples)
+        clip = _PendingClip(path, [pre, post], self.post_roll_samples - post.shape[0])
         if clip.missing <= 0:
             self._write(clip)
         else:

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile as sf
 from _broker import Broker, Subscriber
@@ -65,6 +66,11 @@ def test_file_replay_raises_once_in_the_fault_and_clears_after(setup, tmp_path) 
         clip = Path(events[0].clip)
         info = sf.info(str(clip))
         assert info.samplerate == 16000 and info.duration >= 10.0
+        # anchored to the raising window: its 10 s, then 5 s after, however far the replay
+        # at full speed had read ahead when the score was computed
+        end = round(events[0].window.end_s * 16000)
+        assert np.allclose(read_audio(clip), read_audio(setup.stream)[end - 160000:end + 80000],
+                           atol=1e-4)
     finally:
         subscriber.close()
         broker.kill()

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 
 from edge.audio import SAMPLE_RATE, read_audio, write_audio
 from edge.evidence import EvidenceRecorder, RingBuffer, enforce_retention
@@ -33,6 +34,8 @@ def test_ring_buffer_keeps_the_latest_samples():
     assert ring.latest().tolist() == [2, 3, 4, 5, 6]
     ring.push(np.arange(100, 112))
     assert ring.latest().tolist() == [107, 108, 109, 110, 111]
+    assert ring.pushed == 19 and ring.span(15, 17).tolist() == [108, 109]
+    assert ring.span(0, 15).tolist() == [107]  # older than the buffer: left out
 
 
 def test_alarm_clip_holds_the_pre_roll_and_post_roll(tmp_path):
@@ -93,6 +96,7 @@ DISK_FULL = """
 import json, logging, resource, signal, sys
 from pathlib import Path
 import numpy as np
+import soundfile as sf
 logging.basicConfig(level=logging.INFO)
 from edge.evidence import EvidenceRecorder
 # The clip folder "fills up" after 64 kB: writes past it fail with EFBIG, as on a full disk.
@@ -138,3 +142,18 @@ def test_retention_removes_partial_clips_older_than_a_minute(tmp_path):
     assert removed == [stale]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         p.name for p in (fresh, clip, other))
+
+
+def test_a_clip_is_anchored_to_its_window_not_to_what_was_fed_since(tmp_path) -> None:
+    """Scoring lags feeding (a replay at full speed): the clip is the pre-roll up to the
+    raising window's end and the post-roll after it, part from the buffer, part still to come."""
+    recorder = EvidenceRecorder(tmp_path, "fan", 0, pre_roll_seconds=1.0, post_roll_seconds=0.5,
+                                lag_seconds=0.5)
+    audio = (np.arange(3 * SAMPLE_RATE) % 1000 / 1000.0).astype(np.float32)
+    recorder.push(audio[:2 * SAMPLE_RATE])  # 2 s fed; the window that raised ended at 1.8 s
+    path = recorder.trigger("lagging", end_sample=int(1.8 * SAMPLE_RATE))
+    assert not path.exists()  # 0.2 s of its post-roll is in the buffer, 0.3 s is still to come
+    recorder.push(audio[2 * SAMPLE_RATE:])
+    clip, _ = sf.read(path, dtype="float32")
+    expected = audio[int(0.8 * SAMPLE_RATE):int(2.3 * SAMPLE_RATE)]
+    assert clip.shape == expected.shape and np.allclose(clip, expected, atol=1e-4)
