@@ -175,9 +175,9 @@ def test_enough_enrolled_audio_sets_the_unit_threshold_without_the_data_set_tail
     ten minutes of the unit's own sound its threshold is set by that sound alone (and says
     so), with less it stays on every reference."""
     from edge.bundle.calibrate import CalibrationTraces, budget_thresholds
-    from edge.bundle.enroll import stats_only_system
+    from edge.bundle.enroll import no_training_system
 
-    system = stats_only_system("stats")[0]
+    system = no_training_system("stats")[0]
     rng = np.random.default_rng(0)
     per_stretch = 270  # hops of 0.5 s: a stretch of about 2.3 minutes
 
@@ -207,9 +207,9 @@ def test_the_cross_check_says_when_the_unheard_sound_was_heard_and_for_how_long(
     do (another machine running): the cross-check flags that stretch alone, places the peak in
     that minute on the enrollment's clock, and the advice tells the operator when it was."""
     from edge.bundle.calibrate import CalibrationTraces, cross_check
-    from edge.bundle.enroll import Enrolled, enrollment_advice, stats_only_system
+    from edge.bundle.enroll import Enrolled, enrollment_advice, no_training_system
 
-    system = stats_only_system("stats")[0]
+    system = no_training_system("stats")[0]
     rng = np.random.default_rng(1)
     per_stretch, hop = 270, 0.5                       # hops of 0.5 s: 2.4 min per stretch
     own = [rng.normal(0.0, 1.0, per_stretch) for _ in range(5)]

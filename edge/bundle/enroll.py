@@ -70,14 +70,14 @@ def domain_counts(domains: Sequence[str]) -> dict[str, int]:
     return {d: list(domains).count(d) for d in sorted(set(domains))}
 
 
-def stats_only_system(system: str = UNSEEN_SYSTEM
+def no_training_system(system: str = UNSEEN_SYSTEM
                       ) -> tuple[ScoringSystem, dict[str, ScorerConfig], dict[str, list[float]]]:
     """A fresh system of no-training spectral detectors (no network): ``system`` names one of
     ``SPECTRAL_SYSTEMS`` or a '+' ensemble of them ("stats+modulation")."""
     names = system.split("+")
     unknown = [n for n in names if n not in SPECTRAL_SYSTEMS]
     if unknown or len(set(names)) != len(names):
-        raise BadInput(f"system {system!r}: unknown or repeated detector(s) "
+        raise BadInput(f"--system {system}: unknown or repeated detector(s) "
                        f"{', '.join(unknown) or system}; give one of "
                        f"{', '.join(SPECTRAL_SYSTEMS)} or a '+' ensemble of different ones")
     members = [placeholder_member(n, "spectral", features=SPECTRAL_SYSTEMS[n]) for n in names]
@@ -94,7 +94,7 @@ def check_new_system(models: str | Path, machine: str, system_name: str | None) 
     if (folder / MANIFEST).is_file():
         raise BadInput(f"--system {system_name}: {folder} exists and keeps its system; enroll "
                        "into it without --system, or start a bundle in another --models")
-    stats_only_system(system_name)
+    no_training_system(system_name)
 
 
 def enroll(models: str | Path, machine: str, section: int, clips: list[np.ndarray],
@@ -109,7 +109,7 @@ def enroll(models: str | Path, machine: str, section: int, clips: list[np.ndarra
     The alarm thresholds are calibrated for ``budget`` (default: the bundle's, else one false
     alarm a month); ``clip_quantile``: keep the DCASE clip-quantile thresholds instead (no
     promise). Creates a bundle of no-training detectors when ``<models>/<machine>`` does not
-    exist: ``system_name`` (``stats_only_system``; default ``UNSEEN_SYSTEM``).
+    exist: ``system_name`` (``no_training_system``; default ``UNSEEN_SYSTEM``).
     """
     if not clips:
         raise BadInput(f"no audio to enroll from {source}: give at least "
@@ -133,7 +133,7 @@ def enroll(models: str | Path, machine: str, section: int, clips: list[np.ndarra
         kept = bundle.alarm_calibration
         budget = budget or (kept[0] if kept else None)
     else:
-        system, configs, weights = stats_only_system(system_name or UNSEEN_SYSTEM)
+        system, configs, weights = no_training_system(system_name or UNSEEN_SYSTEM)
         references = References()
         extra = {"system": {"chosen_by": "enrollment (no trained model for this machine type)"
                             if system_name is None else "enroll --system"},
