@@ -71,9 +71,9 @@ class RingBuffer:
         """Samples pushed since the buffer was made or cleared."""
         return self._end
 
-    def latest(self, count: int | None = None) -> np.ndarray:
-        """(M,) the latest ``count`` (default all) buffered samples, oldest first."""
-        return self.span(self._end - (self.capacity if count is None else count), self._end)
+    def latest(self) -> np.ndarray:
+        """(M,) the buffered samples, oldest first; M = min(capacity, samples pushed)."""
+        return self.span(self._end - self.capacity, self._end)
 
     def span(self, start: int, end: int) -> np.ndarray:
         """Samples ``start`` to ``end`` (counted as ``pushed`` counts) that are still held,

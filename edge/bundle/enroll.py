@@ -70,16 +70,23 @@ def domain_counts(domains: Sequence[str]) -> dict[str, int]:
     return {d: list(domains).count(d) for d in sorted(set(domains))}
 
 
-def no_training_system(system: str = UNSEEN_SYSTEM
-                      ) -> tuple[ScoringSystem, dict[str, ScorerConfig], dict[str, list[float]]]:
-    """A fresh system of no-training spectral detectors (no network): ``system`` names one of
-    ``SPECTRAL_SYSTEMS`` or a '+' ensemble of them ("stats+modulation")."""
+def detector_names(system: str) -> list[str]:
+    """``system`` ("modulation", "stats+modulation") -> its spectral detectors' names; refuses
+    an unknown or repeated one."""
     names = system.split("+")
     unknown = [n for n in names if n not in SPECTRAL_SYSTEMS]
     if unknown or len(set(names)) != len(names):
         raise BadInput(f"--system {system}: unknown or repeated detector(s) "
                        f"{', '.join(unknown) or system}; give one of "
                        f"{', '.join(SPECTRAL_SYSTEMS)} or a '+' ensemble of different ones")
+    return names
+
+
+def no_training_system(system: str = UNSEEN_SYSTEM
+                       ) -> tuple[ScoringSystem, dict[str, ScorerConfig], dict[str, list[float]]]:
+    """A fresh system of no-training spectral detectors (no network): ``system`` names one of
+    ``SPECTRAL_SYSTEMS`` or a '+' ensemble of them ("stats+modulation")."""
+    names = detector_names(system)
     members = [placeholder_member(n, "spectral", features=SPECTRAL_SYSTEMS[n]) for n in names]
     return (ScoringSystem(DEFAULT_FRONT_END, DEFAULT_PATCHING, members),
             {n: spectral_scorer_config() for n in names}, {n: [1.0] for n in names})
@@ -94,7 +101,7 @@ def check_new_system(models: str | Path, machine: str, system_name: str | None) 
     if (folder / MANIFEST).is_file():
         raise BadInput(f"--system {system_name}: {folder} exists and keeps its system; enroll "
                        "into it without --system, or start a bundle in another --models")
-    no_training_system(system_name)
+    detector_names(system_name)
 
 
 def enroll(models: str | Path, machine: str, section: int, clips: list[np.ndarray],
