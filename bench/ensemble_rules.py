@@ -11,17 +11,20 @@ through the daemon's alarm rule (``bench/alarm_rules.replay_rule``) and scored b
 
     .venv/bin/python bench/ensemble_rules.py --models MODELS --streams DIR \
         [--combinations sum,min,embedding,stats] [--false-alarms-per-day 0.0333,1]
-        [--out bench/results/ensemble_rules.json]
+        [--out bench/results/ensemble_rules.json] [--traces member_scores.pkl]
 
 Combinations: ``sum`` (the bundle's own: weighted sum of standardised member scores), ``min``
 (the smallest standardised member score: every member must find the window unusual), a
 member's name (that member alone, raw), members joined by ``+`` (their weighted sum of
-standardised scores, as a bundle of only those members would combine them).
+standardised scores, as a bundle of only those members would combine them), ``any`` or
+``any:a+b`` (each member's raw score over its own budget threshold, the largest: any member
+alone at its threshold raises).
 """
 
 from __future__ import annotations
 
 import argparse
+import pickle
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -46,12 +49,23 @@ from edge.streaming import hop_patches_for, window_patches_for  # noqa: E402
 
 
 class Combination:
-    """Duck-types ``ScoringSystem.combine`` for ``budget_thresholds``."""
+    """Duck-types ``ScoringSystem.combine`` for ``budget_thresholds``.
 
-    def __init__(self, system, how: str) -> None:
-        self.system, self.how = system, how
+    ``any`` / ``any:a+b``: every member (or those named) scaled by its own budget threshold
+    (``tails``: section -> member -> threshold, from the member alone calibrated like a
+    one-member bundle), the largest ratio: any member at its own threshold raises."""
+
+    def __init__(self, system, how: str, tails: Mapping[int, Mapping[str, float]] | None = None,
+                 ) -> None:
+        self.system, self.how, self.tails = system, how, tails
 
     def combine(self, member_scores: Mapping[str, np.ndarray], section: int) -> np.ndarray:
+        if self.how.startswith("any"):
+            names = self.how.split(":", 1)[1].split("+") if ":" in self.how else \
+                [m.name for m in self.system.members]
+            assert self.tails is not None
+            return np.max([np.asarray(member_scores[n]) / self.tails[section][n]
+                           for n in names], axis=0)
         if self.how == "sum":
             return self.system.combine(member_scores, section)
         if self.how == "min":
@@ -86,12 +100,23 @@ def main() -> None:
     parser.add_argument("--false-alarms-per-day", default=None, metavar="R1,R2",
                         help="recalibrate for these budgets (default: the bundle's own)")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--traces", default=None, metavar="FILE",
+                        help="keep the streamed member scores here and reuse them when it "
+                             "exists (a pickle; the same --models and --streams)")
     args = parser.parse_args()
     files = find_streams(args.streams)
     labels = {wav: read_labels(wav) for wav in files}
     bundles = {m: load_bundle(args.models, m) for m in {lab.machine for lab in labels.values()}}
-    scored = {wav: member_traces(bundles[labels[wav].machine], wav, labels[wav].section)
-              for wav in files}
+    cache = Path(args.traces) if args.traces else None
+    if cache is not None and cache.exists():
+        with cache.open("rb") as f:
+            scored = {Path(k): v for k, v in pickle.load(f).items()}
+    else:
+        scored = {wav: member_traces(bundles[labels[wav].machine], wav, labels[wav].section)
+                  for wav in files}
+        if cache is not None:
+            with cache.open("wb") as f:
+                pickle.dump({str(k): v for k, v in scored.items()}, f)
     config = AlarmRuleConfig()
     rows = {}
     rates = [None] if args.false_alarms_per_day is None else \
@@ -101,10 +126,18 @@ def main() -> None:
         for wav in files:
             lab = labels[wav]
             bundle = bundles[lab.machine]
-            combination = Combination(bundle.system, how)
             budget = bundle.alarm_calibration[0]
             if rate is not None:
                 budget = budget.model_copy(update={"false_alarms_per_day": rate})
+            tails = None
+            if how.startswith("any"):
+                tails = {}
+                for m in bundle.system.members:
+                    alone = budget_thresholds(Combination(bundle.system, m.name), bundle.traces,
+                                              config, budget)
+                    for section, levels in alone.items():
+                        tails.setdefault(section, {})[m.name] = levels.threshold
+            combination = Combination(bundle.system, how, tails)
             levels = budget_thresholds(combination, bundle.traces, config, budget)[lab.section]
             times, members, domains = scored[wav]
             scores = combination.combine(members, lab.section)
