@@ -9,6 +9,11 @@
 - ``bands`` and ``spans``: the frequency ranges and the moments of the window that depart
   most from the section's normal clips (their mean log spectrum, in units of its spread over
   the normal clips), as ``edge.scoring.explain`` computes them for evaluation reports.
+- ``level``: the level of the window's quietest frames (``edge.features.quiet_level_db``)
+  beside the range of the section's normal clips, and a ``note`` when it lies more than
+  ``QUIET_MARGIN_DB`` outside it. A unit barely above its plant's background (a valve's
+  clicks) scores a quieter or louder plant as it scores a fault (docs/ALARMS.md, session 10);
+  the note tells the operator that the level moved, so "not a fault" is an informed answer.
 """
 
 from __future__ import annotations
@@ -19,12 +24,14 @@ import numpy as np
 
 from edge.bundle.load import Bundle
 from edge.bundle.system import EmbeddingMember, Member
+from edge.features import quiet_level_db
 from edge.scoring.backends import KnnBackend
 from edge.scoring.explain import deviating_bands, deviating_spans, subspace_shares
 from edge.scoring.scorer import pool
 from edge.streaming import Window
 
 TOP = 3
+QUIET_MARGIN_DB = 1.0  # a quiet level this far outside the normal clips' range gets a note
 
 
 def explain_window(bundle: Bundle, window: Window, section: int,
@@ -50,6 +57,9 @@ def explain_window(bundle: Bundle, window: Window, section: int,
         if nearest:
             out.update(nearest)
             break
+    quiet = system.quiet_levels.get(section)
+    if quiet is not None and quiet.size:
+        out["level"] = level_context(quiet_level_db(window.spectrogram), quiet)
     profile = system.profiles.get(section)
     if profile is not None:
         mean, spread = profile
@@ -60,6 +70,24 @@ def explain_window(bundle: Bundle, window: Window, section: int,
         out["spans"] = [_rounded(s) for s in deviating_spans(
             window.spectrogram, reference, front_end.hop_length / front_end.sample_rate,
             front_end.n_fft / front_end.sample_rate, TOP, row_spread=spread)]
+    return out
+
+
+def level_context(quiet_db: float, normal_quiet_db: np.ndarray) -> dict[str, Any]:
+    """A window's quiet level (dB) against the (N,) quiet levels of the normal clips: both,
+    how far outside their range it lies (dB, signed, 0 inside) and, beyond
+    ``QUIET_MARGIN_DB``, a note for people."""
+    low, high = float(np.min(normal_quiet_db)), float(np.max(normal_quiet_db))
+    outside = quiet_db - high if quiet_db > high else quiet_db - low if quiet_db < low else 0.0
+    out: dict[str, Any] = {"quiet_db": round(quiet_db, 2),
+                           "normal_quiet_db": [round(low, 2), round(high, 2)],
+                           "outside_db": round(outside, 2)}
+    if abs(outside) > QUIET_MARGIN_DB:
+        out["note"] = (f"the quietest moments of this window are {abs(outside):.1f} dB "
+                       f"{'louder' if outside > 0 else 'quieter'} than in any normal clip of "
+                       f"this unit ({low:.1f} to {high:.1f} dB): the level changed, the "
+                       "machine's or the plant's around it; if this is not a fault, enroll it "
+                       "as normal ('asd-edge enroll --episode ID')")
     return out
 
 

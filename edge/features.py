@@ -154,6 +154,21 @@ def spectrogram(waveform: np.ndarray, front_end: FrontEnd = DEFAULT_FRONT_END) -
     return np.log(np.maximum(magnitude, front_end.log_floor)).astype(np.float32)
 
 
+QUIET_QUANTILE = 0.1  # the quietest tenth of a window's frames: its floor
+
+
+def quiet_level_db(spec: np.ndarray) -> float:
+    """Log-magnitude spectrogram (F, T) from ``spectrogram`` -> the level (dB re full scale
+    magnitude, summed over rows) of its quietest frames: the ``QUIET_QUANTILE`` quantile of the
+    frames' power. For a sound made of events (a valve's clicks) it is the background between
+    them; for a continuous machine it is the machine's own steady level. Compare it only
+    between spectrograms of one front end."""
+    power = np.exp(2.0 * np.asarray(spec, dtype=np.float64)).sum(axis=0)  # (T,)
+    if power.size == 0:
+        raise ValueError("spectrogram has no frames")
+    return float(10.0 * np.log10(max(float(np.quantile(power, QUIET_QUANTILE)), 1e-30)))
+
+
 THUMBNAIL_ROWS = 64  # at most this many frequency rows in a thumbnail
 THUMBNAIL_COLUMN_SECONDS = 0.25  # about this much audio per thumbnail column
 # natural-log units above ln(log_floor) the 256 levels cover: up to ln 1.5 (a full-scale

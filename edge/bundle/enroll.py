@@ -57,12 +57,15 @@ def cut_clips(waveform: np.ndarray, sample_rate: int, seconds: float = CLIP_SECO
 class Enrolled(NamedTuple):
     """What ``enroll`` did: the bundle folder, clips added, the cross-check of the new audio
     (each stretch of time against thresholds set without it; ``[]`` without a budget or with
-    too little audio) and the section's promise (``calibrate.describe``; None: none)."""
+    too little audio), the section's promise (``calibrate.describe``; None: none) and the
+    range (dB) of its normal clips' quiet levels (``edge.features.quiet_level_db``; None: not
+    known)."""
 
     folder: Path
     added: int
     checks: list[StretchCheck]
     promise: dict[str, Any] | None
+    quiet_db: tuple[float, float] | None = None
 
 
 def domain_counts(domains: Sequence[str]) -> dict[str, int]:
@@ -182,7 +185,9 @@ def enroll(models: str | Path, machine: str, section: int, clips: list[np.ndarra
         write_bundle(folder, machine, system, references, configs, extra, model_file)
     logger.info("enrolled %d clip(s) into %s section %02d (%d references before)", len(clips),
                 folder, section, before)
-    return Enrolled(folder, len(clips), checks, describe(system.thresholds[section]))
+    quiet = system.quiet_levels.get(section, np.zeros(0))
+    return Enrolled(folder, len(clips), checks, describe(system.thresholds[section]),
+                    (float(quiet.min()), float(quiet.max())) if quiet.size else None)
 
 
 def enrollment_advice(enrolled: Enrolled, seconds: float) -> list[str]:
@@ -224,6 +229,12 @@ def enrollment_advice(enrolled: Enrolled, seconds: float) -> list[str]:
                      f"{ENOUGH_MINUTES - minutes:.0f} more minutes, covering every operating "
                      "condition the unit runs in (speeds, loads, the plant around it), so the "
                      "promise rests on the unit's own sound")
+    if enrolled.quiet_db is not None:
+        low, high = enrolled.quiet_db
+        lines.append(f"level: the quietest moments of the normal audio lie between {low:.1f} and "
+                     f"{high:.1f} dB ({high - low:.1f} dB apart); an alarm whose window is "
+                     "quieter or louder than that says so. If the plant's background changes "
+                     "more (shifts, machines nearby), enroll its quiet and busy times too")
     promise = enrolled.promise
     if promise is None:
         lines.append("promise: none (clip-quantile thresholds: too little audio, or "

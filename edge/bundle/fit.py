@@ -48,7 +48,7 @@ from edge.bundle.system import (
     member_to_manifest,
 )
 from edge.errors import BadInput
-from edge.features import spectrogram_thumbnail
+from edge.features import quiet_level_db, spectrogram_thumbnail
 from edge.scoring.scorer import ScorerConfig, SectionScorer, cross_fit_scores
 from edge.scoring.thresholds import ThresholdConfig, calibrate_threshold
 
@@ -67,6 +67,13 @@ def spectral_profiles(spectra: np.ndarray, sections: np.ndarray
             for s in np.unique(sections)}
 
 
+def quiet_levels(quiet_db: np.ndarray, sections: np.ndarray) -> dict[int, np.ndarray]:
+    """Per section: the (N_s,) quiet levels (dB) of its clips that have one (NaN: unknown)."""
+    quiet_db = np.asarray(quiet_db, dtype=np.float64)
+    return {int(s): quiet_db[(sections == s) & np.isfinite(quiet_db)]
+            for s in np.unique(sections)}
+
+
 @dataclass
 class References:
     """The normal clips a bundle scores against: metadata and each member's parts per clip."""
@@ -77,6 +84,9 @@ class References:
     parts: dict[str, list[list[np.ndarray]]] = field(default_factory=dict)
     # per clip: mean over time of the model front end's log spectrum (F,)
     spectra: list[np.ndarray] = field(default_factory=list)
+    # per clip: the level of its quietest frames, dB (``quiet_level_db``; NaN: a clip of a
+    # bundle written before it was kept)
+    quiet_db: list[float] = field(default_factory=list)
     # per clip: its spectrogram's thumbnail (R, C) uint8 (None: a clip of a bundle written
     # before thumbnails were kept)
     thumbnails: list[np.ndarray | None] = field(default_factory=list)
@@ -100,6 +110,7 @@ class References:
             self.parts.setdefault(member.name, []).append(
                 [p[0] for p in member.parts(window)])
         self.spectra.append(window.spectrogram.mean(axis=1))
+        self.quiet_db.append(quiet_level_db(window.spectrogram))
         self.thumbnails.append(spectrogram_thumbnail(window.spectrogram, system.front_end))
         self.meta.append(meta)
 
@@ -124,6 +135,9 @@ class References:
     def profiles(self) -> dict[int, tuple[np.ndarray, np.ndarray]]:
         return spectral_profiles(np.stack(self.spectra), self.sections)
 
+    def quiet_levels(self) -> dict[int, np.ndarray]:
+        return quiet_levels(np.asarray(self.quiet_db), self.sections)
+
     def save_thumbnails(self, folder: Path) -> None:
         """``reference_spectrograms.npz``: ``images`` (N, R, C_max) uint8, zero-padded to the
         widest, ``columns`` (N,) each one's width, ``available`` (N,) False for a clip that
@@ -147,6 +161,8 @@ class References:
                          for r in manifest.references])
         with np.load(bundle_dir / PROFILES_FILE, allow_pickle=False) as data:
             refs.spectra = list(data["spectra"])
+            refs.quiet_db = list(data["quiet_db"]) if "quiet_db" in data.files \
+                else [float("nan")] * len(refs.spectra)
         refs.thumbnails = load_thumbnails(bundle_dir, len(refs.meta))
         for entry in manifest.system.members:
             with np.load(bundle_dir / entry.scorer / REFERENCES_FILE,
@@ -221,6 +237,7 @@ def fit_system(system: ScoringSystem, references: References,
                                             references.domains)
         member.scorer = SectionScorer(config, weights).fit(parts, sections, references.domains)
     system.profiles = references.profiles()
+    system.quiet_levels = references.quiet_levels()
     combined_by_section: dict[int, np.ndarray] = {}
     for section in np.unique(sections):
         rows = sections == section
@@ -338,6 +355,7 @@ def write_bundle(out_dir: Path, machine: str, system: ScoringSystem, references:
         if model_file is not None:
             shutil.copyfile(model_file, staging / "model.onnx")
         np.savez(staging / PROFILES_FILE, spectra=np.stack(references.spectra),
+                 quiet_db=np.asarray(references.quiet_db, dtype=np.float64),
                  sections=references.sections)
         references.save_thumbnails(staging)
         if references.traces is not None and references.traces.hops:

@@ -11,7 +11,12 @@ import numpy as np
 
 from edge.alarms.rule import AlarmRuleConfig
 from edge.bundle.calibrate import AlarmBudget, CalibrationTraces
-from edge.bundle.fit import PROFILES_FILE, recover_interrupted_swap, spectral_profiles
+from edge.bundle.fit import (
+    PROFILES_FILE,
+    quiet_levels,
+    recover_interrupted_swap,
+    spectral_profiles,
+)
 from edge.bundle.manifest import BundleManifest, bundle_dir_for, read_manifest
 from edge.bundle.system import ScoringSystem
 from edge.errors import BadInput
@@ -80,12 +85,16 @@ def load_bundle(models: str | Path, machine: str | None = None, device: str = "a
         embedder = manifest.model.embedder(path, front_end, patching, device=device,
                                            threads=threads)
     system = ScoringSystem(front_end, patching, members, thresholds, embedder)
-    system.profiles = load_profiles(path)
+    system.profiles, system.quiet_levels = load_profiles(path)
     return Bundle(path, manifest, system)
 
 
-def load_profiles(path: Path) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """Per-section spectral profiles of the references (for explanations)."""
+def load_profiles(path: Path) -> tuple[dict[int, tuple[np.ndarray, np.ndarray]],
+                                       dict[int, np.ndarray]]:
+    """Per-section spectral profiles and quiet levels of the references (for explanations;
+    a bundle written before quiet levels were kept has none)."""
     with np.load(path / PROFILES_FILE, allow_pickle=False) as data:
         spectra, sections = data["spectra"], data["sections"]
-    return spectral_profiles(spectra, sections)
+        quiet = data["quiet_db"] if "quiet_db" in data.files else \
+            np.full(sections.shape, np.nan)
+    return spectral_profiles(spectra, sections), quiet_levels(quiet, sections)

@@ -294,6 +294,8 @@ class ScoringSystem:
     embedder: Any = None  # an Embedder (OnnxEmbedder on the edge) when a member needs one
     # per section: mean and std (F,) over normal clips of each clip's mean log spectrum
     profiles: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    # per section: the quiet level (dB, ``edge.features.quiet_level_db``) of each normal clip
+    quiet_levels: dict[int, np.ndarray] = field(default_factory=dict)
 
     @property
     def embeds(self) -> bool:
