@@ -636,37 +636,12 @@ class Daemon:
                                   "send it again in a minute"))
 
     def _feedback_loop(self) -> None:
-        config = self.config
         while not self.stop.is_set():
             try:
                 command, via, reply = self._feedback_requests.get(timeout=0.2)
             except queue.Empty:
                 continue
-            try:
-                record = not_a_fault(command.episode, config.state_dir, config.models_dir,
-                                     clips_dir=config.evidence_dir,
-                                     even_if_open=command.even_if_open,
-                                     via=via,
-                                     request_id=command.request_id, device=config.device)
-            except AsdEdgeError as err:
-                logger.warning("not a fault, episode %s: refused: %s", command.episode, err)
-                reply(self._error_ack(command.request_id, command.episode, str(err)))
-                continue
-            except Exception:
-                logger.exception("not a fault, episode %s: failed", command.episode)
-                reply(self._error_ack(command.request_id, command.episode,
-                                      "internal error: see the daemon's log"))
-                continue
-            bundle, problem = None, None
-            if record.machine in self.bundles:
-                try:
-                    bundle = load_bundle(config.models_dir, record.machine, config.device,
-                                         config.threads)
-                except Exception as err:  # enrolled, but this run cannot use it
-                    logger.exception("not a fault, episode %s: reloading the bundle failed",
-                                     command.episode)
-                    problem = f"enrolled, but reloading the bundle failed ({err}): restart"
-            self._feedback_done.put((record, bundle, problem, reply))
+            self._enroll_feedback(command, via, reply)
         while True:  # stopping: what did not start is answered, not dropped
             try:
                 command, _via, reply = self._feedback_requests.get_nowait()
@@ -675,6 +650,43 @@ class Daemon:
             reply(self._error_ack(command.request_id, command.episode,
                                   "the daemon is stopping; nothing changed: send it again "
                                   "once it runs"))
+
+    def answer_now(self, command: NotAFaultCommand, via: Via, reply: FeedbackReply) -> None:
+        """Run a "not a fault" on the calling thread, not the worker's: a replay's simulated
+        operator (``edge.evaluation.streams``), whose answer must take effect at a known point
+        of the stream. The streams use the new bundle from the next batch of blocks on."""
+        self._enroll_feedback(command, via, reply)
+
+    def _enroll_feedback(self, command: NotAFaultCommand, via: Via, reply: FeedbackReply
+                         ) -> None:
+        """Enroll the episode's clip and reload the bundle; the outcome waits in
+        ``_feedback_done`` for the main thread (a refusal is answered at once)."""
+        config = self.config
+        try:
+            record = not_a_fault(command.episode, config.state_dir, config.models_dir,
+                                 clips_dir=config.evidence_dir,
+                                 even_if_open=command.even_if_open,
+                                 via=via,
+                                 request_id=command.request_id, device=config.device)
+        except AsdEdgeError as err:
+            logger.warning("not a fault, episode %s: refused: %s", command.episode, err)
+            reply(self._error_ack(command.request_id, command.episode, str(err)))
+            return
+        except Exception:
+            logger.exception("not a fault, episode %s: failed", command.episode)
+            reply(self._error_ack(command.request_id, command.episode,
+                                  "internal error: see the daemon's log"))
+            return
+        bundle, problem = None, None
+        if record.machine in self.bundles:
+            try:
+                bundle = load_bundle(config.models_dir, record.machine, config.device,
+                                     config.threads)
+            except Exception as err:  # enrolled, but this run cannot use it
+                logger.exception("not a fault, episode %s: reloading the bundle failed",
+                                 command.episode)
+                problem = f"enrolled, but reloading the bundle failed ({err}): restart"
+        self._feedback_done.put((record, bundle, problem, reply))
 
     def _apply_feedback(self) -> None:
         """Swap in the bundles the feedback worker reloaded (main thread, between batches)

@@ -19,13 +19,14 @@ from datetime import UTC, datetime
 from http.cookiejar import CookieJar
 from pathlib import Path
 
+import numpy as np
 import pytest
 from _broker import Broker, Subscriber, free_port
 from _pipeline import MACHINE, StatsSetup, stats_setup
 from test_event_schema import frozen_event
 
 from edge.alarms.rule import AlarmRule, AlarmRuleConfig, StreamKey
-from edge.audio import SAMPLE_RATE, read_audio
+from edge.audio import SAMPLE_RATE, read_audio, write_audio
 from edge.bundle.enroll import cut_clips
 from edge.bundle.fit import References, write_bundle
 from edge.bundle.load import load_bundle
@@ -504,3 +505,48 @@ def test_a_clip_already_in_the_references_is_not_enrolled_twice(replayed, tmp_pa
 def test_enroll_flags_are_checked(argv, message, capsys) -> None:
     assert main(["enroll", *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_simulated_operator_teaches_the_replay_and_leaves_the_bundle(replayed, tmp_path,
+                                                                        capsys) -> None:
+    """``evaluate --streams --operator``: the fault recording played three times over,
+    labelled healthy (a plant sound the references lack). Without an operator each repeat is
+    a false alarm; with one, the first is answered "not a fault" and the repeats stay quiet,
+    and the bundles under --models are not touched."""
+    audio = read_audio(replayed.setup.stream)
+    streams = tmp_path / "streams"
+    streams.mkdir()
+    write_audio(streams / "plant.wav", np.concatenate([audio] * 3))
+    (streams / "plant.json").write_text(json.dumps({"machine": MACHINE, "section": 0,
+                                                    "faults": []}))
+    models = replayed.setup.models
+    def files() -> dict[str, bytes]:
+        return {str(p): p.read_bytes() for p in sorted((models / MACHINE).rglob("*"))
+                if p.is_file()}
+
+    before = files()
+    seconds = audio.shape[0] / SAMPLE_RATE
+    results = {}
+    for flags in ((), ("--operator",)):
+        out = tmp_path / f"report{len(flags)}"
+        capsys.readouterr()
+        assert main(["evaluate", "--streams", str(streams), "--models", str(models), "--out",
+                     str(out), "--no-plots", *flags]) == 0
+        said = capsys.readouterr().out
+        results[bool(flags)] = json.loads((out / "results.json").read_text())["recordings"][0]
+    plain, taught = results[False], results[True]
+    first = plain["false_alarm_times_s"][0]
+    # every repeat of the sound raises without an operator, at the same place in it
+    assert len(plain["false_alarm_times_s"]) == 3
+    assert [t - first for t in plain["false_alarm_times_s"]] == pytest.approx(
+        [0.0, seconds, 2 * seconds], abs=1.0)
+    assert plain["operator_answers"] == []
+    # with one: the same first alarm, answered; the repeats stay quiet
+    assert taught["false_alarm_times_s"] == [first]
+    [answer] = taught["operator_answers"]
+    assert answer["ok"] and answer["raised_s"] == pytest.approx(first)
+    assert answer["threshold"] != answer["threshold_before"]
+    assert answer["references"] == section_references(models) + len(
+        cut_clips(read_audio(replayed.clip), SAMPLE_RATE))
+    assert "the operator answered 'not a fault' 1 time(s)" in said
+    assert files() == before

@@ -27,6 +27,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-plots", action="store_true", help="skip the timeline PNGs")
     parser.add_argument("--save-scores", action="store_true",
                         help="also write every hop's score as scores/<recording>.npz")
+    parser.add_argument("--operator", action="store_true",
+                        help="a simulated operator answers 'not a fault' to every false alarm "
+                             "once it clears (its clip enrolled, thresholds recalibrated, as "
+                             "'enroll --episode' does); later recordings of the machine use "
+                             "what it taught. A copy of --models changes, never the bundles")
 
 
 def stream_settings_from(config_path: str | None) -> dict:
@@ -51,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         bar.update(0)
         report = evaluate_streams(args.streams, args.models, args.out, settings, args.device,
                                   args.threads, plots=not args.no_plots, progress=bar.update,
-                                  save_scores=args.save_scores)
+                                  save_scores=args.save_scores, operator=args.operator)
     total_row = report["summary"]["total"]
     per_day = total_row["false_alarms_per_day"]
     print(f"{total_row['recordings']} recordings, {total_row['normal_hours']:.2f} h normal: "
@@ -61,5 +66,7 @@ def run(args: argparse.Namespace) -> int:
           + (f", delay median {total_row['delay_median_s']:.1f} s, worst "
              f"{total_row['delay_worst_s']:.1f} s" if total_row["delay_median_s"] is not None
              else ""))
+    if args.operator:
+        print(f"the operator answered 'not a fault' {total_row['operator_answers']} time(s)")
     print(f"report: {args.out}/results.md")
     return 0

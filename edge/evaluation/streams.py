@@ -26,13 +26,14 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import tempfile
 import threading
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -40,6 +41,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from edge.alarms.rule import StreamKey
 from edge.errors import BadInput
 from edge.outputs.events import AlarmEvent, ScoreMessage, SignalState, StreamState
+
+if TYPE_CHECKING:
+    from edge.config import StreamConfig
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +123,8 @@ class StreamTrace:
     scores: list[float] = field(default_factory=list)
     thresholds: list[float] = field(default_factory=list)
     events: list[AlarmEvent] = field(default_factory=list)
+    # a simulated operator's "not a fault" answers (``edge.evaluation.operator``)
+    answers: list[dict[str, Any]] = field(default_factory=list)
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         order = np.argsort(self.times, kind="stable")
@@ -161,10 +167,25 @@ class TraceCollector:
         pass
 
 
+def stream_template(stream_settings: dict[str, Any] | None) -> StreamConfig:
+    """The stream keys given to every replayed recording, validated (defaults filled)."""
+    from edge.config import StreamConfig
+
+    return StreamConfig.model_validate({**(stream_settings or {}), "machine": "x",
+                                        "source": {"type": "file", "path": "x.wav"}})
+
+
+def fault_spans(labels: StreamLabels, window_seconds: float, hold_seconds: float
+                ) -> list[tuple[float, float]]:
+    """Each labelled fault's scoring span ``[start_s, end_s + window + hold + grace)``."""
+    return [(f.start_s, f.end_s + window_seconds + hold_seconds + GRACE_SECONDS)
+            for f in labels.faults]
+
+
 def replay_streams(labels: dict[Path, StreamLabels], models: str | Path,
                    stream_settings: dict[str, Any] | None = None, device: str = "auto",
                    threads: int | None = None, batch: int = 8,
-                   progress: Any = None) -> dict[Path, StreamTrace]:
+                   progress: Any = None, operator: bool = False) -> dict[Path, StreamTrace]:
     """Play the recordings ``labels`` names through the daemon; every hop's score and every
     event, per recording.
 
@@ -173,16 +194,32 @@ def replay_streams(labels: dict[Path, StreamLabels], models: str | Path,
     recordings run in one daemon (it batches patches across its streams), as long as no two
     of them watch the same (machine, section): the collector tells streams apart by those.
     ``progress`` is called with the number of recordings done after each batch.
+
+    ``operator``: a simulated operator answers "not a fault" to every false alarm
+    (``edge.evaluation.operator``); what it teaches carries over to the later recordings of
+    the same machine type, in file order. The answers change a copy of the bundles, never
+    those under ``models``; each trace lists its answers.
     """
     from edge.bundle.load import load_bundle
     from edge.config import EdgeConfig
     from edge.daemon import Daemon
+    from edge.evaluation.operator import Operator
+    from edge.feedback import JOURNAL_FILE
+    from edge.outputs import FanOut, Output
+    from edge.outputs.journal import Journal
 
     files = list(labels)
     settings = dict(stream_settings or {})
+    template = stream_template(settings)
     traces: dict[Path, StreamTrace] = {}
     bundles: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="asd-replay-") as state:
+        if operator:
+            copy = Path(state) / "models"
+            for machine in sorted({labels[wav].machine for wav in files}):
+                shutil.copytree(Path(models) / machine, copy / machine,
+                                ignore=shutil.ignore_patterns(".*.lock"))
+            models = copy
         for begin in range(0, len(files), batch):
             chunk = list(files[begin:begin + batch])
             streams, names = [], {}
@@ -199,16 +236,32 @@ def replay_streams(labels: dict[Path, StreamLabels], models: str | Path,
                                                              threads)
             chunk_traces: dict[str, StreamTrace] = {}
             # recordings of the same (machine, section) run in daemons one after the other
-            for group in _distinct_keys(streams):
+            for number, group in enumerate(_distinct_keys(streams)):
+                # with an operator each daemon gets a journal and clips of its own
+                group_state = Path(state) / f"run{begin + number:05d}" if operator else state
                 config = EdgeConfig.model_validate({
                     "node": "replay", "models_dir": str(models), "device": device,
-                    "threads": threads, "state_dir": state, "streams": group,
-                    "evidence": {"enabled": False}, "metrics": {"enabled": False}})
-                collector = TraceCollector({
-                    (s["machine"], f"{int(s['section']):02d}"): s["name"] for s in group})
+                    "threads": threads, "state_dir": str(group_state), "streams": group,
+                    "evidence": {"enabled": operator}, "metrics": {"enabled": False}})
+                keys = {(s["machine"], f"{int(s['section']):02d}"): s["name"] for s in group}
+                collector = TraceCollector(keys)
                 daemon = Daemon(config, stop=threading.Event(),
                                 bundles={m: bundles[m] for m in {s["machine"] for s in group}})
-                daemon.run(collector)
+                outputs: Output = collector
+                answerer = None
+                if operator:
+                    answerer = Operator(keys, {s["name"]: _false_alarm_test(
+                        labels[names[s["name"]]], template) for s in group})
+                    answerer.daemon = daemon
+                    # the journal first: an answer reads the clear from it
+                    outputs = FanOut([Journal(Path(group_state) / JOURNAL_FILE), collector,
+                                      answerer])
+                daemon.run(outputs)
+                outputs.close()
+                bundles.update(daemon.bundles)  # what the operator taught, for what follows
+                if answerer is not None:
+                    for name, answers in answerer.answers.items():
+                        collector.traces[name].answers = answers
                 chunk_traces.update(collector.traces)
             for name, wav in names.items():
                 trace = chunk_traces[name]
@@ -217,6 +270,13 @@ def replay_streams(labels: dict[Path, StreamLabels], models: str | Path,
             if progress is not None:
                 progress(min(begin + batch, len(files)))
     return traces
+
+
+def _false_alarm_test(labels: StreamLabels, template: StreamConfig
+                      ) -> Callable[[float], bool]:
+    """Whether a raise at ``t`` seconds into the recording is a false alarm."""
+    spans = fault_spans(labels, template.window_seconds, template.alarm.hold_seconds)
+    return lambda t: not any(a <= t < b for a, b in spans)
 
 
 def _distinct_keys(streams: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
@@ -238,8 +298,7 @@ def stream_metrics(trace: StreamTrace, labels: StreamLabels, window_seconds: flo
     """Event-level figures of one recording (see the module docstring)."""
     times, _scores, _thresholds = trace.arrays()
     hop = float(np.median(np.diff(times))) if times.size > 1 else 0.5
-    spans = [(f.start_s, f.end_s + window_seconds + hold_seconds + GRACE_SECONDS)
-             for f in labels.faults]
+    spans = fault_spans(labels, window_seconds, hold_seconds)
 
     def in_fault(t: float) -> bool:
         return any(a <= t < b for a, b in spans)
@@ -280,6 +339,7 @@ def stream_metrics(trace: StreamTrace, labels: StreamLabels, window_seconds: flo
         "normal_time_in_alarm": float(active[normal].mean()) if normal.any() else None,
         "faults": faults,
         "max_score": float(np.max(_scores)) if _scores.size else None,
+        "operator_answers": trace.answers,
     }
 
 
@@ -326,6 +386,7 @@ def summarise(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
             "delay_worst_s": float(np.max(delays)) if delays else None,
             "false_alarm_causes": dict(Counter(
                 c for r in rows for c in r.get("false_alarm_causes", [])).most_common()),
+            "operator_answers": sum(a["ok"] for r in rows for a in r.get("operator_answers", [])),
         }
 
     machines = sorted({r["machine"] for r in results})
@@ -353,6 +414,14 @@ def markdown(summary: dict[str, Any], results: Sequence[dict[str, Any]], title: 
     if causes:
         lines += ["", "False alarms by what the labels say overlapped their window: "
                   + ", ".join(f"{cause} {count}" for cause, count in causes.items()) + "."]
+    answers = [a for r in results for a in r.get("operator_answers", []) if a["ok"]]
+    if answers:
+        lines += ["", f"A simulated operator answered \"not a fault\" to {len(answers)} false "
+                  "alarm(s): each episode's clip enrolled and the thresholds recalibrated, for "
+                  "the rest of that machine's recordings (threshold "
+                  f"{_fmt(answers[0]['threshold_before'], '.4g')} before the first, "
+                  f"{_fmt(answers[-1]['threshold'], '.4g')} after the last; "
+                  f"{answers[-1]['references']} references)."]
     lines += ["", "| recording | machine | section | normal h | false alarms | in alarm | "
               "faults (delay s) |", "|---|---|---|---|---|---|---|"]
     for r in results:
@@ -402,24 +471,24 @@ def plot_timeline(trace: StreamTrace, labels: StreamLabels, path: Path) -> Path 
 def evaluate_streams(folder: str | Path, models: str | Path, out: str | Path,
                      stream_settings: dict[str, Any] | None = None, device: str = "auto",
                      threads: int | None = None, plots: bool = True,
-                     progress: Any = None, save_scores: bool = False) -> dict[str, Any]:
+                     progress: Any = None, save_scores: bool = False,
+                     operator: bool = False) -> dict[str, Any]:
     """Replay every labelled recording under ``folder``; write results.json, results.md and a
     timeline PNG per recording to ``out`` (and with ``save_scores`` every hop's time, score
-    and threshold as ``scores/<recording>.npz``); return the results."""
-    from edge.config import StreamConfig
-
+    and threshold as ``scores/<recording>.npz``); return the results. ``operator``: a
+    simulated operator answers every false alarm (``replay_streams``)."""
     files = find_streams(folder)
     labels = {wav: read_labels(wav) for wav in files}
     settings = dict(stream_settings or {})
-    template = StreamConfig.model_validate({**settings, "machine": "x",
-                                            "source": {"type": "file", "path": "x.wav"}})
-    traces = replay_streams(labels, models, settings, device, threads, progress=progress)
+    template = stream_template(settings)
+    traces = replay_streams(labels, models, settings, device, threads, progress=progress,
+                            operator=operator)
     results = [stream_metrics(traces[wav], labels[wav], template.window_seconds,
                               template.alarm.hold_seconds) for wav in files]
     summary = summarise(results)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    report = {"streams": str(folder), "models": str(models),
+    report = {"streams": str(folder), "models": str(models), "operator": operator,
               "stream_settings": template.model_dump(mode="json",
                                                      exclude={"name", "source", "machine"}),
               "summary": summary, "recordings": results}
