@@ -232,3 +232,22 @@ def test_the_cross_check_says_when_the_unheard_sound_was_heard_and_for_how_long(
     text = "\n".join(advice)
     assert "NOT STABLE: 1 of 5" in text
     assert f"around minute {flagged.peak_min:.1f}" in text
+
+
+def test_enrollment_advice_asks_for_up_to_an_hour() -> None:
+    """Under 10 minutes: "ENOUGH?"; from there to an hour (with a promise): "more", since
+    more recurring audio lowers the threshold; an hour or more: neither."""
+    from edge.bundle.enroll import Enrolled, enrollment_advice
+
+    promise = {"false_alarms_per_day": 1 / 30, "confidence": 0.9, "expected_per_day": 0.002,
+               "audio_minutes": 29.2, "on": "enrolled audio"}
+
+    def advice(minutes: float, with_promise: bool = True) -> str:
+        enrolled = Enrolled(Path("x"), 1, [], promise if with_promise else None)
+        return "\n".join(enrollment_advice(enrolled, minutes * 60.0))
+
+    assert "ENOUGH? 5.0 min" in advice(5) and "more:" not in advice(5)
+    assert "more: 30 min enrolled; up to 60 min" in advice(30)
+    assert "ENOUGH?" not in advice(30)
+    assert "more:" not in advice(30, with_promise=False)  # clip quantiles: nothing to lower
+    assert "more:" not in advice(60) and "ENOUGH?" not in advice(60)
