@@ -217,6 +217,7 @@ def replay_streams(labels: dict[Path, StreamLabels], models: str | Path,
         if operator:
             copy = Path(state) / "models"
             for machine in sorted({labels[wav].machine for wav in files}):
+                load_bundle(models, machine, device, threads)  # a bad one: its own message
                 shutil.copytree(Path(models) / machine, copy / machine,
                                 ignore=shutil.ignore_patterns(".*.lock"))
             models = copy
