@@ -44,9 +44,9 @@ MIN_BLOCKS = 6  # fewer blocks of a domain: it has no promise of its own (the po
 CHUNK_SECONDS = 60.0  # audio pushed into the windower at a time
 DEFAULT_FALSE_ALARMS_PER_DAY = 1 / 30  # what export and enroll calibrate for unless told
 ENOUGH_MINUTES = 10.0  # enrolled audio below this: enrollment asks for more
-# below this, enrollment says that more audio lowers the threshold: on synthetic units an hour
-# instead of half an hour lowered it by 24-36 % and caught 6 of 8 faults instead of 4, with no
-# false alarm either way (docs/ALARMS.md, session 12)
+# below this, enrollment says that more audio usually lowers the threshold: on 6 synthetic
+# units an hour instead of half an hour lowered it on 5 (by 7-51 %; +17 % on the sixth) and
+# caught 19 of 24 faults instead of 17, no false alarm either way (docs/ALARMS.md, session 12)
 RECOMMENDED_MINUTES = 60.0
 # a section whose enrolled audio covers this is calibrated on it alone (the hops of each
 # stretch cover its audio less a partial last window: 10 min of audio cover 9.8)
