@@ -11,7 +11,7 @@ through the daemon's alarm rule (``bench/alarm_rules.replay_rule``) and scored b
 
     .venv/bin/python bench/ensemble_rules.py --models MODELS --streams DIR \
         [--combinations sum,min,embedding,stats] [--false-alarms-per-day 0.0333,1]
-        [--out bench/results/ensemble_rules.json] [--traces member_scores.pkl]
+        [--out bench/results/ensemble_rules.json] [--traces member_scores.npz]
 
 Combinations: ``sum`` (the bundle's own: weighted sum of standardised member scores), ``min``
 (the smallest standardised member score: every member must find the window unusual), a
@@ -24,7 +24,6 @@ alone at its threshold raises).
 from __future__ import annotations
 
 import argparse
-import pickle
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -92,6 +91,30 @@ def member_traces(bundle, wav: Path, section: int) -> tuple[np.ndarray, dict, li
     return times, traces.members, [str(d) or None for d in traces.domains]
 
 
+def save_traces(path: Path, scored: Mapping[Path, tuple]) -> None:
+    """``member_traces`` of every recording into one .npz (no pickle)."""
+    arrays: dict[str, np.ndarray] = {"files": np.array([str(w) for w in scored])}
+    for i, (times, members, domains) in enumerate(scored.values()):
+        arrays[f"{i}/times"] = times
+        arrays[f"{i}/domains"] = np.array([d or "" for d in domains], "<U8")
+        for name, values in members.items():
+            arrays[f"{i}/member/{name}"] = values
+    with path.open("wb") as f:
+        np.savez(f, **arrays)
+
+
+def load_traces(path: Path) -> dict[Path, tuple]:
+    """What ``save_traces`` wrote."""
+    with np.load(path, allow_pickle=False) as data:
+        out = {}
+        for i, wav in enumerate(data["files"]):
+            members = {key.split("/", 2)[2]: data[key] for key in data.files
+                       if key.startswith(f"{i}/member/")}
+            out[Path(str(wav))] = (data[f"{i}/times"], members,
+                                   [str(d) or None for d in data[f"{i}/domains"]])
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", required=True)
@@ -102,21 +125,19 @@ def main() -> None:
     parser.add_argument("--out", default=None)
     parser.add_argument("--traces", default=None, metavar="FILE",
                         help="keep the streamed member scores here and reuse them when it "
-                             "exists (a pickle; the same --models and --streams)")
+                             "exists (.npz; the same --models and --streams)")
     args = parser.parse_args()
     files = find_streams(args.streams)
     labels = {wav: read_labels(wav) for wav in files}
     bundles = {m: load_bundle(args.models, m) for m in {lab.machine for lab in labels.values()}}
     cache = Path(args.traces) if args.traces else None
     if cache is not None and cache.exists():
-        with cache.open("rb") as f:
-            scored = {Path(k): v for k, v in pickle.load(f).items()}
+        scored = load_traces(cache)
     else:
         scored = {wav: member_traces(bundles[labels[wav].machine], wav, labels[wav].section)
                   for wav in files}
         if cache is not None:
-            with cache.open("wb") as f:
-                pickle.dump({str(k): v for k, v in scored.items()}, f)
+            save_traces(cache, scored)
     config = AlarmRuleConfig()
     rows = {}
     rates = [None] if args.false_alarms_per_day is None else \

@@ -186,9 +186,8 @@ def enroll(models: str | Path, machine: str, section: int, clips: list[np.ndarra
         write_bundle(folder, machine, system, references, configs, extra, model_file)
     logger.info("enrolled %d clip(s) into %s section %02d (%d references before)", len(clips),
                 folder, section, before)
-    quiet = system.quiet_levels.get(section, np.zeros(0))
     return Enrolled(folder, len(clips), checks, describe(system.thresholds[section]),
-                    (float(quiet.min()), float(quiet.max())) if quiet.size else None)
+                    system.quiet_range(section))
 
 
 def enrollment_advice(enrolled: Enrolled, seconds: float) -> list[str]:

@@ -297,6 +297,14 @@ class ScoringSystem:
     # per section: the quiet level (dB, ``edge.features.quiet_level_db``) of each normal clip
     quiet_levels: dict[int, np.ndarray] = field(default_factory=dict)
 
+    def quiet_range(self, section: int) -> tuple[float, float] | None:
+        """The lowest and highest quiet level (dB) of the section's normal clips; None when
+        the bundle keeps none."""
+        quiet = self.quiet_levels.get(section)
+        if quiet is None or not quiet.size:
+            return None
+        return float(quiet.min()), float(quiet.max())
+
     @property
     def embeds(self) -> bool:
         return any(m.embeds for m in self.members)

@@ -63,9 +63,9 @@ def run(args: argparse.Namespace) -> int:
         if t is not None:
             for line in describe_promises(t):
                 print(f"    {line}")
-        quiet = system.quiet_levels.get(section)
-        if quiet is not None and quiet.size:
-            print(f"    quiet level of its normal clips: {quiet.min():.1f} to {quiet.max():.1f} dB")
+        quiet = system.quiet_range(section)
+        if quiet is not None:
+            print(f"    quiet level of its normal clips: {quiet[0]:.1f} to {quiet[1]:.1f} dB")
     return 0
 
 
@@ -83,12 +83,11 @@ def verify_facts(bundle: Bundle, scores: dict[int, float]) -> dict[str, Any]:
     sections: dict[str, Any] = {}
     for section in system.sections:
         t = system.thresholds.get(section)
-        quiet = system.quiet_levels.get(section)
+        quiet = system.quiet_range(section)
         sections[f"section_{section:02d}"] = {
             "section": section, "test_score": float(scores[section]),
             **(levels(t) if t else {"threshold": None}),
-            "quiet_db": [float(quiet.min()), float(quiet.max())]
-            if quiet is not None and quiet.size else None}
+            "quiet_db": list(quiet) if quiet is not None else None}
     return {"path": str(bundle.path), "ok": True,
             "format_version": manifest.format_version, "machine": bundle.machine,
             "members": [{"name": m.name, "weight": float(m.weight)} for m in system.members],

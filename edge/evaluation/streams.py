@@ -252,7 +252,8 @@ def replay_streams(labels: dict[Path, StreamLabels], models: str | Path,
                 answerer = None
                 if operator:
                     answerer = Operator(keys, {s["name"]: _false_alarm_test(
-                        labels[names[s["name"]]], template) for s in group})
+                        labels[names[s["name"]]], template.window_seconds,
+                        template.alarm.hold_seconds) for s in group})
                     answerer.daemon = daemon
                     # the journal first: an answer reads the clear from it
                     outputs = FanOut([Journal(Path(group_state) / JOURNAL_FILE), collector,
@@ -273,10 +274,11 @@ def replay_streams(labels: dict[Path, StreamLabels], models: str | Path,
     return traces
 
 
-def _false_alarm_test(labels: StreamLabels, template: StreamConfig
+def _false_alarm_test(labels: StreamLabels, window_seconds: float, hold_seconds: float
                       ) -> Callable[[float], bool]:
-    """Whether a raise at ``t`` seconds into the recording is a false alarm."""
-    spans = fault_spans(labels, template.window_seconds, template.alarm.hold_seconds)
+    """Whether a raise at ``t`` seconds into the recording is a false alarm: outside every
+    fault's scoring span."""
+    spans = fault_spans(labels, window_seconds, hold_seconds)
     return lambda t: not any(a <= t < b for a, b in spans)
 
 
@@ -299,10 +301,10 @@ def stream_metrics(trace: StreamTrace, labels: StreamLabels, window_seconds: flo
     """Event-level figures of one recording (see the module docstring)."""
     times, _scores, _thresholds = trace.arrays()
     hop = float(np.median(np.diff(times))) if times.size > 1 else 0.5
-    spans = fault_spans(labels, window_seconds, hold_seconds)
+    is_false_alarm = _false_alarm_test(labels, window_seconds, hold_seconds)
 
     def in_fault(t: float) -> bool:
-        return any(a <= t < b for a, b in spans)
+        return not is_false_alarm(t)
 
     raises = [e for e in trace.events if e.type == "raise"]
     clears = {e.id: e for e in trace.events if e.type == "clear"}
